@@ -1,0 +1,1 @@
+//! Inputs shared by Shoal's criterion benches (see `benches/`).

@@ -1,0 +1,3 @@
+//! `shoal-loadgen`. (Being written.)
+
+fn main() {}

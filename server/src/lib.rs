@@ -1,0 +1,1 @@
+//! The Shoal broker. (Being written.)

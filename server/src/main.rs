@@ -1,0 +1,3 @@
+//! `shoal`: the broker binary. (Being written.)
+
+fn main() {}
