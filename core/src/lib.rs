@@ -18,6 +18,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod limits;
 pub mod protocol;
 pub mod topic;

@@ -1,0 +1,3 @@
+//! Placeholder: bench being written.
+
+fn main() {}
