@@ -1,8 +1,10 @@
 //! CONNECT and CONNACK.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::properties::{ConnAckProperties, ConnectProperties, WillProperties};
+use super::wire::Reader;
+use super::{DecodeError, EncodeError};
 use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
 use crate::topic::TopicName;
 
@@ -54,4 +56,39 @@ pub struct ConnAck {
     pub reason_code: ReasonCode,
     /// MQTT 5 properties; empty for 3.x.
     pub properties: ConnAckProperties,
+}
+
+impl Connect {
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let _ = r;
+        Err(DecodeError::Truncated)
+    }
+
+    /// Encodes this CONNECT in its own `protocol` version.
+    ///
+    /// # Errors
+    /// [`EncodeError::FieldTooLong`] for an over-long string or binary field.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = out;
+        Err(EncodeError::V5Only)
+    }
+}
+
+impl ConnAck {
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let _ = (r, version);
+        Err(DecodeError::Truncated)
+    }
+
+    /// Encodes this CONNACK; for 3.x the reason code is mapped to a return code.
+    ///
+    /// # Errors
+    /// [`EncodeError::FieldTooLong`] for an over-long property.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, out);
+        Err(EncodeError::V5Only)
+    }
 }

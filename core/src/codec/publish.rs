@@ -1,9 +1,11 @@
 //! PUBLISH.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
+use super::header::FixedHeader;
 use super::properties::PublishProperties;
-use crate::protocol::{PacketId, QoS};
+use super::{DecodeError, EncodeError};
+use crate::protocol::{PacketId, ProtocolVersion, QoS};
 use crate::topic::TopicName;
 
 /// PUBLISH: an application message, in either direction.
@@ -23,4 +25,32 @@ pub struct Publish {
     pub properties: PublishProperties,
     /// Application payload: a zero-copy slice of the read buffer when decoded.
     pub payload: Bytes,
+}
+
+impl Publish {
+    pub(crate) fn decode(
+        frame: Bytes,
+        header: &FixedHeader,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let _ = (frame, header, version);
+        Err(DecodeError::Truncated)
+    }
+
+    /// Size of this PUBLISH on the wire for `version`, fixed header included; compare it
+    /// with the receiver's Maximum Packet Size before sending.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let _ = version;
+        0
+    }
+
+    /// Encodes this PUBLISH.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for an over-long field or packet, an empty topic without a
+    /// Topic Alias, or a packet id that does not match the QoS.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, out);
+        Err(EncodeError::V5Only)
+    }
 }

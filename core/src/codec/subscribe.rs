@@ -4,8 +4,12 @@
 //! `crate::topic::TopicFilter` is the receiver's job, so that a bad filter can be refused
 //! per entry (SUBACK 0x8F) rather than failing the whole packet.
 
+use bytes::BytesMut;
+
 use super::properties::{AckProperties, SubscribeProperties, UnsubscribeProperties};
-use crate::protocol::{PacketId, QoS, ReasonCode};
+use super::wire::Reader;
+use super::{DecodeError, EncodeError};
+use crate::protocol::{PacketId, ProtocolVersion, QoS, ReasonCode};
 
 /// SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,4 +87,80 @@ pub struct UnsubAck {
     pub reason_codes: Vec<ReasonCode>,
     /// MQTT 5 properties; empty for 3.x.
     pub properties: AckProperties,
+}
+
+impl Subscribe {
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let _ = (r, version);
+        Err(DecodeError::Truncated)
+    }
+
+    /// Encodes this packet.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, out);
+        Err(EncodeError::V5Only)
+    }
+}
+
+impl SubAck {
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let _ = (r, version);
+        Err(DecodeError::Truncated)
+    }
+
+    /// Encodes this packet.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, out);
+        Err(EncodeError::V5Only)
+    }
+}
+
+impl Unsubscribe {
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let _ = (r, version);
+        Err(DecodeError::Truncated)
+    }
+
+    /// Encodes this packet.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, out);
+        Err(EncodeError::V5Only)
+    }
+}
+
+impl UnsubAck {
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let _ = (r, version);
+        Err(DecodeError::Truncated)
+    }
+
+    /// Encodes this packet.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, out);
+        Err(EncodeError::V5Only)
+    }
 }
