@@ -1,16 +1,30 @@
-//! Topic names, topic filters and the subscription trie.
+//! Topic names, topic filters, the subscription trie and the retained-message tree.
 //!
 //! A [`TopicName`] is what a PUBLISH is sent to; a [`TopicFilter`] is what a SUBSCRIBE
-//! asks for (it may hold `+` and `#`). Both are validated once, at construction; holding
-//! one means it is valid. [`SubscriptionTrie`] maps filters to subscribers.
+//! asks for (it may hold `+` and `#`), and a [`Subscription`] is a filter string with its
+//! `$share/{group}/` prefix understood. All are validated once, at construction; holding
+//! one means it is valid.
+//!
+//! [`SubscriptionTrie`] maps filters to subscribers and answers "who gets this publish";
+//! [`MatchSet`] collects those answers one entry per subscriber. [`RetainedTree`] maps
+//! topics to retained messages and answers "what does this new subscription receive".
+//! Both are single-threaded data owned by one thread; the locking and ownership around
+//! them is the server's (`server/src/shard.rs`).
 
 mod filter;
+mod level_map;
+mod match_set;
 mod name;
+mod retained;
 mod trie;
 
-pub use filter::{SharedFilter, Subscription as FilterSubscription, TopicFilter};
+/// The name this type had before `Subscription` was re-exported directly.
+pub use filter::Subscription as FilterSubscription;
+pub use filter::{SharedFilter, Subscription, TopicFilter};
+pub use match_set::{MatchSet, MergeSubscription};
 pub use name::TopicName;
-pub use trie::SubscriptionTrie;
+pub use retained::RetainedTree;
+pub use trie::{Iter as SubscriptionIter, SubscriptionTrie};
 
 /// Why a topic name or filter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
