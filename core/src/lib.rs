@@ -10,6 +10,7 @@
 //! - [`codec`]: incremental decoding and allocation-free encoding of every packet.
 //! - [`topic`]: validated topic names and filters, `$share` parsing, the subscription trie.
 //! - [`limits`]: the protocol limits a connection is held to.
+//! - [`session`]: the per-client session and QoS state machine (`handle_*` / `poll_*`).
 //!
 //! Sockets, TLS and event loops live in `shoal-server`; the load generator's client in
 //! `shoal-loadgen`.
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod fuzz_support;
 pub mod limits;
 pub mod protocol;
+pub mod session;
 pub mod topic;
 
 pub use codec::Packet;

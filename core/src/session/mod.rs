@@ -1,0 +1,761 @@
+//! The MQTT session state machine, sans I/O.
+//!
+//! A [`Session`] holds what MQTT calls the session state of one client id (its
+//! subscriptions, unacknowledged QoS 1/2 messages in both directions, messages queued
+//! while the window or the socket is full or the client is offline) plus, while a network
+//! connection is attached, the connection's protocol state (version, keep-alive, will).
+//!
+//! It is driven by `handle_*` and drained by `poll_*`:
+//! - inputs: [`Session::handle_connect`], [`Session::handle_packet`],
+//!   [`Session::handle_delivery`], [`Session::handle_timeout`],
+//!   [`Session::handle_link_lost`], [`Session::set_write_blocked`];
+//! - outputs: [`Session::poll_transmit`] (packets to write, in order),
+//!   [`Session::poll_event`] (things the broker must act on: route a publish, add or
+//!   remove a subscription, close the connection and maybe publish a will),
+//!   [`Session::poll_timeout`] (when to call `handle_timeout`).
+//!
+//! After every `handle_*` call, drain `poll_transmit` and `poll_event` until `None`.
+//!
+//! What is deliberately not here: matching topics against subscriptions (the server's
+//! trie), the first-packet and client-id checks that happen before a session exists
+//! ([`check_connect`]), sockets and clocks (`now` is always an argument).
+//! QoS window bookkeeping lives in `inflight`.
+
+mod inflight;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::{
+    AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, LastWill, Packet, PubAckLike,
+    Publish, PublishProperties, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+};
+use crate::limits::Limits;
+use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
+use crate::topic::{TopicFilter, TopicName};
+use inflight::{InboundQos2, Inflight, OutState};
+
+/// Longest client id MQTT 3.1 allows [MQTT 3.1, 3.1 CONNECT payload].
+pub const MAX_V31_CLIENT_ID_BYTES: usize = 23;
+
+/// An application message as routed: one allocation shared by every delivery of one
+/// publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: TopicName,
+    /// Payload (shares the publisher's read buffer).
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties passed through (topic alias and subscription ids removed).
+    pub properties: PublishProperties,
+    /// When the Message Expiry Interval runs out, if it was set.
+    pub expires_at: Option<Instant>,
+    /// Client id of the publisher, for No Local; `None` for server-made messages.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl Message {
+    /// Builds the routed message from an incoming PUBLISH received at `now`.
+    pub fn from_publish(publish: Publish, publisher: Option<Arc<str>>, now: Instant) -> Self {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties
+            .message_expiry_interval
+            .and_then(|s| now.checked_add(Duration::from_secs(u64::from(s))));
+        Self {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+            publisher,
+        }
+    }
+
+    /// Builds the message a will turns into.
+    pub fn from_will(will: LastWill, publisher: Option<Arc<str>>, now: Instant) -> Self {
+        let p = will.properties;
+        let properties = PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            content_type: p.content_type,
+            ..PublishProperties::default()
+        };
+        let expires_at = properties
+            .message_expiry_interval
+            .and_then(|s| now.checked_add(Duration::from_secs(u64::from(s))));
+        Self {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at,
+            publisher,
+        }
+    }
+
+    /// True once the Message Expiry Interval has passed.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// The PUBLISH for one delivery of this message.
+    pub fn to_publish(
+        &self,
+        version: ProtocolVersion,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: &[u32],
+        now: Instant,
+    ) -> Publish {
+        let properties = if version.is_v5() {
+            let mut p = self.properties.clone();
+            p.subscription_identifiers.extend_from_slice(subscription_ids);
+            if let Some(t) = self.expires_at {
+                // [MQTT-3.3.2-6] forward the remaining lifetime, not the original one.
+                let left = t.saturating_duration_since(now).as_secs();
+                p.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
+            }
+            p
+        } else {
+            PublishProperties::default()
+        };
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: self.topic.clone(),
+            packet_id: None,
+            properties,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// One delivery of a message to one session: the message plus what the subscription
+/// decided about it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// Delivered QoS: min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (v5); usually empty.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// What a session keeps about one of its subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionEntry {
+    /// Options asked for (the granted QoS is `options.qos`).
+    pub options: SubscriptionOptions,
+    /// Subscription identifier (v5), if given.
+    pub identifier: Option<u32>,
+}
+
+/// Something the broker must do for the session.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Route this message to matching subscribers (and update the retained store if
+    /// `retain` is set).
+    Publish(Arc<Message>),
+    /// Add (or replace) a subscription of this session.
+    Subscribe {
+        /// The validated filter.
+        filter: TopicFilter,
+        /// Its entry.
+        entry: SubscriptionEntry,
+        /// Whether the session already had this filter (for Retain Handling 1).
+        existed: bool,
+    },
+    /// Remove a subscription of this session.
+    Unsubscribe(TopicFilter),
+    /// The network connection is over: write what is queued, then close the socket.
+    /// `reason` is `Success` for a normal DISCONNECT from the client.
+    Close {
+        /// Why (for the log, and the DISCONNECT already queued for v5 clients).
+        reason: ReasonCode,
+        /// The will to publish, if the end was abnormal.
+        will: Option<Box<LastWill>>,
+    },
+}
+
+/// Why a connection was lost, as seen by the broker (not by a packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkLoss {
+    /// Socket closed or failed without a DISCONNECT.
+    SocketClosed,
+    /// The bytes could not be decoded; carries the reason code to send (v5).
+    Malformed(ReasonCode),
+    /// Another connection took the client id over.
+    TakenOver,
+    /// The broker is shutting down.
+    ServerShutdown,
+    /// The client's write buffer or a limit could not be honoured; carries the reason.
+    Limit(ReasonCode),
+}
+
+/// What the broker decided at CONNECT, passed to [`Session::handle_connect`].
+#[derive(Debug, Clone, Default)]
+pub struct ConnectAnswer {
+    /// Session Present flag.
+    pub session_present: bool,
+    /// Client id assigned by the server (empty id in CONNECT), sent to v5 clients.
+    pub assigned_client_id: Option<String>,
+    /// Largest keep-alive allowed; a larger request is lowered.
+    pub max_keep_alive_secs: u16,
+}
+
+/// Connection-scoped protocol state; exists while a network connection is attached.
+#[derive(Debug)]
+struct Link {
+    version: ProtocolVersion,
+    /// 1.5 × the negotiated keep-alive [MQTT-3.1.2-24]; `None` when disabled.
+    keep_alive_timeout: Option<Duration>,
+    last_packet: Instant,
+    /// min(our max in-flight, the client's Receive Maximum).
+    send_window: u16,
+    will: Option<Box<LastWill>>,
+    /// Session Expiry Interval at CONNECT (v5), to validate DISCONNECT's.
+    connect_expiry: u32,
+}
+
+/// The session state of one client id, and its connection while attached.
+///
+/// # Invariants
+/// - `inflight.len() <= send window` whenever a message is moved out of `queue`.
+/// - `queue.len() <= limits.max_queued_messages`.
+/// - `link.is_none()` means no packet goes to `transmit`.
+#[derive(Debug)]
+pub struct Session {
+    client_id: Arc<str>,
+    limits: Limits,
+    /// Whether the session outlives its connection (3.x: clean session 0; v5: session
+    /// expiry > 0).
+    persistent: bool,
+    /// v5 Session Expiry Interval in seconds; `u32::MAX` never expires.
+    expiry_secs: u32,
+    /// When the last connection ended; `None` while connected.
+    offline_since: Option<Instant>,
+    subscriptions: HashMap<TopicFilter, SubscriptionEntry>,
+    inflight: Inflight,
+    /// QoS 1/2 deliveries waiting for window, socket or reconnect, oldest first.
+    queue: VecDeque<Delivery>,
+    inbound_qos2: InboundQos2,
+    link: Option<Link>,
+    /// Set by the broker while the connection's write buffer is full.
+    write_blocked: bool,
+    transmit: VecDeque<Packet>,
+    events: VecDeque<Event>,
+    /// Messages dropped for this session (queue full, or QoS 0 while blocked/offline).
+    dropped: u64,
+}
+
+/// Checks a CONNECT before a session is looked up.
+///
+/// # Errors
+/// The CONNACK reason code to refuse it with (the codec maps it to the 3.x return code).
+pub fn check_connect(connect: &Connect) -> Result<(), ReasonCode> {
+    let id = connect.client_id.as_str();
+    if id.is_empty() && !connect.clean_start && !connect.protocol.is_v5() {
+        // [MQTT-3.1.3-8] 3.1.1: empty id needs clean session; return code 2.
+        return Err(ReasonCode::ClientIdentifierNotValid);
+    }
+    if id.is_empty() && connect.protocol.is_v5() && !connect.clean_start {
+        // The rule for v5: an assigned id cannot resume a session.
+        return Err(ReasonCode::ClientIdentifierNotValid);
+    }
+    if connect.protocol == ProtocolVersion::V3_1 && id.len() > MAX_V31_CLIENT_ID_BYTES {
+        return Err(ReasonCode::ClientIdentifierNotValid);
+    }
+    Ok(())
+}
+
+impl Session {
+    /// A fresh, empty, offline session.
+    pub fn new(client_id: Arc<str>, limits: Limits) -> Self {
+        Self {
+            client_id,
+            limits,
+            persistent: false,
+            expiry_secs: 0,
+            offline_since: None,
+            subscriptions: HashMap::new(),
+            inflight: Inflight::default(),
+            queue: VecDeque::new(),
+            inbound_qos2: InboundQos2::default(),
+            link: None,
+            write_blocked: false,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The attached connection's protocol version.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.link.as_ref().map(|l| l.version)
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Messages dropped so far for this session.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The session's subscriptions.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &SubscriptionEntry)> + '_ {
+        self.subscriptions.iter()
+    }
+
+    /// Messages waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Outgoing messages awaiting acknowledgement.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// True when an offline session has outlived its expiry interval.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        match self.offline_since {
+            Some(since) if self.expiry_secs != u32::MAX => {
+                now.saturating_duration_since(since)
+                    >= Duration::from_secs(u64::from(self.expiry_secs))
+            }
+            _ => false,
+        }
+    }
+
+    /// Attaches a connection whose CONNECT passed [`check_connect`]: queues CONNACK,
+    /// then redelivers unacknowledged messages (PUBLISH with DUP, or PUBREL) and sends
+    /// what was queued while offline, within the window.
+    pub fn handle_connect(&mut self, now: Instant, connect: &Connect, answer: ConnectAnswer) {
+        let version = connect.protocol;
+        let v5 = version.is_v5();
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        if keep_alive > answer.max_keep_alive_secs {
+            keep_alive = answer.max_keep_alive_secs;
+            server_keep_alive = Some(keep_alive);
+        }
+        let keep_alive_timeout =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let connect_expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        self.expiry_secs = connect_expiry;
+        self.persistent = connect_expiry > 0;
+        self.offline_since = None;
+        self.write_blocked = false;
+        self.transmit.clear();
+        self.link = Some(Link {
+            version,
+            keep_alive_timeout,
+            last_packet: now,
+            send_window: self.limits.max_inflight.min(receive_max).max(1),
+            will: connect.will.clone().map(Box::new),
+            connect_expiry,
+        });
+        let properties = if v5 {
+            ConnAckProperties {
+                receive_maximum: Some(self.limits.max_inflight),
+                maximum_packet_size: u32::try_from(self.limits.max_packet_bytes).ok(),
+                assigned_client_identifier: answer.assigned_client_id,
+                topic_alias_maximum: Some(0),
+                server_keep_alive,
+                shared_subscription_available: Some(false),
+                subscription_identifiers_available: Some(true),
+                wildcard_subscription_available: Some(true),
+                retain_available: Some(true),
+                ..ConnAckProperties::default()
+            }
+        } else {
+            ConnAckProperties::default()
+        };
+        self.transmit.push_back(Packet::ConnAck(ConnAck {
+            session_present: answer.session_present,
+            reason_code: ReasonCode::Success,
+            properties,
+        }));
+        self.redeliver(now);
+        self.pump(now);
+    }
+
+    /// Resends every unacknowledged message after a reconnect [MQTT-4.4.0-1].
+    fn redeliver(&mut self, now: Instant) {
+        let Some(link) = &self.link else { return };
+        let version = link.version;
+        for e in self.inflight.iter() {
+            let packet = match e.state {
+                OutState::Published => {
+                    let d = &e.delivery;
+                    let mut p =
+                        d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
+                    p.dup = true;
+                    p.packet_id = Some(e.id);
+                    Packet::Publish(p)
+                }
+                OutState::Released => Packet::PubRel(PubAckLike::new(e.id)),
+            };
+            self.transmit.push_back(packet);
+        }
+    }
+
+    /// Moves queued messages into the window while there is room and the socket takes
+    /// more.
+    fn pump(&mut self, now: Instant) {
+        let Some(link) = &self.link else { return };
+        let version = link.version;
+        let window = usize::from(link.send_window);
+        while !self.write_blocked && self.inflight.len() < window {
+            let Some(d) = self.queue.pop_front() else { break };
+            if d.message.is_expired(now) {
+                continue;
+            }
+            self.send_qos12(version, d, now);
+        }
+    }
+
+    fn send_qos12(&mut self, version: ProtocolVersion, d: Delivery, now: Instant) {
+        let mut p = d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
+        p.packet_id = Some(self.inflight.push(d));
+        self.transmit.push_back(Packet::Publish(p));
+    }
+
+    /// Tells the session whether the connection's write buffer is full. While it is,
+    /// QoS 0 deliveries are dropped and QoS 1/2 ones queue; clearing it sends queued
+    /// messages again.
+    pub fn set_write_blocked(&mut self, now: Instant, blocked: bool) {
+        let was = self.write_blocked;
+        self.write_blocked = blocked;
+        if was && !blocked {
+            self.pump(now);
+        }
+    }
+
+    /// A message matched one of this session's subscriptions.
+    ///
+    /// Returns `false` if it was dropped (and counted).
+    pub fn handle_delivery(&mut self, now: Instant, delivery: Delivery) -> bool {
+        if delivery.message.is_expired(now) {
+            return false;
+        }
+        let online = self.link.as_ref().map(|l| (l.version, usize::from(l.send_window)));
+        if delivery.qos == QoS::AtMostOnce {
+            return match online {
+                Some((version, _)) if !self.write_blocked => {
+                    let d = &delivery;
+                    let p =
+                        d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
+                    self.transmit.push_back(Packet::Publish(p));
+                    true
+                }
+                _ => {
+                    self.dropped += 1;
+                    false
+                }
+            };
+        }
+        if let Some((version, window)) = online {
+            if !self.write_blocked && self.queue.is_empty() && self.inflight.len() < window {
+                self.send_qos12(version, delivery, now);
+                return true;
+            }
+        }
+        if self.queue.len() >= self.limits.max_queued_messages {
+            self.dropped += 1;
+            return false;
+        }
+        self.queue.push_back(delivery);
+        true
+    }
+
+    /// A packet arrived from the client.
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        let Some(link) = &mut self.link else { return };
+        link.last_packet = now;
+        let version = link.version;
+        let result = match packet {
+            Packet::Publish(p) => self.handle_publish(now, p),
+            Packet::PubAck(a) => {
+                if self.inflight.ack(a.packet_id) {
+                    self.pump(now);
+                }
+                // An unknown id is ignored: it may be a duplicate ack after redelivery.
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                if a.reason_code.is_error() {
+                    // v5: the receiver refused the message; the exchange ends here.
+                    if self.inflight.comp(a.packet_id) {
+                        self.pump(now);
+                    }
+                    Ok(())
+                } else {
+                    let mut rel = PubAckLike::new(a.packet_id);
+                    if !self.inflight.rec(a.packet_id) {
+                        rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                    }
+                    self.transmit.push_back(Packet::PubRel(rel));
+                    Ok(())
+                }
+            }
+            Packet::PubComp(a) => {
+                if self.inflight.comp(a.packet_id) {
+                    self.pump(now);
+                }
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let mut comp = PubAckLike::new(a.packet_id);
+                if !self.inbound_qos2.remove(a.packet_id) {
+                    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.transmit.push_back(Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.handle_subscribe(version, s),
+            Packet::Unsubscribe(u) => {
+                self.handle_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.transmit.push_back(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.handle_disconnect(now, d),
+            // [MQTT-3.1.0-2] a second CONNECT is a protocol violation; so is any packet
+            // only a server sends, and AUTH (no enhanced authentication yet).
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Auth(_) => Err(ReasonCode::ProtocolError),
+        };
+        if let Err(reason) = result {
+            self.end_link(now, reason, true, true);
+        }
+    }
+
+    fn handle_publish(&mut self, now: Instant, p: Publish) -> Result<(), ReasonCode> {
+        // We advertise Topic Alias Maximum 0, so any alias is invalid [MQTT-3.3.2-9].
+        if p.properties.topic_alias.is_some() || p.topic.is_empty() {
+            return Err(ReasonCode::TopicAliasInvalid);
+        }
+        if p.topic.levels().count() > self.limits.max_topic_levels {
+            return Err(ReasonCode::TopicNameInvalid);
+        }
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => {
+                self.route(now, p);
+            }
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.route(now, p);
+                self.transmit.push_back(Packet::PubAck(PubAckLike::new(id)));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !self.inbound_qos2.contains(id) {
+                    // [MQTT-3.3.4-9] the client may not exceed our Receive Maximum.
+                    if self.inbound_qos2.len() >= usize::from(self.limits.max_inflight) {
+                        return Err(ReasonCode::ReceiveMaximumExceeded);
+                    }
+                    self.inbound_qos2.insert(id);
+                    self.route(now, p);
+                }
+                self.transmit.push_back(Packet::PubRec(PubAckLike::new(id)));
+            }
+            // The codec guarantees a packet id for QoS > 0; be safe anyway.
+            (_, None) => return Err(ReasonCode::MalformedPacket),
+        }
+        Ok(())
+    }
+
+    fn route(&mut self, now: Instant, p: Publish) {
+        let msg = Message::from_publish(p, Some(self.client_id.clone()), now);
+        self.events.push_back(Event::Publish(Arc::new(msg)));
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        version: ProtocolVersion,
+        s: Subscribe,
+    ) -> Result<(), ReasonCode> {
+        let identifier = s.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(s.filters.len());
+        for f in s.filters {
+            codes.push(self.subscribe_one(version, &f.filter, f.options, identifier));
+        }
+        self.transmit.push_back(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reason_codes: codes,
+            properties: AckProperties::default(),
+        }));
+        Ok(())
+    }
+
+    fn subscribe_one(
+        &mut self,
+        version: ProtocolVersion,
+        filter: &str,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> ReasonCode {
+        let _ = version;
+        // Shared subscriptions are not implemented yet: refused per filter (3.x: 0x80).
+        if filter.starts_with("$share/") {
+            return ReasonCode::SharedSubscriptionsNotSupported;
+        }
+        let Ok(parsed) = TopicFilter::parse(filter) else {
+            return ReasonCode::TopicFilterInvalid;
+        };
+        if filter.split('/').count() > self.limits.max_topic_levels {
+            return ReasonCode::TopicFilterInvalid;
+        }
+        let existed = self.subscriptions.contains_key(&parsed);
+        if !existed && self.subscriptions.len() >= self.limits.max_subscriptions {
+            return ReasonCode::QuotaExceeded;
+        }
+        let entry = SubscriptionEntry { options, identifier };
+        self.subscriptions.insert(parsed.clone(), entry);
+        self.events.push_back(Event::Subscribe { filter: parsed, entry, existed });
+        match options.qos {
+            QoS::AtMostOnce => ReasonCode::Success,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        }
+    }
+
+    fn handle_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let removed = TopicFilter::parse(f)
+                .ok()
+                .and_then(|filter| self.subscriptions.remove(&filter).map(|_| filter));
+            codes.push(match removed {
+                Some(filter) => {
+                    self.events.push_back(Event::Unsubscribe(filter));
+                    ReasonCode::Success
+                }
+                None => ReasonCode::NoSubscriptionExisted,
+            });
+        }
+        self.transmit.push_back(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes: codes,
+            properties: AckProperties::default(),
+        }));
+    }
+
+    fn handle_disconnect(&mut self, now: Instant, d: Disconnect) -> Result<(), ReasonCode> {
+        if let (Some(link), Some(expiry)) = (&self.link, d.properties.session_expiry_interval) {
+            // [MQTT-3.14.2-2] cannot turn a non-persistent session into a persistent one.
+            if link.connect_expiry == 0 && expiry != 0 {
+                return Err(ReasonCode::ProtocolError);
+            }
+            self.expiry_secs = expiry;
+            self.persistent = expiry > 0;
+        }
+        // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will; v5 0x04 asks to keep it.
+        let keep_will = d.reason_code == ReasonCode::DisconnectWithWill;
+        self.end_link(now, ReasonCode::Success, false, keep_will);
+        Ok(())
+    }
+
+    /// The broker lost or is dropping the connection for a reason outside the packets:
+    /// queues a v5 DISCONNECT where one is due and emits [`Event::Close`] with the will.
+    pub fn handle_link_lost(&mut self, now: Instant, loss: LinkLoss) {
+        let (reason, send) = match loss {
+            LinkLoss::SocketClosed => (ReasonCode::UnspecifiedError, false),
+            LinkLoss::Malformed(rc) | LinkLoss::Limit(rc) => (rc, true),
+            LinkLoss::TakenOver => (ReasonCode::SessionTakenOver, true),
+            LinkLoss::ServerShutdown => (ReasonCode::ServerShuttingDown, true),
+        };
+        // A shutdown is not the client's fault, but its connection did end abnormally;
+        // the will is published like for any other server-side close.
+        self.end_link(now, reason, send, true);
+    }
+
+    /// Ends the attached connection.
+    fn end_link(&mut self, now: Instant, reason: ReasonCode, send_disconnect: bool, will: bool) {
+        let Some(link) = self.link.take() else { return };
+        if send_disconnect && link.version.is_v5() {
+            self.transmit.push_back(Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                properties: Default::default(),
+            }));
+        }
+        self.offline_since = Some(now);
+        self.write_blocked = false;
+        if !self.persistent {
+            self.inflight = Inflight::default();
+            self.queue.clear();
+            self.inbound_qos2 = InboundQos2::default();
+        }
+        let will = if will { link.will } else { None };
+        self.events.push_back(Event::Close { reason, will });
+    }
+
+    /// Keep-alive check; call at or after [`Session::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| now >= t) {
+            self.end_link(now, ReasonCode::KeepAliveTimeout, true, true);
+        }
+    }
+
+    /// When [`Session::handle_timeout`] should next be called, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let link = self.link.as_ref()?;
+        link.last_packet.checked_add(link.keep_alive_timeout?)
+    }
+
+    /// The next packet to write to the client.
+    pub fn poll_transmit(&mut self) -> Option<Packet> {
+        self.transmit.pop_front()
+    }
+
+    /// The next thing the broker must do.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! Session state machine driven by packets and injected instants; no sockets.
+
+use super::*;
+use crate::protocol::PacketId;
+use crate::codec::{
+    ConnectProperties, DisconnectProperties, SubscribeFilter, SubscribeProperties,
+    UnsubscribeProperties,
+};
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn connect(version: ProtocolVersion, id: &str, clean: bool, keep_alive: u16) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: clean,
+        keep_alive,
+        client_id: id.to_owned(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+fn limits() -> Limits {
+    Limits { max_inflight: 2, max_queued_messages: 3, ..Limits::default() }
+}
+
+fn online(version: ProtocolVersion, clean: bool, now: Instant) -> Session {
+    let mut s = Session::new(Arc::from("c"), limits());
+    s.handle_connect(now, &connect(version, "c", clean, 10), answer());
+    assert!(matches!(s.poll_transmit(), Some(Packet::ConnAck(_))));
+    s
+}
+
+fn answer() -> ConnectAnswer {
+    ConnectAnswer { max_keep_alive_secs: u16::MAX, ..ConnectAnswer::default() }
+}
+
+fn message(topic: &str, qos: QoS) -> Arc<Message> {
+    Arc::new(Message {
+        topic: TopicName::try_from_str(topic).unwrap(),
+        payload: Bytes::from_static(b"hi"),
+        qos,
+        retain: false,
+        properties: PublishProperties::default(),
+        expires_at: None,
+        publisher: None,
+    })
+}
+
+fn delivery(qos: QoS) -> Delivery {
+    Delivery { message: message("a/b", qos), qos, retain: false, subscription_ids: Vec::new() }
+}
+
+fn publish(qos: QoS, id: Option<u16>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: TopicName::try_from_str("t").unwrap(),
+        packet_id: id.map(pid),
+        properties: PublishProperties::default(),
+        payload: Bytes::from_static(b"x"),
+    })
+}
+
+fn drain(s: &mut Session) -> Vec<Packet> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn sent_ids(packets: &[Packet]) -> Vec<(u16, bool)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.packet_id.map(|id| (id.get(), p.dup)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn empty_client_id_needs_clean_session() {
+    let mut c = connect(ProtocolVersion::V3_1_1, "", false, 0);
+    assert_eq!(check_connect(&c), Err(ReasonCode::ClientIdentifierNotValid));
+    c.clean_start = true;
+    assert_eq!(check_connect(&c), Ok(()));
+    let v5 = connect(ProtocolVersion::V5, "", false, 0);
+    assert_eq!(check_connect(&v5), Err(ReasonCode::ClientIdentifierNotValid));
+}
+
+#[test]
+fn v31_client_id_longer_than_23_bytes_is_refused() {
+    let long = "x".repeat(24);
+    assert!(check_connect(&connect(ProtocolVersion::V3_1, &long, true, 0)).is_err());
+    assert!(check_connect(&connect(ProtocolVersion::V3_1_1, &long, true, 0)).is_ok());
+    assert!(check_connect(&connect(ProtocolVersion::V3_1, &"x".repeat(23), true, 0)).is_ok());
+}
+
+#[test]
+fn v5_connack_advertises_limits_and_assigned_id() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("auto-1"), limits());
+    let a = ConnectAnswer { assigned_client_id: Some("auto-1".into()), ..answer() };
+    s.handle_connect(now, &connect(ProtocolVersion::V5, "", true, 0), a);
+    let Some(Packet::ConnAck(ack)) = s.poll_transmit() else { panic!("no CONNACK") };
+    assert_eq!(ack.properties.receive_maximum, Some(2));
+    assert_eq!(ack.properties.topic_alias_maximum, Some(0));
+    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("auto-1"));
+}
+
+#[test]
+fn keep_alive_above_maximum_is_lowered_and_reported() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let a = ConnectAnswer { max_keep_alive_secs: 30, ..answer() };
+    s.handle_connect(now, &connect(ProtocolVersion::V5, "c", true, 100), a);
+    let Some(Packet::ConnAck(ack)) = s.poll_transmit() else { panic!("no CONNACK") };
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(45)));
+}
+
+#[test]
+fn qos1_publish_is_routed_and_acked() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    s.handle_packet(now, publish(QoS::AtLeastOnce, Some(7)));
+    assert!(matches!(events(&mut s).as_slice(), [Event::Publish(_)]));
+    assert!(matches!(drain(&mut s).as_slice(), [Packet::PubAck(a)] if a.packet_id.get() == 7));
+}
+
+#[test]
+fn qos2_publish_resent_before_pubrel_is_routed_once() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    s.handle_packet(now, publish(QoS::ExactlyOnce, Some(3)));
+    s.handle_packet(now, publish(QoS::ExactlyOnce, Some(3)));
+    assert_eq!(events(&mut s).len(), 1);
+    assert_eq!(drain(&mut s).len(), 2, "PUBREC each time");
+    s.handle_packet(now, Packet::PubRel(PubAckLike::new(pid(3))));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::PubComp(c)] if c.reason_code == ReasonCode::Success)
+    );
+    // After PUBREL the id is free again: a new message with it is routed.
+    s.handle_packet(now, publish(QoS::ExactlyOnce, Some(3)));
+    assert_eq!(events(&mut s).len(), 1);
+}
+
+#[test]
+fn outgoing_window_holds_back_and_ack_releases() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    for _ in 0..4 {
+        assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    }
+    let sent = drain(&mut s);
+    assert_eq!(sent_ids(&sent), vec![(1, false), (2, false)]);
+    assert_eq!(s.queued(), 2);
+    s.handle_packet(now, Packet::PubAck(PubAckLike::new(pid(1))));
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(3, false)]);
+}
+
+#[test]
+fn queue_beyond_limit_drops_and_counts() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    for _ in 0..5 {
+        s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    }
+    assert!(!s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    assert_eq!(s.dropped(), 1);
+}
+
+#[test]
+fn write_blocked_drops_qos0_and_queues_qos1() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    s.set_write_blocked(now, true);
+    assert!(!s.handle_delivery(now, delivery(QoS::AtMostOnce)));
+    assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    assert!(drain(&mut s).is_empty());
+    s.set_write_blocked(now, false);
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false)]);
+}
+
+#[test]
+fn qos1_publish_is_redelivered_with_dup_after_reconnect() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, false, now);
+    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    drain(&mut s);
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
+    assert!(!s.is_connected());
+    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    let a = ConnectAnswer { session_present: true, ..answer() };
+    s.handle_connect(now, &connect(ProtocolVersion::V3_1_1, "c", false, 0), a);
+    let out = drain(&mut s);
+    assert!(matches!(&out[0], Packet::ConnAck(c) if c.session_present));
+    assert_eq!(sent_ids(&out), vec![(1, true), (2, false)]);
+}
+
+#[test]
+fn pubrel_not_publish_is_resent_for_pubrec_state() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, false, now);
+    s.handle_delivery(now, delivery(QoS::ExactlyOnce));
+    drain(&mut s);
+    s.handle_packet(now, Packet::PubRec(PubAckLike::new(pid(1))));
+    assert!(matches!(drain(&mut s).as_slice(), [Packet::PubRel(_)]));
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
+    s.handle_connect(now, &connect(ProtocolVersion::V3_1_1, "c", false, 0), answer());
+    let out = drain(&mut s);
+    assert!(
+        matches!(out.as_slice(), [Packet::ConnAck(_), Packet::PubRel(r)] if r.packet_id.get() == 1)
+    );
+    s.handle_packet(now, Packet::PubComp(PubAckLike::new(pid(1))));
+    assert_eq!(s.inflight(), 0);
+}
+
+#[test]
+fn keep_alive_timeout_at_one_and_a_half_intervals_publishes_will() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let mut c = connect(ProtocolVersion::V5, "c", true, 10);
+    c.will = Some(LastWill {
+        topic: TopicName::try_from_str("w").unwrap(),
+        payload: Bytes::from_static(b"bye"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    s.handle_connect(now, &c, answer());
+    drain(&mut s);
+    s.handle_timeout(now + Duration::from_secs(14));
+    assert!(s.is_connected());
+    s.handle_packet(now + Duration::from_secs(14), Packet::PingReq);
+    assert!(matches!(drain(&mut s).as_slice(), [Packet::PingResp]));
+    s.handle_timeout(now + Duration::from_secs(29));
+    assert!(!s.is_connected());
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout)
+    );
+    assert!(matches!(events(&mut s).as_slice(), [Event::Close { will: Some(_), .. }]));
+}
+
+#[test]
+fn normal_disconnect_discards_will() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    s.handle_packet(
+        now,
+        Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::Success,
+            properties: DisconnectProperties::default(),
+        }),
+    );
+    assert!(matches!(
+        events(&mut s).as_slice(),
+        [Event::Close { reason: ReasonCode::Success, will: None }]
+    ));
+}
+
+#[test]
+fn second_connect_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    s.handle_packet(now, Packet::Connect(Box::new(connect(ProtocolVersion::V5, "c", true, 0))));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn subscribe_limits_and_shared_refusal() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), Limits { max_subscriptions: 1, ..limits() });
+    s.handle_connect(now, &connect(ProtocolVersion::V5, "c", true, 0), answer());
+    drain(&mut s);
+    let filter = |f: &str, qos| SubscribeFilter {
+        filter: f.to_owned(),
+        options: SubscriptionOptions { qos, ..Default::default() },
+    };
+    s.handle_packet(
+        now,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![
+                filter("a/#", QoS::AtLeastOnce),
+                filter("b", QoS::AtMostOnce),
+                filter("$share/g/c", QoS::AtMostOnce),
+            ],
+            properties: SubscribeProperties::default(),
+        }),
+    );
+    let Some(Packet::SubAck(ack)) = s.poll_transmit() else { panic!("no SUBACK") };
+    assert_eq!(
+        ack.reason_codes,
+        vec![
+            ReasonCode::GrantedQoS1,
+            ReasonCode::QuotaExceeded,
+            ReasonCode::SharedSubscriptionsNotSupported
+        ]
+    );
+    assert_eq!(events(&mut s).len(), 1);
+    s.handle_packet(
+        now,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            filters: vec!["a/#".into(), "zzz".into()],
+            properties: UnsubscribeProperties::default(),
+        }),
+    );
+    let Some(Packet::UnsubAck(ack)) = s.poll_transmit() else { panic!("no UNSUBACK") };
+    assert_eq!(ack.reason_codes, vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted]);
+}
+
+#[test]
+fn clean_session_end_forgets_inflight_but_persistent_keeps_it() {
+    let now = Instant::now();
+    let mut clean = online(ProtocolVersion::V3_1_1, true, now);
+    clean.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    clean.handle_link_lost(now, LinkLoss::SocketClosed);
+    assert_eq!(clean.inflight(), 0);
+    assert!(!clean.is_persistent());
+    let mut kept = online(ProtocolVersion::V3_1_1, false, now);
+    kept.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    kept.handle_link_lost(now, LinkLoss::SocketClosed);
+    assert_eq!(kept.inflight(), 1);
+    assert!(!kept.handle_delivery(now, delivery(QoS::AtMostOnce)), "QoS 0 not queued offline");
+}
+
+#[test]
+fn topic_alias_is_refused_because_maximum_is_zero() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    let Packet::Publish(mut p) = publish(QoS::AtMostOnce, None) else { unreachable!() };
+    p.properties.topic_alias = Some(1);
+    s.handle_packet(now, Packet::Publish(p));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicAliasInvalid)
+    );
+}
+
+#[test]
+fn v5_session_expires_after_its_interval() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let mut c = connect(ProtocolVersion::V5, "c", false, 0);
+    c.properties.session_expiry_interval = Some(5);
+    s.handle_connect(now, &c, answer());
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
+    assert!(s.is_persistent());
+    assert!(!s.is_expired(now + Duration::from_secs(4)));
+    assert!(s.is_expired(now + Duration::from_secs(5)));
+}
