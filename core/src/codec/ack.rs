@@ -1,12 +1,16 @@
 //! PUBACK, PUBREC, PUBREL and PUBCOMP: they share one shape.
+//!
+//! In MQTT 5 the reason code and properties may be left off: a remaining length of 2
+//! means Success with no properties, 3 means a reason code with no properties. The
+//! encoder uses the shortest form that says the same thing.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
-use super::properties::AckProperties;
-use super::wire::Reader;
+use super::header::put_fixed_header;
+use super::properties::{block_len, AckProperties, PropertySet};
+use super::wire::{packet_len, reason_code_in, Reader};
 use super::{DecodeError, EncodeError};
-use crate::protocol::ProtocolVersion;
-use crate::protocol::{PacketId, ReasonCode};
+use crate::protocol::{PacketId, ProtocolVersion, ReasonCode};
 
 /// PUBACK, PUBREC, PUBREL or PUBCOMP (which one is the `Packet` variant).
 ///
@@ -19,13 +23,6 @@ pub struct PubAckLike {
     pub reason_code: ReasonCode,
     /// MQTT 5 properties.
     pub properties: AckProperties,
-}
-
-impl PubAckLike {
-    /// A plain successful acknowledgement of `packet_id`.
-    pub fn new(packet_id: PacketId) -> Self {
-        Self { packet_id, reason_code: ReasonCode::Success, properties: AckProperties::default() }
-    }
 }
 
 /// PUBACK (QoS 1 acknowledgement).
@@ -50,16 +47,50 @@ pub enum AckKind {
     PubComp,
 }
 
-impl PubAckLike {
-    pub(crate) fn decode(
-        r: &mut Reader<'_>,
-        version: ProtocolVersion,
-    ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+impl AckKind {
+    /// The fixed header's first byte: type and the flags it requires (PUBREL: 0b0010).
+    const fn first_byte(self) -> u8 {
+        match self {
+            Self::PubAck => 0x40,
+            Self::PubRec => 0x50,
+            Self::PubRel => 0x62,
+            Self::PubComp => 0x70,
+        }
     }
 
-    /// Encodes this acknowledgement as `kind`.
+    /// The reason codes MQTT 5 allows in this packet.
+    pub(crate) const fn allowed_reason_codes(self) -> &'static [u8] {
+        match self {
+            Self::PubAck | Self::PubRec => &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99],
+            Self::PubRel | Self::PubComp => &[0x00, 0x92],
+        }
+    }
+}
+
+impl PubAckLike {
+    /// A plain successful acknowledgement of `packet_id`.
+    pub fn new(packet_id: PacketId) -> Self {
+        Self { packet_id, reason_code: ReasonCode::Success, properties: AckProperties::default() }
+    }
+
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        kind: AckKind,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let mut ack = Self::new(r.packet_id()?);
+        if version.is_v5() && r.remaining() > 0 {
+            ack.reason_code = reason_code_in(r.u8()?, kind.allowed_reason_codes())?;
+            // A remaining length below 4 has no Property Length [MQTT 5 3.4.2.2.1].
+            if r.remaining() > 0 {
+                ack.properties = AckProperties::decode(r)?;
+            }
+        }
+        r.finish()?;
+        Ok(ack)
+    }
+
+    /// Encodes this acknowledgement as `kind`. For 3.x only the packet id is written.
     ///
     /// # Errors
     /// [`EncodeError::FieldTooLong`] for an over-long reason string or user property.
@@ -69,7 +100,27 @@ impl PubAckLike {
         version: ProtocolVersion,
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        let _ = (kind, version, out);
-        Err(EncodeError::V5Only)
+        let v5 = version.is_v5();
+        let props = if v5 && !self.properties.is_empty() {
+            Some(self.properties.content_len()?)
+        } else {
+            None
+        };
+        let len = match props {
+            _ if !v5 => 2,
+            None if self.reason_code == ReasonCode::Success => 2,
+            None => 3,
+            Some(p) => 3 + block_len(p),
+        };
+        out.reserve(packet_len(len)?);
+        put_fixed_header(out, kind.first_byte(), len);
+        out.put_u16(self.packet_id.get());
+        if len > 2 {
+            out.put_u8(self.reason_code.value());
+        }
+        if let Some(p) = props {
+            self.properties.put(out, p);
+        }
+        Ok(())
     }
 }

@@ -1,11 +1,20 @@
 //! CONNECT and CONNACK.
+//!
+//! CONNECT names its own protocol version, so it is decoded the same way whatever the
+//! connection's version is so far; CONNACK's reason code is kept in MQTT 5 terms and
+//! mapped to a 3.1.1 return code on the wire. Which client ids are acceptable (the old
+//! 23-byte limit of 3.1, empty ids) is the server's policy, not checked here.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::properties::{ConnAckProperties, ConnectProperties, WillProperties};
-use super::wire::Reader;
+use super::header::put_fixed_header;
+use super::properties::{
+    block_len, ConnAckProperties, ConnectProperties, PropertySet, WillProperties,
+};
+use super::publish::topic_error;
+use super::wire::{field_len, packet_len, put_field, reason_code_in, Reader};
 use super::{DecodeError, EncodeError};
-use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
+use crate::protocol::{ConnectReturnCode, ProtocolVersion, QoS, ReasonCode};
 use crate::topic::TopicName;
 
 /// CONNECT: the first packet a client sends.
@@ -58,19 +67,172 @@ pub struct ConnAck {
     pub properties: ConnAckProperties,
 }
 
+// CONNECT flags [MQTT 5 3.1.2.3].
+const RESERVED: u8 = 0x01;
+const CLEAN_START: u8 = 0x02;
+const WILL: u8 = 0x04;
+const WILL_QOS_SHIFT: u8 = 3;
+const WILL_RETAIN: u8 = 0x20;
+const PASSWORD: u8 = 0x40;
+const USERNAME: u8 = 0x80;
+
+/// CONNACK reason codes MQTT 5 allows [MQTT 5 3.2.2.2].
+const CONNACK_REASON_CODES: &[u8] = &[
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+];
+
+fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeError> {
+    match (name, level) {
+        (b"MQIsdp", 3) => Ok(ProtocolVersion::V3_1),
+        (b"MQTT", 4) => Ok(ProtocolVersion::V3_1_1),
+        (b"MQTT", 5) => Ok(ProtocolVersion::V5),
+        // A known name with a level we do not speak: answer with CONNACK 0x84 / 0x01.
+        (b"MQTT" | b"MQIsdp", _) => Err(DecodeError::UnsupportedProtocolVersion),
+        // [MQTT-3.1.2-1] Not MQTT at all.
+        _ => Err(DecodeError::InvalidProtocolName),
+    }
+}
+
 impl Connect {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let _ = r;
-        Err(DecodeError::Truncated)
+        let name = r.binary_slice()?;
+        let level = r.u8()?;
+        let protocol = protocol_version(name, level)?;
+        let flags = r.u8()?;
+        // [MQTT-3.1.2-3] The reserved flag must be 0.
+        if flags & RESERVED != 0 {
+            return Err(DecodeError::ConnectReservedFlag);
+        }
+        let has_will = flags & WILL != 0;
+        // [MQTT-3.1.2-12] Will QoS 3 is malformed.
+        let will_qos =
+            QoS::from_bits((flags >> WILL_QOS_SHIFT) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+        let will_retain = flags & WILL_RETAIN != 0;
+        // [MQTT-3.1.2-11, -13] Without a will, its QoS and retain must be 0.
+        if !has_will && (will_qos != QoS::AtMostOnce || will_retain) {
+            return Err(DecodeError::WillFlagsWithoutWill);
+        }
+        let has_username = flags & USERNAME != 0;
+        let has_password = flags & PASSWORD != 0;
+        // [MQTT-3.1.2-22] 3.x: no password without a user name (MQTT 5 allows it).
+        if has_password && !has_username && !protocol.is_v5() {
+            return Err(DecodeError::PasswordWithoutUsername);
+        }
+        let keep_alive = r.u16()?;
+        let properties = if protocol.is_v5() {
+            ConnectProperties::decode(r)?
+        } else {
+            ConnectProperties::default()
+        };
+        let client_id = r.string()?;
+        let will = if has_will {
+            let properties = if protocol.is_v5() {
+                WillProperties::decode(r)?
+            } else {
+                WillProperties::default()
+            };
+            let topic = TopicName::parse(r.binary()?).map_err(topic_error)?;
+            let payload = r.binary()?;
+            Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+        } else {
+            None
+        };
+        let username = if has_username { Some(r.string()?) } else { None };
+        let password = if has_password { Some(r.binary()?) } else { None };
+        r.finish()?;
+        Ok(Self {
+            protocol,
+            clean_start: flags & CLEAN_START != 0,
+            keep_alive,
+            client_id,
+            will,
+            username,
+            password,
+            properties,
+        })
     }
 
-    /// Encodes this CONNECT in its own `protocol` version.
+    /// Remaining length and the property-block content lengths (connect, will).
+    fn lengths(&self) -> Result<(usize, usize, usize), EncodeError> {
+        let v5 = self.protocol.is_v5();
+        // Protocol name, level, flags, keep alive.
+        let mut len = field_len(self.protocol.protocol_name().len())? + 1 + 1 + 2;
+        let mut props = 0;
+        if v5 {
+            props = self.properties.content_len()?;
+            len += block_len(props);
+        }
+        len += field_len(self.client_id.len())?;
+        let mut will_props = 0;
+        if let Some(will) = &self.will {
+            if v5 {
+                will_props = will.properties.content_len()?;
+                len += block_len(will_props);
+            }
+            len += field_len(will.topic.len())? + field_len(will.payload.len())?;
+        }
+        if let Some(username) = &self.username {
+            len += field_len(username.len())?;
+        }
+        if let Some(password) = &self.password {
+            len += field_len(password.len())?;
+        }
+        Ok((len, props, will_props))
+    }
+
+    fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.clean_start {
+            flags |= CLEAN_START;
+        }
+        if let Some(will) = &self.will {
+            flags |= WILL | (will.qos.bits() << WILL_QOS_SHIFT);
+            if will.retain {
+                flags |= WILL_RETAIN;
+            }
+        }
+        if self.username.is_some() {
+            flags |= USERNAME;
+        }
+        if self.password.is_some() {
+            flags |= PASSWORD;
+        }
+        flags
+    }
+
+    /// Encodes this CONNECT in its own `protocol` version; properties are written only
+    /// for MQTT 5.
     ///
     /// # Errors
     /// [`EncodeError::FieldTooLong`] for an over-long string or binary field.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = out;
-        Err(EncodeError::V5Only)
+        let (len, props, will_props) = self.lengths()?;
+        out.reserve(packet_len(len)?);
+        put_fixed_header(out, 0x10, len);
+        put_field(out, self.protocol.protocol_name().as_bytes());
+        out.put_u8(self.protocol.level());
+        out.put_u8(self.flags());
+        out.put_u16(self.keep_alive);
+        let v5 = self.protocol.is_v5();
+        if v5 {
+            self.properties.put(out, props);
+        }
+        put_field(out, self.client_id.as_bytes());
+        if let Some(will) = &self.will {
+            if v5 {
+                will.properties.put(out, will_props);
+            }
+            put_field(out, will.topic.as_bytes());
+            put_field(out, &will.payload);
+        }
+        if let Some(username) = &self.username {
+            put_field(out, username.as_bytes());
+        }
+        if let Some(password) = &self.password {
+            put_field(out, password);
+        }
+        Ok(())
     }
 }
 
@@ -79,16 +241,41 @@ impl ConnAck {
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+        let flags = r.u8()?;
+        // [MQTT-3.2.2-1] Bits 7-1 of the acknowledge flags are reserved.
+        if flags & 0xFE != 0 {
+            return Err(DecodeError::ConnAckReservedFlags);
+        }
+        let code = r.u8()?;
+        let (reason_code, properties) = if version.is_v5() {
+            (reason_code_in(code, CONNACK_REASON_CODES)?, ConnAckProperties::decode(r)?)
+        } else {
+            let code = ConnectReturnCode::from_value(code).ok_or(DecodeError::InvalidReasonCode)?;
+            (code.to_reason(), ConnAckProperties::default())
+        };
+        r.finish()?;
+        Ok(Self { session_present: flags & 1 != 0, reason_code, properties })
     }
 
-    /// Encodes this CONNACK; for 3.x the reason code is mapped to a return code.
+    /// Encodes this CONNACK; for 3.x the reason code is mapped to the nearest return
+    /// code (`ConnectReturnCode::from_reason`) and the properties are dropped.
     ///
     /// # Errors
     /// [`EncodeError::FieldTooLong`] for an over-long property.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        let (code, props) = if version.is_v5() {
+            (self.reason_code.value(), Some(self.properties.content_len()?))
+        } else {
+            (ConnectReturnCode::from_reason(self.reason_code) as u8, None)
+        };
+        let len = 2 + props.map_or(0, block_len);
+        out.reserve(packet_len(len)?);
+        put_fixed_header(out, 0x20, len);
+        out.put_u8(u8::from(self.session_present));
+        out.put_u8(code);
+        if let Some(p) = props {
+            self.properties.put(out, p);
+        }
+        Ok(())
     }
 }

@@ -1,9 +1,14 @@
-//! DISCONNECT and AUTH (PINGREQ and PINGRESP have no body).
+//! DISCONNECT and AUTH (PINGREQ and PINGRESP have no body and live in `super`).
+//!
+//! Both may drop their tail in MQTT 5: a remaining length of 0 means Success (Normal
+//! disconnection) with no properties, 1 means a reason code with no properties. The
+//! encoder uses the shortest form.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
-use super::properties::{AuthProperties, DisconnectProperties};
-use super::wire::Reader;
+use super::header::put_fixed_header;
+use super::properties::{block_len, AuthProperties, DisconnectProperties, PropertySet};
+use super::wire::{packet_len, reason_code_in, Reader};
 use super::{DecodeError, EncodeError};
 use crate::protocol::{ProtocolVersion, ReasonCode};
 
@@ -25,37 +30,106 @@ pub struct Auth {
     pub properties: AuthProperties,
 }
 
+/// DISCONNECT reason codes MQTT 5 allows [MQTT 5 3.14.2.1].
+const DISCONNECT_REASON_CODES: &[u8] = &[
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+/// AUTH reason codes [MQTT 5 3.15.2.1].
+const AUTH_REASON_CODES: &[u8] = &[0x00, 0x18, 0x19];
+
+/// Reads the optional reason code and properties of DISCONNECT or AUTH.
+fn decode_tail<P>(
+    r: &mut Reader<'_>,
+    allowed: &[u8],
+    decode_props: fn(&mut Reader<'_>) -> Result<P, DecodeError>,
+) -> Result<(ReasonCode, P), DecodeError>
+where
+    P: Default,
+{
+    let mut tail = (ReasonCode::Success, P::default());
+    if r.remaining() > 0 {
+        tail.0 = reason_code_in(r.u8()?, allowed)?;
+        if r.remaining() > 0 {
+            tail.1 = decode_props(r)?;
+        }
+    }
+    r.finish()?;
+    Ok(tail)
+}
+
+/// Writes DISCONNECT or AUTH in its shortest form.
+fn encode_tail(
+    out: &mut BytesMut,
+    first: u8,
+    reason_code: ReasonCode,
+    props: &impl PropertySet,
+    props_empty: bool,
+) -> Result<(), EncodeError> {
+    let props_len = if props_empty { None } else { Some(props.content_len()?) };
+    let len = match props_len {
+        None if reason_code == ReasonCode::Success => 0,
+        None => 1,
+        Some(p) => 1 + block_len(p),
+    };
+    out.reserve(packet_len(len)?);
+    put_fixed_header(out, first, len);
+    if len > 0 {
+        out.put_u8(reason_code.value());
+    }
+    if let Some(p) = props_len {
+        props.put(out, p);
+    }
+    Ok(())
+}
+
 impl Disconnect {
+    /// Normal disconnection, no properties.
+    pub fn normal() -> Self {
+        Self { reason_code: ReasonCode::Success, properties: DisconnectProperties::default() }
+    }
+
     pub(crate) fn decode(
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+        if !version.is_v5() {
+            r.finish()?;
+            return Ok(Self::normal());
+        }
+        let (reason_code, properties) =
+            decode_tail(r, DISCONNECT_REASON_CODES, DisconnectProperties::decode)?;
+        Ok(Self { reason_code, properties })
     }
 
-    /// Encodes this DISCONNECT (two bytes when the reason is Success with no properties).
+    /// Encodes this DISCONNECT in its shortest form; for 3.x it is always two bytes.
     ///
     /// # Errors
     /// [`EncodeError::FieldTooLong`] for an over-long property.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        if !version.is_v5() {
+            out.extend_from_slice(&[0xE0, 0x00]);
+            return Ok(());
+        }
+        encode_tail(out, 0xE0, self.reason_code, &self.properties, self.properties.is_empty())
     }
 }
 
 impl Auth {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let _ = r;
-        Err(DecodeError::Truncated)
+        let (reason_code, properties) = decode_tail(r, AUTH_REASON_CODES, AuthProperties::decode)?;
+        Ok(Self { reason_code, properties })
     }
 
-    /// Encodes this AUTH.
+    /// Encodes this AUTH in its shortest form.
     ///
     /// # Errors
-    /// [`EncodeError::V5Only`] for 3.x; [`EncodeError::FieldTooLong`] for an over-long property.
+    /// [`EncodeError::V5Only`] for 3.x; [`EncodeError::FieldTooLong`] for an over-long
+    /// property.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        if !version.is_v5() {
+            return Err(EncodeError::V5Only);
+        }
+        encode_tail(out, 0xF0, self.reason_code, &self.properties, self.properties.is_empty())
     }
 }

@@ -118,6 +118,8 @@ pub fn decode(
 /// PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0 for the rest.
 fn check_flags(header: &FixedHeader, version: ProtocolVersion) -> Result<(), DecodeError> {
     let expected = match header.packet_type {
+        // [MQTT-3.3.1-4] QoS 3 is malformed; the rest is checked with the body.
+        3 if header.flags & 0b0110 == 0b0110 => return Err(DecodeError::InvalidQoS),
         3 => return Ok(()),
         6 | 8 | 10 => 0b0010,
         1 | 2 | 4 | 5 | 7 | 9 | 11..=14 => 0,
@@ -143,10 +145,10 @@ fn decode_frame(
     let packet = match header.packet_type {
         1 => Packet::Connect(Box::new(Connect::decode(r)?)),
         2 => Packet::ConnAck(ConnAck::decode(r, version)?),
-        4 => Packet::PubAck(PubAckLike::decode(r, version)?),
-        5 => Packet::PubRec(PubAckLike::decode(r, version)?),
-        6 => Packet::PubRel(PubAckLike::decode(r, version)?),
-        7 => Packet::PubComp(PubAckLike::decode(r, version)?),
+        4 => Packet::PubAck(PubAckLike::decode(r, AckKind::PubAck, version)?),
+        5 => Packet::PubRec(PubAckLike::decode(r, AckKind::PubRec, version)?),
+        6 => Packet::PubRel(PubAckLike::decode(r, AckKind::PubRel, version)?),
+        7 => Packet::PubComp(PubAckLike::decode(r, AckKind::PubComp, version)?),
         8 => Packet::Subscribe(Subscribe::decode(r, version)?),
         9 => Packet::SubAck(SubAck::decode(r, version)?),
         10 => Packet::Unsubscribe(Unsubscribe::decode(r, version)?),

@@ -1,12 +1,16 @@
-//! PUBLISH.
+//! PUBLISH: the one packet on the hot path.
+//!
+//! Decoding takes ownership of the frame and hands out its topic and payload as
+//! `Bytes` slices of it; with no properties (always so in 3.x) nothing is allocated.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::header::FixedHeader;
-use super::properties::PublishProperties;
+use super::header::{put_fixed_header, FixedHeader};
+use super::properties::{block_len, PropertySet, PublishProperties};
+use super::wire::{field_len, packet_len, put_field, Reader};
 use super::{DecodeError, EncodeError};
 use crate::protocol::{PacketId, ProtocolVersion, QoS};
-use crate::topic::TopicName;
+use crate::topic::{TopicError, TopicName};
 
 /// PUBLISH: an application message, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,30 +31,127 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+const DUP: u8 = 0b1000;
+const RETAIN: u8 = 0b0001;
+
+/// Maps a topic validation failure to the decode error (and so the reason code) for it.
+pub(crate) fn topic_error(e: TopicError) -> DecodeError {
+    match e {
+        TopicError::Empty => DecodeError::EmptyTopicName,
+        TopicError::InvalidUtf8 => DecodeError::InvalidUtf8,
+        TopicError::NullCharacter => DecodeError::NullCharacter,
+        _ => DecodeError::TopicNameInvalid,
+    }
+}
+
 impl Publish {
     pub(crate) fn decode(
-        frame: Bytes,
+        mut frame: Bytes,
         header: &FixedHeader,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (frame, header, version);
-        Err(DecodeError::Truncated)
+        let flags = header.flags;
+        // [MQTT-3.3.1-4] QoS 3 is malformed.
+        let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+        let mut dup = flags & DUP != 0;
+        if dup && qos == QoS::AtMostOnce {
+            // [MQTT-3.3.1-2] DUP must be 0 at QoS 0. MQTT 5 treats any protocol
+            // violation as fatal; for 3.x we are a tolerant receiver and clear it.
+            if version.is_v5() {
+                return Err(DecodeError::DupOnQoS0);
+            }
+            dup = false;
+        }
+        let mut r = Reader::new(&frame, header.header_len);
+        let topic = r.binary()?;
+        let packet_id = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.packet_id()?),
+        };
+        let properties = if version.is_v5() {
+            PublishProperties::decode(&mut r)?
+        } else {
+            PublishProperties::default()
+        };
+        let payload_start = r.position();
+        let topic = if topic.is_empty() {
+            // [MQTT-3.3.2-1] 3.x needs a topic; [MQTT 5 3.3.4] a zero-length topic
+            // without a Topic Alias is a Protocol Error.
+            if properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopicName);
+            }
+            TopicName::empty()
+        } else {
+            TopicName::parse(topic).map_err(topic_error)?
+        };
+        // The frame becomes the payload: no second reference-count round trip.
+        frame.advance(payload_start);
+        Ok(Self {
+            dup,
+            qos,
+            retain: flags & RETAIN != 0,
+            topic,
+            packet_id,
+            properties,
+            payload: frame,
+        })
+    }
+
+    /// Remaining length and property-block content length for `version`.
+    fn lengths(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+        let mut len = field_len(self.topic.len())?;
+        if self.qos != QoS::AtMostOnce {
+            len += 2;
+        }
+        let mut props = 0;
+        if version.is_v5() {
+            props = self.properties.content_len()?;
+            len += block_len(props);
+        }
+        let len = len.checked_add(self.payload.len()).ok_or(EncodeError::PacketTooLarge)?;
+        Ok((len, props))
     }
 
     /// Size of this PUBLISH on the wire for `version`, fixed header included; compare it
     /// with the receiver's Maximum Packet Size before sending.
+    ///
+    /// `usize::MAX` when the packet cannot be encoded at all (see [`Publish::encode`]),
+    /// so that it fails every size check.
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let _ = version;
-        0
+        self.lengths(version).and_then(|(len, _)| packet_len(len)).unwrap_or(usize::MAX)
     }
 
-    /// Encodes this PUBLISH.
+    /// Encodes this PUBLISH. For 3.x the properties are dropped; DUP is written only for
+    /// QoS 1 and 2.
     ///
     /// # Errors
     /// [`EncodeError`] for an over-long field or packet, an empty topic without a
-    /// Topic Alias, or a packet id that does not match the QoS.
+    /// Topic Alias (so always in 3.x), or a packet id that does not match the QoS.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        if self.topic.is_empty() && (!version.is_v5() || self.properties.topic_alias.is_none()) {
+            return Err(EncodeError::EmptyTopicName);
+        }
+        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
+            return Err(EncodeError::PacketIdMismatch);
+        }
+        let (len, props) = self.lengths(version)?;
+        out.reserve(packet_len(len)?);
+        let mut first = 0x30 | (self.qos.bits() << 1);
+        if self.dup && self.qos != QoS::AtMostOnce {
+            first |= DUP;
+        }
+        if self.retain {
+            first |= RETAIN;
+        }
+        put_fixed_header(out, first, len);
+        put_field(out, self.topic.as_bytes());
+        if let Some(id) = self.packet_id {
+            out.put_u16(id.get());
+        }
+        if version.is_v5() {
+            self.properties.put(out, props);
+        }
+        out.put_slice(&self.payload);
+        Ok(())
     }
 }

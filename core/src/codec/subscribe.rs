@@ -4,10 +4,13 @@
 //! `crate::topic::TopicFilter` is the receiver's job, so that a bad filter can be refused
 //! per entry (SUBACK 0x8F) rather than failing the whole packet.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
-use super::properties::{AckProperties, SubscribeProperties, UnsubscribeProperties};
-use super::wire::Reader;
+use super::header::put_fixed_header;
+use super::properties::{
+    block_len, AckProperties, PropertySet, SubscribeProperties, UnsubscribeProperties,
+};
+use super::wire::{field_len, packet_len, put_field, reason_code_in, Reader};
 use super::{DecodeError, EncodeError};
 use crate::protocol::{PacketId, ProtocolVersion, QoS, ReasonCode};
 
@@ -89,22 +92,126 @@ pub struct UnsubAck {
     pub properties: AckProperties,
 }
 
+/// SUBACK reason codes MQTT 5 allows [MQTT 5 3.9.3].
+const SUBACK_REASON_CODES: &[u8] =
+    &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+/// UNSUBACK reason codes MQTT 5 allows [MQTT 5 3.11.3].
+const UNSUBACK_REASON_CODES: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+/// 3.1.1 SUBACK failure return code [MQTT-3.9.3].
+const V3_SUBACK_FAILURE: u8 = 0x80;
+
+impl SubscriptionOptions {
+    /// Parses the options byte. 3.x has only the QoS bits; MQTT 5 adds No Local,
+    /// Retain As Published and Retain Handling.
+    fn decode(byte: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
+        // [MQTT-3.8.3-5] Reserved bits must be 0: 7-2 in 3.x, 7-6 in MQTT 5.
+        let reserved = if version.is_v5() { 0xC0 } else { 0xFC };
+        if byte & reserved != 0 {
+            return Err(DecodeError::SubscriptionOptionsReserved);
+        }
+        let qos = QoS::from_bits(byte & 0b11).ok_or(DecodeError::InvalidSubscriptionQoS)?;
+        let retain_handling = match (byte >> 4) & 0b11 {
+            0 => RetainHandling::OnSubscribe,
+            1 => RetainHandling::OnNewSubscription,
+            2 => RetainHandling::Never,
+            _ => return Err(DecodeError::InvalidRetainHandling),
+        };
+        Ok(Self {
+            qos,
+            no_local: byte & 0b0100 != 0,
+            retain_as_published: byte & 0b1000 != 0,
+            retain_handling,
+        })
+    }
+
+    fn encode(&self, version: ProtocolVersion) -> u8 {
+        let mut byte = self.qos.bits();
+        if version.is_v5() {
+            byte |= (self.retain_handling as u8) << 4;
+            if self.no_local {
+                byte |= 0b0100;
+            }
+            if self.retain_as_published {
+                byte |= 0b1000;
+            }
+        }
+        byte
+    }
+}
+
+/// Writes the fixed header, packet id and (MQTT 5) property block shared by the four
+/// packets here, after reserving room for the whole packet.
+fn put_start(
+    out: &mut BytesMut,
+    first: u8,
+    len: usize,
+    packet_id: PacketId,
+    props: Option<(&impl PropertySet, usize)>,
+) -> Result<(), EncodeError> {
+    out.reserve(packet_len(len)?);
+    put_fixed_header(out, first, len);
+    out.put_u16(packet_id.get());
+    if let Some((set, content_len)) = props {
+        set.put(out, content_len);
+    }
+    Ok(())
+}
+
+/// Property-block content length when `version` carries properties.
+fn props_len(
+    set: &impl PropertySet,
+    version: ProtocolVersion,
+) -> Result<Option<usize>, EncodeError> {
+    if version.is_v5() {
+        set.content_len().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 impl Subscribe {
     pub(crate) fn decode(
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+        let packet_id = r.packet_id()?;
+        let properties = if version.is_v5() {
+            SubscribeProperties::decode(r)?
+        } else {
+            SubscribeProperties::default()
+        };
+        let mut filters = Vec::new();
+        while r.remaining() > 0 {
+            let filter = r.string()?;
+            let options = SubscriptionOptions::decode(r.u8()?, version)?;
+            filters.push(SubscribeFilter { filter, options });
+        }
+        // [MQTT-3.8.3-2] At least one filter.
+        if filters.is_empty() {
+            return Err(DecodeError::EmptySubscribe);
+        }
+        Ok(Self { packet_id, filters, properties })
     }
 
-    /// Encodes this packet.
+    /// Encodes this SUBSCRIBE; for 3.x only the QoS of each option is written.
     ///
     /// # Errors
-    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    /// [`EncodeError`] for an over-long field or packet, or no filters.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        if self.filters.is_empty() {
+            return Err(EncodeError::EmptyList);
+        }
+        let props = props_len(&self.properties, version)?;
+        let mut len = 2 + props.map_or(0, block_len);
+        for f in &self.filters {
+            len = len.saturating_add(field_len(f.filter.len())? + 1);
+        }
+        put_start(out, 0x82, len, self.packet_id, props.map(|p| (&self.properties, p)))?;
+        for f in &self.filters {
+            put_field(out, f.filter.as_bytes());
+            out.put_u8(f.options.encode(version));
+        }
+        Ok(())
     }
 }
 
@@ -113,17 +220,58 @@ impl SubAck {
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+        let packet_id = r.packet_id()?;
+        let properties =
+            if version.is_v5() { AckProperties::decode(r)? } else { AckProperties::default() };
+        let mut reason_codes = Vec::with_capacity(r.remaining());
+        while r.remaining() > 0 {
+            let code = r.u8()?;
+            let reason = if version.is_v5() {
+                reason_code_in(code, SUBACK_REASON_CODES)?
+            } else {
+                match code {
+                    0x00 => ReasonCode::Success,
+                    0x01 => ReasonCode::GrantedQoS1,
+                    0x02 => ReasonCode::GrantedQoS2,
+                    V3_SUBACK_FAILURE => ReasonCode::UnspecifiedError,
+                    _ => return Err(DecodeError::InvalidReasonCode),
+                }
+            };
+            reason_codes.push(reason);
+        }
+        // One code per filter of a SUBSCRIBE, which has at least one.
+        if reason_codes.is_empty() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(Self { packet_id, reason_codes, properties })
     }
 
-    /// Encodes this packet.
+    /// Encodes this SUBACK; for 3.x any error code becomes the failure code 0x80 and any
+    /// other success code than Granted QoS 1/2 becomes 0x00.
     ///
     /// # Errors
-    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    /// [`EncodeError`] for an over-long property or packet, or no reason codes.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        if self.reason_codes.is_empty() {
+            return Err(EncodeError::EmptyList);
+        }
+        let props = props_len(&self.properties, version)?;
+        let len = (2 + props.map_or(0, block_len)).saturating_add(self.reason_codes.len());
+        put_start(out, 0x90, len, self.packet_id, props.map(|p| (&self.properties, p)))?;
+        for &code in &self.reason_codes {
+            out.put_u8(if version.is_v5() {
+                code.value()
+            } else if code.is_error() {
+                V3_SUBACK_FAILURE
+            } else {
+                match code {
+                    ReasonCode::GrantedQoS1 => 0x01,
+                    ReasonCode::GrantedQoS2 => 0x02,
+                    _ => 0x00,
+                }
+            });
+        }
+        Ok(())
     }
 }
 
@@ -132,17 +280,41 @@ impl Unsubscribe {
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+        let packet_id = r.packet_id()?;
+        let properties = if version.is_v5() {
+            UnsubscribeProperties::decode(r)?
+        } else {
+            UnsubscribeProperties::default()
+        };
+        let mut filters = Vec::new();
+        while r.remaining() > 0 {
+            filters.push(r.string()?);
+        }
+        // [MQTT-3.10.3-2] At least one filter.
+        if filters.is_empty() {
+            return Err(DecodeError::EmptyUnsubscribe);
+        }
+        Ok(Self { packet_id, filters, properties })
     }
 
-    /// Encodes this packet.
+    /// Encodes this UNSUBSCRIBE.
     ///
     /// # Errors
-    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    /// [`EncodeError`] for an over-long field or packet, or no filters.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        if self.filters.is_empty() {
+            return Err(EncodeError::EmptyList);
+        }
+        let props = props_len(&self.properties, version)?;
+        let mut len = 2 + props.map_or(0, block_len);
+        for f in &self.filters {
+            len = len.saturating_add(field_len(f.len())?);
+        }
+        put_start(out, 0xA2, len, self.packet_id, props.map(|p| (&self.properties, p)))?;
+        for f in &self.filters {
+            put_field(out, f.as_bytes());
+        }
+        Ok(())
     }
 }
 
@@ -151,16 +323,45 @@ impl UnsubAck {
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let _ = (r, version);
-        Err(DecodeError::Truncated)
+        let packet_id = r.packet_id()?;
+        if !version.is_v5() {
+            r.finish()?;
+            return Ok(Self {
+                packet_id,
+                reason_codes: Vec::new(),
+                properties: AckProperties::default(),
+            });
+        }
+        let properties = AckProperties::decode(r)?;
+        let mut reason_codes = Vec::with_capacity(r.remaining());
+        while r.remaining() > 0 {
+            reason_codes.push(reason_code_in(r.u8()?, UNSUBACK_REASON_CODES)?);
+        }
+        if reason_codes.is_empty() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(Self { packet_id, reason_codes, properties })
     }
 
-    /// Encodes this packet.
+    /// Encodes this UNSUBACK; 3.x has only the packet id.
     ///
     /// # Errors
-    /// [`EncodeError`] for an over-long field or packet, or an empty list.
+    /// [`EncodeError`] for an over-long property or packet, or (MQTT 5) no reason codes.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        Err(EncodeError::V5Only)
+        let props = props_len(&self.properties, version)?;
+        let mut len = 2;
+        if let Some(p) = props {
+            if self.reason_codes.is_empty() {
+                return Err(EncodeError::EmptyList);
+            }
+            len = (len + block_len(p)).saturating_add(self.reason_codes.len());
+        }
+        put_start(out, 0xB0, len, self.packet_id, props.map(|p| (&self.properties, p)))?;
+        if props.is_some() {
+            for &code in &self.reason_codes {
+                out.put_u8(code.value());
+            }
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes};
 
 use super::header::MAX_REMAINING_LENGTH;
 use super::{DecodeError, EncodeError};
-use crate::protocol::PacketId;
+use crate::protocol::{PacketId, ReasonCode};
 
 /// Longest string or binary field: a two-byte length prefix.
 pub(crate) const MAX_FIELD_BYTES: usize = u16::MAX as usize;
@@ -164,6 +164,14 @@ pub(crate) fn check_str(bytes: &[u8]) -> Result<&str, DecodeError> {
         return Err(DecodeError::NullCharacter);
     }
     Ok(s)
+}
+
+/// Parses a reason code byte that must be one of `allowed` for its packet.
+pub(crate) fn reason_code_in(value: u8, allowed: &[u8]) -> Result<ReasonCode, DecodeError> {
+    if !allowed.contains(&value) {
+        return Err(DecodeError::InvalidReasonCode);
+    }
+    ReasonCode::from_value(value).ok_or(DecodeError::InvalidReasonCode)
 }
 
 /// Wire length of a string or binary field (two-byte prefix included).
