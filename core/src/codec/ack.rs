@@ -124,3 +124,78 @@ impl PubAckLike {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::{assert_wire, decode_bytes, pid};
+    use crate::codec::Packet;
+
+    const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    #[test]
+    fn acks_in_3_1_1_are_a_packet_id() {
+        let ack = PubAckLike::new(pid(0x0102));
+        // type | flags, remaining length 2, packet id 0x0102
+        assert_wire(&[0x40, 0x02, 0x01, 0x02], V311, Packet::PubAck(ack.clone()));
+        assert_wire(&[0x50, 0x02, 0x01, 0x02], V311, Packet::PubRec(ack.clone()));
+        // [MQTT-3.6.1-1] PUBREL's flags are 0b0010.
+        assert_wire(&[0x62, 0x02, 0x01, 0x02], V311, Packet::PubRel(ack.clone()));
+        assert_wire(&[0x70, 0x02, 0x01, 0x02], ProtocolVersion::V3_1, Packet::PubComp(ack));
+    }
+
+    #[test]
+    fn success_without_properties_uses_the_short_form_in_5() {
+        assert_wire(&[0x40, 0x02, 0x00, 0x07], V5, Packet::PubAck(PubAckLike::new(pid(7))));
+        // A long form saying the same thing decodes the same.
+        #[rustfmt::skip]
+        let long = [
+            0x40, 0x04,             // PUBACK, remaining length 4
+            0x00, 0x07,             // packet id 7
+            0x00,                   // reason Success
+            0x00,                   // property length 0
+        ];
+        assert_eq!(decode_bytes(&long, V5), Ok(Packet::PubAck(PubAckLike::new(pid(7)))));
+    }
+
+    #[test]
+    fn reason_code_without_properties_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x50, 0x03,             // PUBREC, remaining length 3
+            0x00, 0x07,             // packet id 7
+            0x10,                   // reason No matching subscribers; no property length
+        ];
+        let mut ack = PubAckLike::new(pid(7));
+        ack.reason_code = ReasonCode::NoMatchingSubscribers;
+        assert_wire(&bytes, V5, Packet::PubRec(ack));
+    }
+
+    #[test]
+    fn reason_string_on_a_failed_puback_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x40, 0x08,             // PUBACK, remaining length 8
+            0x00, 0x07,             // packet id 7
+            0x87,                   // reason Not authorized
+            0x04,                   // property length 4
+            0x1F, 0x00, 0x01, b'x', //   Reason String "x"
+        ];
+        let mut ack = PubAckLike::new(pid(7));
+        ack.reason_code = ReasonCode::NotAuthorized;
+        ack.properties.reason_string = Some("x".into());
+        assert_wire(&bytes, V5, Packet::PubAck(ack.clone()));
+        // For 3.x, reason and properties are not on the wire.
+        let mut out = BytesMut::new();
+        ack.encode(AckKind::PubAck, V311, &mut out).unwrap();
+        assert_eq!(&out[..], &[0x40, 0x02, 0x00, 0x07]);
+    }
+
+    #[test]
+    fn pubcomp_reports_packet_identifier_not_found() {
+        let mut ack = PubAckLike::new(pid(9));
+        ack.reason_code = ReasonCode::PacketIdentifierNotFound;
+        assert_wire(&[0x70, 0x03, 0x00, 0x09, 0x92], V5, Packet::PubComp(ack));
+    }
+}

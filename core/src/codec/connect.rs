@@ -279,3 +279,181 @@ impl ConnAck {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::{assert_wire, decode_bytes, encode_bytes, topic};
+    use crate::codec::Packet;
+
+    const V31: ProtocolVersion = ProtocolVersion::V3_1;
+    const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    fn connect(protocol: ProtocolVersion, client_id: &str) -> Connect {
+        Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        }
+    }
+
+    #[test]
+    fn minimal_connect_in_3_1_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x10, 0x0F,                         // CONNECT, remaining length 15
+            0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
+            0x04,                               // protocol level 4 (3.1.1)
+            0x02,                               // flags: Clean Session
+            0x00, 0x3C,                         // keep alive 60 s
+            0x00, 0x03, b'a', b'b', b'c',       // client id "abc"
+        ];
+        let packet = Packet::Connect(Box::new(connect(V311, "abc")));
+        assert_wire(&bytes, V311, packet.clone());
+        // CONNECT carries its own version: the connection's guess does not matter.
+        assert_eq!(decode_bytes(&bytes, V5), Ok(packet));
+    }
+
+    #[test]
+    fn mqisdp_connect_in_3_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x10, 0x0F,                         // CONNECT, remaining length 15
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', // protocol name "MQIsdp"
+            0x03,                               // protocol level 3 (3.1)
+            0x02,                               // flags: Clean Session
+            0x00, 0x3C,                         // keep alive 60 s
+            0x00, 0x01, b'c',                   // client id "c"
+        ];
+        assert_wire(&bytes, V311, Packet::Connect(Box::new(connect(V31, "c"))));
+    }
+
+    #[test]
+    fn connect_with_will_user_and_password_in_3_1_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x10, 0x1D,                         // CONNECT, remaining length 29
+            0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+            0x04,                               // level 4
+            0xEC,                               // user name, password, will retain, will QoS 1, will; no clean session
+            0x00, 0x00,                         // keep alive off
+            0x00, 0x00,                         // client id "" (server assigns)
+            0x00, 0x03, b'w', b'/', b't',       // will topic "w/t"
+            0x00, 0x02, b'b', b'y',             // will payload "by"
+            0x00, 0x01, b'u',                   // user name "u"
+            0x00, 0x03, 0x00, 0xFF, 0x01,       // password: binary, any bytes
+        ];
+        let mut c = connect(V311, "");
+        c.clean_start = false;
+        c.keep_alive = 0;
+        c.will = Some(LastWill {
+            topic: topic("w/t"),
+            payload: Bytes::from_static(b"by"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: WillProperties::default(),
+        });
+        c.username = Some("u".into());
+        c.password = Some(Bytes::from_static(&[0x00, 0xFF, 0x01]));
+        assert_wire(&bytes, V311, Packet::Connect(Box::new(c)));
+    }
+
+    #[test]
+    fn connect_with_properties_and_will_properties_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x10, 0x26,                         // CONNECT, remaining length 38
+            0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+            0x05,                               // level 5
+            0x46,                               // password (no user name: fine in 5), will, clean start
+            0x00, 0x0A,                         // keep alive 10 s
+            0x08,                               // property length 8
+            0x11, 0x00, 0x00, 0x0E, 0x10,       //   Session Expiry Interval 3600
+            0x21, 0x00, 0x14,                   //   Receive Maximum 20
+            0x00, 0x01, b'c',                   // client id "c"
+            0x07,                               // will property length 7
+            0x18, 0x00, 0x00, 0x00, 0x05,       //   Will Delay Interval 5
+            0x01, 0x00,                         //   Payload Format Indicator: bytes
+            0x00, 0x01, b'w',                   // will topic "w"
+            0x00, 0x00,                         // will payload ""
+            0x00, 0x01, b'p',                   // password "p"
+        ];
+        let mut c = connect(V5, "c");
+        c.keep_alive = 10;
+        c.properties.session_expiry_interval = Some(3600);
+        c.properties.receive_maximum = Some(20);
+        let mut will_properties = WillProperties::default();
+        will_properties.will_delay_interval = Some(5);
+        will_properties.payload_format_indicator = Some(false);
+        c.will = Some(LastWill {
+            topic: topic("w"),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: will_properties,
+        });
+        c.password = Some(Bytes::from_static(b"p"));
+        assert_wire(&bytes, V5, Packet::Connect(Box::new(c)));
+    }
+
+    #[test]
+    fn connack_in_3_1_1_uses_return_codes() {
+        let accepted = ConnAck {
+            session_present: true,
+            reason_code: ReasonCode::Success,
+            properties: ConnAckProperties::default(),
+        };
+        // CONNACK, remaining length 2, Session Present, return code 0 (accepted)
+        assert_wire(&[0x20, 0x02, 0x01, 0x00], V311, Packet::ConnAck(accepted));
+        let refused = ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::NotAuthorized,
+            properties: ConnAckProperties::default(),
+        };
+        // return code 5: not authorized
+        assert_wire(&[0x20, 0x02, 0x00, 0x05], V311, Packet::ConnAck(refused.clone()));
+        // A v5-only reason maps to its nearest 3.1.1 return code.
+        let banned = ConnAck { reason_code: ReasonCode::Banned, ..refused };
+        assert_eq!(encode_bytes(&Packet::ConnAck(banned), V31), [0x20, 0x02, 0x00, 0x05]);
+    }
+
+    #[test]
+    fn connack_with_properties_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x20, 0x0D,                         // CONNACK, remaining length 13
+            0x00,                               // no session present
+            0x00,                               // reason Success
+            0x0A,                               // property length 10
+            0x24, 0x01,                         //   Maximum QoS 1
+            0x12, 0x00, 0x02, b'i', b'd',       //   Assigned Client Identifier "id"
+            0x22, 0x00, 0x0A,                   //   Topic Alias Maximum 10
+        ];
+        let mut ack = ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::Success,
+            properties: ConnAckProperties::default(),
+        };
+        ack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+        ack.properties.assigned_client_identifier = Some("id".into());
+        ack.properties.topic_alias_maximum = Some(10);
+        assert_wire(&bytes, V5, Packet::ConnAck(ack));
+    }
+
+    #[test]
+    fn password_without_user_name_is_refused_only_before_5() {
+        let mut c = connect(V311, "c");
+        c.password = Some(Bytes::from_static(b"p"));
+        let bytes = encode_bytes(&Packet::Connect(Box::new(c.clone())), V311);
+        assert_eq!(decode_bytes(&bytes, V311), Err(DecodeError::PasswordWithoutUsername));
+        c.protocol = V5;
+        let bytes = encode_bytes(&Packet::Connect(Box::new(c.clone())), V5);
+        assert_eq!(decode_bytes(&bytes, V311), Ok(Packet::Connect(Box::new(c))));
+    }
+}

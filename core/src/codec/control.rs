@@ -133,3 +133,73 @@ impl Auth {
         encode_tail(out, 0xF0, self.reason_code, &self.properties, self.properties.is_empty())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::{assert_wire, decode_bytes};
+    use crate::codec::Packet;
+
+    const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    #[test]
+    fn normal_disconnect_is_two_bytes_in_every_version() {
+        for v in [ProtocolVersion::V3_1, V311, V5] {
+            assert_wire(&[0xE0, 0x00], v, Packet::Disconnect(Disconnect::normal()));
+        }
+    }
+
+    #[test]
+    fn disconnect_with_reason_in_5() {
+        let d = Disconnect {
+            reason_code: ReasonCode::DisconnectWithWill,
+            properties: DisconnectProperties::default(),
+        };
+        // DISCONNECT, remaining length 1, reason 0x04; no property length
+        assert_wire(&[0xE0, 0x01, 0x04], V5, Packet::Disconnect(d));
+        #[rustfmt::skip]
+        let bytes = [
+            0xE0, 0x07,                         // DISCONNECT, remaining length 7
+            0x8B,                               // reason Server shutting down
+            0x05,                               // property length 5
+            0x11, 0x00, 0x00, 0x00, 0x1E,       //   Session Expiry Interval 30
+        ];
+        let mut d = Disconnect {
+            reason_code: ReasonCode::ServerShuttingDown,
+            properties: DisconnectProperties::default(),
+        };
+        d.properties.session_expiry_interval = Some(30);
+        assert_wire(&bytes, V5, Packet::Disconnect(d));
+        // Success with an empty property block decodes as the short form.
+        assert_eq!(
+            decode_bytes(&[0xE0, 0x02, 0x00, 0x00], V5),
+            Ok(Packet::Disconnect(Disconnect::normal()))
+        );
+    }
+
+    #[test]
+    fn auth_in_5() {
+        let success =
+            Auth { reason_code: ReasonCode::Success, properties: AuthProperties::default() };
+        // AUTH, remaining length 0: Success
+        assert_wire(&[0xF0, 0x00], V5, Packet::Auth(success.clone()));
+        #[rustfmt::skip]
+        let bytes = [
+            0xF0, 0x0D,                         // AUTH, remaining length 13
+            0x18,                               // reason Continue authentication
+            0x0B,                               // property length 11
+            0x15, 0x00, 0x04, b'S', b'C', b'R', b'A', // Authentication Method "SCRA"
+            0x16, 0x00, 0x01, 0x2A,             //   Authentication Data [0x2A]
+        ];
+        let mut auth = Auth {
+            reason_code: ReasonCode::ContinueAuthentication,
+            properties: AuthProperties::default(),
+        };
+        auth.properties.authentication_method = Some("SCRA".into());
+        auth.properties.authentication_data = Some(bytes::Bytes::from_static(&[0x2A]));
+        assert_wire(&bytes, V5, Packet::Auth(auth));
+        let mut out = BytesMut::new();
+        assert_eq!(success.encode(V311, &mut out), Err(EncodeError::V5Only));
+    }
+}

@@ -155,3 +155,156 @@ impl Publish {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::{assert_wire, decode_bytes, pid, topic};
+    use crate::codec::{DecodeError, Packet};
+
+    const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    fn publish(
+        qos: QoS,
+        packet_id: Option<u16>,
+        topic_name: &str,
+        payload: &'static [u8],
+    ) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic(topic_name),
+            packet_id: packet_id.map(pid),
+            properties: PublishProperties::default(),
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn qos0_publish_in_3_1_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x30,                   // PUBLISH, DUP 0, QoS 0, RETAIN 0
+            0x0A,                   // remaining length 10
+            0x00, 0x03, b'a', b'/', b'b', // topic "a/b"
+            b'h', b'e', b'l', b'l', b'o', // payload, no packet id at QoS 0
+        ];
+        assert_wire(&bytes, V311, Packet::Publish(publish(QoS::AtMostOnce, None, "a/b", b"hello")));
+        assert_wire(
+            &bytes,
+            ProtocolVersion::V3_1,
+            Packet::Publish(publish(QoS::AtMostOnce, None, "a/b", b"hello")),
+        );
+    }
+
+    #[test]
+    fn qos1_retained_duplicate_in_3_1_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x3B,                   // PUBLISH, DUP 1, QoS 1 (0b01 << 1), RETAIN 1
+            0x06,                   // remaining length 6
+            0x00, 0x01, b't',       // topic "t"
+            0x00, 0x0A,             // packet id 10
+            b'x',                   // payload
+        ];
+        let mut p = publish(QoS::AtLeastOnce, Some(10), "t", b"x");
+        p.dup = true;
+        p.retain = true;
+        assert_wire(&bytes, V311, Packet::Publish(p));
+    }
+
+    #[test]
+    fn qos0_publish_in_5_has_an_empty_property_block() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x30, 0x05,             // PUBLISH QoS 0, remaining length 5
+            0x00, 0x01, b't',       // topic "t"
+            0x00,                   // property length 0
+            b'x',                   // payload
+        ];
+        assert_wire(&bytes, V5, Packet::Publish(publish(QoS::AtMostOnce, None, "t", b"x")));
+    }
+
+    #[test]
+    fn qos2_publish_with_properties_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x34, 0x19,             // PUBLISH QoS 2, remaining length 25
+            0x00, 0x01, b't',       // topic "t"
+            0x00, 0x07,             // packet id 7
+            0x11,                   // property length 17
+            0x01, 0x01,             //   Payload Format Indicator: UTF-8
+            0x23, 0x00, 0x05,       //   Topic Alias 5
+            0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', // User Property ("k", "v")
+            0x0B, 0x81, 0x01,       //   Subscription Identifier 129 (two-byte varint)
+            0x0B, 0x02,             //   Subscription Identifier 2 (may repeat)
+            b'p', b'q',             // payload
+        ];
+        let mut p = publish(QoS::ExactlyOnce, Some(7), "t", b"pq");
+        p.properties.payload_format_indicator = Some(true);
+        p.properties.topic_alias = Some(5);
+        p.properties.user_properties = vec![("k".into(), "v".into())];
+        p.properties.subscription_identifiers = vec![129, 2];
+        assert_wire(&bytes, V5, Packet::Publish(p));
+    }
+
+    #[test]
+    fn alias_only_publish_has_an_empty_topic_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x30, 0x07,             // PUBLISH QoS 0, remaining length 7
+            0x00, 0x00,             // topic "" (named by alias)
+            0x03, 0x23, 0x00, 0x09, // properties: Topic Alias 9
+            b'x',                   // payload
+        ];
+        let mut p = publish(QoS::AtMostOnce, None, "t", b"x");
+        p.topic = TopicName::empty();
+        p.properties.topic_alias = Some(9);
+        assert_wire(&bytes, V5, Packet::Publish(p.clone()));
+        // 3.x cannot name a topic by alias.
+        let mut out = BytesMut::new();
+        assert_eq!(p.encode(V311, &mut out), Err(EncodeError::EmptyTopicName));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn dup_on_qos0_is_cleared_in_3_x() {
+        let got = decode_bytes(&[0x38, 0x04, 0x00, 0x01, b't', b'x'], V311);
+        assert_eq!(got, Ok(Packet::Publish(publish(QoS::AtMostOnce, None, "t", b"x"))));
+        assert_eq!(
+            decode_bytes(&[0x38, 0x04, 0x00, 0x01, b't', 0x00], V5),
+            Err(DecodeError::DupOnQoS0)
+        );
+    }
+
+    #[test]
+    fn properties_are_dropped_for_3_x_subscribers() {
+        let mut p = publish(QoS::AtMostOnce, None, "t", b"x");
+        p.properties.user_properties = vec![("k".into(), "v".into())];
+        let mut out = BytesMut::new();
+        p.encode(V311, &mut out).unwrap();
+        assert_eq!(&out[..], &[0x30, 0x04, 0x00, 0x01, b't', b'x']);
+    }
+
+    #[test]
+    fn encoded_len_matches_the_bytes_written() {
+        let mut p = publish(QoS::AtLeastOnce, Some(1), "sensors/temp", &[7; 300]);
+        p.properties.content_type = Some("text/plain".into());
+        for v in [V311, V5] {
+            let mut out = BytesMut::new();
+            p.encode(v, &mut out).unwrap();
+            assert_eq!(p.encoded_len(v), out.len());
+        }
+    }
+
+    #[test]
+    fn packet_id_must_match_qos() {
+        let mut out = BytesMut::new();
+        let p = publish(QoS::AtLeastOnce, None, "t", b"");
+        assert_eq!(p.encode(V311, &mut out), Err(EncodeError::PacketIdMismatch));
+        let p = publish(QoS::AtMostOnce, Some(1), "t", b"");
+        assert_eq!(p.encode(V311, &mut out), Err(EncodeError::PacketIdMismatch));
+    }
+}

@@ -365,3 +365,157 @@ impl UnsubAck {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::{assert_wire, encode_bytes, pid};
+    use crate::codec::Packet;
+
+    const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    fn filter(f: &str, qos: QoS) -> SubscribeFilter {
+        SubscribeFilter {
+            filter: f.into(),
+            options: SubscriptionOptions { qos, ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn subscribe_in_3_1_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x82, 0x0C,                         // SUBSCRIBE (flags 0b0010), remaining length 12
+            0x00, 0x0A,                         // packet id 10
+            0x00, 0x03, b'a', b'/', b'#',       // filter "a/#"
+            0x01,                               //   requested QoS 1
+            0x00, 0x01, b'b',                   // filter "b"
+            0x02,                               //   requested QoS 2
+        ];
+        let sub = Subscribe {
+            packet_id: pid(10),
+            filters: vec![filter("a/#", QoS::AtLeastOnce), filter("b", QoS::ExactlyOnce)],
+            properties: SubscribeProperties::default(),
+        };
+        assert_wire(&bytes, V311, Packet::Subscribe(sub));
+    }
+
+    #[test]
+    fn subscribe_with_options_and_identifier_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x82, 0x09,                         // SUBSCRIBE, remaining length 9
+            0x00, 0x0A,                         // packet id 10
+            0x02,                               // property length 2
+            0x0B, 0x05,                         //   Subscription Identifier 5
+            0x00, 0x01, b'a',                   // filter "a"
+            0x2E,                               //   Retain Handling 2, RAP, No Local, QoS 2
+        ];
+        let sub = Subscribe {
+            packet_id: pid(10),
+            filters: vec![SubscribeFilter {
+                filter: "a".into(),
+                options: SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    retain_handling: RetainHandling::Never,
+                },
+            }],
+            properties: SubscribeProperties {
+                subscription_identifier: Some(5),
+                user_properties: Vec::new(),
+            },
+        };
+        assert_wire(&bytes, V5, Packet::Subscribe(sub.clone()));
+        // 3.x keeps only the QoS bits.
+        assert_eq!(
+            encode_bytes(&Packet::Subscribe(sub), V311),
+            [0x82, 0x06, 0x00, 0x0A, 0x00, 0x01, b'a', 0x02]
+        );
+    }
+
+    #[test]
+    fn suback_in_3_1_1_maps_errors_to_0x80() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x90, 0x05,                         // SUBACK, remaining length 5
+            0x00, 0x0A,                         // packet id 10
+            0x00, 0x01, 0x80,                   // granted QoS 0, granted QoS 1, failure
+        ];
+        let ack = SubAck {
+            packet_id: pid(10),
+            reason_codes: vec![
+                ReasonCode::Success,
+                ReasonCode::GrantedQoS1,
+                ReasonCode::UnspecifiedError,
+            ],
+            properties: AckProperties::default(),
+        };
+        assert_wire(&bytes, V311, Packet::SubAck(ack.clone()));
+        let mut refused = ack;
+        refused.reason_codes[2] = ReasonCode::NotAuthorized;
+        assert_eq!(encode_bytes(&Packet::SubAck(refused), V311), bytes);
+    }
+
+    #[test]
+    fn suback_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x90, 0x05,                         // SUBACK, remaining length 5
+            0x00, 0x0A,                         // packet id 10
+            0x00,                               // property length 0
+            0x02, 0xA2,                         // granted QoS 2, wildcards not supported
+        ];
+        let ack = SubAck {
+            packet_id: pid(10),
+            reason_codes: vec![
+                ReasonCode::GrantedQoS2,
+                ReasonCode::WildcardSubscriptionsNotSupported,
+            ],
+            properties: AckProperties::default(),
+        };
+        assert_wire(&bytes, V5, Packet::SubAck(ack));
+    }
+
+    #[test]
+    fn unsubscribe_and_unsuback_in_3_1_1() {
+        #[rustfmt::skip]
+        let bytes = [
+            0xA2, 0x05,                         // UNSUBSCRIBE (flags 0b0010), remaining length 5
+            0x00, 0x0B,                         // packet id 11
+            0x00, 0x01, b'a',                   // filter "a"
+        ];
+        let unsub = Unsubscribe {
+            packet_id: pid(11),
+            filters: vec!["a".into()],
+            properties: UnsubscribeProperties::default(),
+        };
+        assert_wire(&bytes, V311, Packet::Unsubscribe(unsub));
+        // UNSUBACK, remaining length 2, packet id 11: no reason codes before 5.
+        let ack = UnsubAck {
+            packet_id: pid(11),
+            reason_codes: Vec::new(),
+            properties: AckProperties::default(),
+        };
+        assert_wire(&[0xB0, 0x02, 0x00, 0x0B], V311, Packet::UnsubAck(ack));
+    }
+
+    #[test]
+    fn unsuback_in_5() {
+        #[rustfmt::skip]
+        let bytes = [
+            0xB0, 0x05,                         // UNSUBACK, remaining length 5
+            0x00, 0x0B,                         // packet id 11
+            0x00,                               // property length 0
+            0x00, 0x11,                         // Success, No subscription existed
+        ];
+        let ack = UnsubAck {
+            packet_id: pid(11),
+            reason_codes: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
+            properties: AckProperties::default(),
+        };
+        assert_wire(&bytes, V5, Packet::UnsubAck(ack));
+    }
+}
