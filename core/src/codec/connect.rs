@@ -388,9 +388,11 @@ mod tests {
         c.keep_alive = 10;
         c.properties.session_expiry_interval = Some(3600);
         c.properties.receive_maximum = Some(20);
-        let mut will_properties = WillProperties::default();
-        will_properties.will_delay_interval = Some(5);
-        will_properties.payload_format_indicator = Some(false);
+        let will_properties = WillProperties {
+            will_delay_interval: Some(5),
+            payload_format_indicator: Some(false),
+            ..Default::default()
+        };
         c.will = Some(LastWill {
             topic: topic("w"),
             payload: Bytes::new(),

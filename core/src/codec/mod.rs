@@ -244,7 +244,7 @@ pub(crate) mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::{PacketId, QoS, ReasonCode};
+    use crate::protocol::{PacketId, ReasonCode};
     use crate::topic::TopicName;
 
     /// Decodes `bytes` as one whole frame under `version`.
