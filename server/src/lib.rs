@@ -1,1 +1,185 @@
-//! The Shoal broker. (Being written.)
+//! The Shoal MQTT broker runtime.
+//!
+//! [`Broker::start`] turns a [`Config`] into listening sockets and one mio event loop
+//! thread per worker; [`Broker::shutdown`] (or dropping the `Broker`) stops them
+//! gracefully. The protocol itself (codec, topics, session state) is `shoal-core`; this
+//! crate owns sockets, threads, routing between workers and the stores.
+//!
+//! # Layout
+//! - `config`: the only reader of config files; validated [`Config`].
+//! - `worker`: one event loop (`mod.rs`), its connections (`conn.rs`), accepting
+//!   (`listener.rs`), CONNECT and takeover (`connect.rs`), routing and delivery
+//!   (`delivery.rs`).
+//! - `route`: messages between workers and the client-id home-worker rule.
+//! - `store`: the session and retained-message store traits and in-memory stores.
+//!
+//! See `docs/ARCHITECTURE.md` for who owns what.
+
+pub mod config;
+mod route;
+pub mod store;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use config::{Config, ConfigError};
+
+use route::Peer;
+use store::MemoryRetainedStore;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An event loop could not be created or a thread spawned.
+    #[error("cannot start worker {worker}")]
+    Worker {
+        /// Which worker.
+        worker: usize,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a graceful shutdown did not complete cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// A worker thread panicked (a bug; the other workers were still stopped).
+    #[error("worker {0} panicked")]
+    WorkerPanicked(usize),
+    /// A worker stopped on an event-loop error.
+    #[error("worker {worker} failed")]
+    Worker {
+        /// Which worker.
+        worker: usize,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running broker. Dropping it shuts it down.
+pub struct Broker {
+    addrs: Vec<SocketAddr>,
+    peers: Vec<Peer>,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("addrs", &self.addrs).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Binds every listener, starts the workers and returns once they are listening.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] when an address cannot be bound, [`StartError::Worker`] when
+    /// an event loop cannot be set up.
+    pub fn start(config: Config) -> Result<Broker, StartError> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut addrs = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let bind_err = |source| StartError::Bind { addr: l.bind, source };
+            let listener = std::net::TcpListener::bind(l.bind).map_err(bind_err)?;
+            listener.set_nonblocking(true).map_err(bind_err)?;
+            addrs.push(listener.local_addr().map_err(bind_err)?);
+            listeners.push(listener);
+        }
+        let workers = config.workers.max(1);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let shared = worker::Shared {
+            retained: Arc::new(MemoryRetainedStore::default()),
+            connections: Arc::new(AtomicUsize::new(0)),
+            shutdown: shutdown.clone(),
+            limits: config.limits,
+            broker_limits: config.broker_limits,
+            workers,
+        };
+        let mut prepared = Vec::with_capacity(workers);
+        for id in 0..workers {
+            let w = worker::Worker::new(id, &listeners, shared.clone())
+                .map_err(|source| StartError::Worker { worker: id, source })?;
+            prepared.push(w);
+        }
+        let peers: Vec<Peer> = prepared.iter().map(worker::Worker::peer).collect();
+        let mut broker = Broker { addrs, peers: peers.clone(), shutdown, threads: Vec::new() };
+        for mut w in prepared {
+            let id = w.id();
+            w.set_peers(peers.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("shoal-worker-{id}"))
+                .spawn(move || w.run())
+                .map_err(|source| StartError::Worker { worker: id, source })?;
+            broker.threads.push(handle);
+        }
+        Ok(broker)
+    }
+
+    /// The first listener's bound address (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs.first().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Every listener's bound address, in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, flushes what is owed
+    /// within a bounded time and joins every worker.
+    ///
+    /// # Errors
+    /// The first worker that failed or panicked (all are joined regardless).
+    pub fn shutdown(mut self) -> Result<(), ShutdownError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), ShutdownError> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for p in &self.peers {
+            // A failed wake only matters if the worker is blocked in poll, and then its
+            // tick still sees the flag within a second.
+            let _ = p.waker.wake();
+        }
+        let mut result = Ok(());
+        for (worker, handle) in self.threads.drain(..).enumerate() {
+            let outcome = match handle.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(ShutdownError::Worker { worker, source }),
+                Err(_) => Err(ShutdownError::WorkerPanicked(worker)),
+            };
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            if let Err(e) = self.stop() {
+                log::error!("shutdown: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -639,16 +639,15 @@ impl Session {
         identifier: Option<u32>,
     ) -> ReasonCode {
         let _ = version;
-        // Shared subscriptions are not implemented yet: refused per filter (3.x: 0x80).
-        if filter.starts_with("$share/") {
-            return ReasonCode::SharedSubscriptionsNotSupported;
-        }
-        let Ok(parsed) = TopicFilter::parse(filter) else {
-            return ReasonCode::TopicFilterInvalid;
+        let max_levels = self.limits.max_topic_levels;
+        let parsed = match crate::topic::Subscription::parse_with_max_levels(filter, max_levels) {
+            Ok(crate::topic::Subscription::Plain(f)) => f,
+            // Shared subscriptions are not implemented yet: refused per filter (3.x: 0x80).
+            Ok(crate::topic::Subscription::Shared(_)) => {
+                return ReasonCode::SharedSubscriptionsNotSupported
+            }
+            Err(_) => return ReasonCode::TopicFilterInvalid,
         };
-        if filter.split('/').count() > self.limits.max_topic_levels {
-            return ReasonCode::TopicFilterInvalid;
-        }
         let existed = self.subscriptions.contains_key(&parsed);
         if !existed && self.subscriptions.len() >= self.limits.max_subscriptions {
             return ReasonCode::QuotaExceeded;

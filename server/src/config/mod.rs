@@ -1,0 +1,167 @@
+//! Broker configuration: the only place that reads config files, and the only place
+//! that knows every setting.
+//!
+//! A TOML file is parsed into a raw, serde-shaped [`FileConfig`](file::FileConfig)
+//! (unknown keys refused), then validated into a typed [`Config`] with every default
+//! resolved. Errors name the file, the line and the key. The CLI overrides
+//! (`--listen`, `--workers`) are applied by `main.rs` on the typed `Config`.
+//! Components never see the whole `Config`: the worker gets [`Limits`] and
+//! [`BrokerLimits`] at construction.
+
+mod file;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_core::Limits;
+
+/// Default bind address when nothing is configured: loopback only, so that a broker
+/// started by accident is not reachable from the network.
+pub const DEFAULT_BIND: &str = "127.0.0.1:1883";
+
+/// The transport a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain MQTT over TCP.
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Transport spoken on it.
+    pub transport: Transport,
+}
+
+/// Limits the server enforces outside the protocol state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerLimits {
+    /// Most client connections open at once, over all listeners and workers.
+    pub max_connections: usize,
+    /// Bound on one connection's write buffer, in bytes.
+    pub max_outgoing_bytes: usize,
+    /// Time a new socket has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Largest keep-alive a client may ask for; larger requests are lowered (v5 tells the
+    /// client with Server Keep Alive; 3.x clients get the timeout enforced at this value).
+    pub max_keep_alive_secs: u16,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_outgoing_bytes: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive_secs: u16::MAX,
+        }
+    }
+}
+
+/// The validated broker configuration, every default resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Event-loop threads; at least 1.
+    pub workers: usize,
+    /// Listeners, at least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// Protocol limits handed to every session.
+    pub limits: Limits,
+    /// Server-side limits.
+    pub broker_limits: BrokerLimits,
+}
+
+impl Default for Config {
+    /// Listens on 127.0.0.1:1883 with one worker per available core.
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            listeners: vec![ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                transport: Transport::Tcp,
+            }],
+            limits: Limits::default(),
+            broker_limits: BrokerLimits::default(),
+        }
+    }
+}
+
+/// One worker per available core (1 if that cannot be found out).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, or a key is unknown or has a value of the wrong type.
+    #[error("{origin}:{line}: {key_part}{message}", key_part = key_prefix(key.as_deref()))]
+    Syntax {
+        /// File name (or other origin) of the text.
+        origin: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// The key concerned, when it can be told.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A well-formed value that is not allowed (zero workers, bad address ...).
+    #[error("{origin}:{line}: key `{key}`: {message}")]
+    Invalid {
+        /// File name (or other origin) of the text.
+        origin: String,
+        /// 1-based line of the value.
+        line: usize,
+        /// The key concerned.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn key_prefix(key: Option<&str>) -> String {
+    key.map(|k| format!("key `{k}`: ")).unwrap_or_default()
+}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names it in errors (usually the path).
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] or [`ConfigError::Invalid`], naming line and key.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        file::parse(text, origin)
+    }
+
+    /// Reads, parses and validates a TOML config file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read, otherwise as
+    /// [`Config::from_toml_str`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+}

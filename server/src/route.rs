@@ -1,0 +1,70 @@
+//! Messages between workers, and the rule that gives every client id a home worker.
+//!
+//! Each worker has one bounded channel and one `mio::Waker`. Publishes travel in
+//! batches (one channel message and one wake-up per batch per loop iteration); a
+//! connection whose CONNECT landed on the wrong worker travels as a [`Handoff`].
+//! Full-channel policy: the sender never blocks; it keeps the batch, stops reading its
+//! own sockets and retries next iteration (see `worker/mod.rs`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+use shoal_core::codec::Connect;
+use shoal_core::session::Message;
+
+/// Batches a worker's channel holds before senders back off.
+pub(crate) const CHANNEL_BATCHES: usize = 1024;
+
+/// What one worker sends another.
+pub(crate) enum WorkerMsg {
+    /// Publishes to match against the receiver's trie, in publish order.
+    Publish(Vec<Arc<Message>>),
+    /// A connection whose client id lives on the receiver.
+    Handoff(Box<Handoff>),
+}
+
+/// A connection moving to its client id's home worker after CONNECT was decoded.
+pub(crate) struct Handoff {
+    pub(crate) stream: TcpStream,
+    pub(crate) addr: SocketAddr,
+    pub(crate) connect: Box<Connect>,
+    /// Bytes read after the CONNECT frame.
+    pub(crate) rest: BytesMut,
+    pub(crate) accepted_at: Instant,
+}
+
+/// How to reach a worker.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) tx: Sender<WorkerMsg>,
+    pub(crate) waker: Arc<mio::Waker>,
+}
+
+/// The home worker of `client_id`: FNV-1a of its bytes modulo the worker count.
+/// Deterministic across threads and runs (unlike `RandomState`).
+pub(crate) fn home_worker(client_id: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in client_id.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h % u64::try_from(workers.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_worker_is_stable_and_in_range() {
+        for n in 1..8 {
+            let w = home_worker("client-42", n);
+            assert!(w < n);
+            assert_eq!(w, home_worker("client-42", n));
+        }
+    }
+}

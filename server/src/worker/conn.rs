@@ -1,0 +1,142 @@
+//! One client connection: its socket, buffers and where it stands in the protocol.
+//!
+//! The session (protocol state) is not here: it lives in the worker's session store,
+//! because a persistent session outlives its connection. An attached connection points
+//! at it by [`SessionKey`].
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use mio::net::TcpStream;
+use shoal_core::ProtocolVersion;
+
+use crate::store::SessionKey;
+
+/// Bytes asked of the socket per `read` call.
+pub(super) const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConnState {
+    /// Accepted; no CONNECT yet. Closed at `since + connect_timeout`.
+    Pending { since: Instant },
+    /// CONNECT accepted; attached to a session.
+    Active { session: SessionKey, version: ProtocolVersion },
+    /// Done: the rest of `wbuf` is written once more, then the socket is dropped.
+    Closing,
+}
+
+/// A client connection.
+///
+/// Idle connections hold no buffers: both are released by the worker's tick when empty.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    pub(super) addr: SocketAddr,
+    /// Bytes of an incomplete frame; empty (no allocation) between frames.
+    pub(super) rbuf: BytesMut,
+    /// Encoded packets not yet written; bounded by `max_outgoing_bytes` for deliveries.
+    pub(super) wbuf: BytesMut,
+    pub(super) state: ConnState,
+    /// Listed in the worker's dirty list (has bytes to write this iteration).
+    pub(super) dirty: bool,
+}
+
+/// What reading from the socket produced.
+pub(super) enum ReadOutcome {
+    /// `n` bytes were appended.
+    Data,
+    /// Nothing more for now.
+    WouldBlock,
+    /// The peer closed its side, or the socket failed.
+    Closed,
+}
+
+/// What writing to the socket produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum WriteOutcome {
+    /// Everything was written.
+    Drained,
+    /// The socket is full; the rest stays in `wbuf` until the next writable event.
+    Pending,
+    /// The socket failed.
+    Failed,
+}
+
+impl Conn {
+    pub(super) fn new(stream: TcpStream, addr: SocketAddr, now: Instant) -> Self {
+        Self {
+            stream,
+            addr,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            state: ConnState::Pending { since: now },
+            dirty: false,
+        }
+    }
+
+    /// The session this connection is attached to.
+    pub(super) fn session(&self) -> Option<SessionKey> {
+        match self.state {
+            ConnState::Active { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+
+    /// Reads once into `buf` (appending), retrying on `Interrupted`.
+    pub(super) fn read_into(&mut self, buf: &mut BytesMut) -> ReadOutcome {
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK_BYTES, 0);
+        loop {
+            let Some(spare) = buf.get_mut(start..) else {
+                buf.truncate(start);
+                return ReadOutcome::Closed;
+            };
+            match self.stream.read(spare) {
+                Ok(0) => {
+                    buf.truncate(start);
+                    return ReadOutcome::Closed;
+                }
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    return ReadOutcome::Data;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(start);
+                    return ReadOutcome::WouldBlock;
+                }
+                Err(_) => {
+                    buf.truncate(start);
+                    return ReadOutcome::Closed;
+                }
+            }
+        }
+    }
+
+    /// Writes `wbuf` until it is empty or the socket is full.
+    pub(super) fn flush(&mut self) -> WriteOutcome {
+        while !self.wbuf.is_empty() {
+            match self.stream.write(&self.wbuf) {
+                Ok(0) => return WriteOutcome::Failed,
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return WriteOutcome::Pending,
+                Err(_) => return WriteOutcome::Failed,
+            }
+        }
+        WriteOutcome::Drained
+    }
+
+    /// Drops empty buffers' memory (idle connections cost no buffer space).
+    pub(super) fn release_idle_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! CONNECT: the first-packet rule, the client id's home worker, refusals, assigned
+//! client ids, session lookup and takeover.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use shoal_core::codec::{ConnAck, Connect, Packet};
+use shoal_core::session::{check_connect, ConnectAnswer, Event, LinkLoss, Session};
+use shoal_core::ReasonCode;
+
+use super::conn::ConnState;
+use super::Worker;
+use crate::route::{home_worker, Handoff, WorkerMsg};
+use crate::store::{SessionKey, SessionSlot, SessionStore};
+
+impl Worker {
+    /// The first packet of a connection. Returns `false` when the connection left this
+    /// worker or is closing.
+    pub(super) fn handle_first_packet(
+        &mut self,
+        idx: usize,
+        packet: Packet,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> bool {
+        let Packet::Connect(connect) = packet else {
+            // [MQTT-3.1.0-1] the first packet must be CONNECT.
+            if let Some(c) = self.conns.get(idx) {
+                log::info!("connection from {} closed: first packet was {}", c.addr, packet.name());
+            }
+            self.close_later(idx);
+            return false;
+        };
+        if !connect.client_id.is_empty() {
+            let home = home_worker(&connect.client_id, self.shared.workers);
+            if home != self.id {
+                self.hand_off(idx, home, connect, buf.split());
+                return false;
+            }
+        }
+        self.accept_connect(idx, connect, now);
+        self.conns.get(idx).is_some_and(|c| c.state != ConnState::Closing)
+    }
+
+    /// Moves the socket to the home worker of its client id.
+    fn hand_off(&mut self, idx: usize, home: usize, connect: Box<Connect>, rest: BytesMut) {
+        let Some(mut conn) = self.conns.try_remove(idx) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let accepted_at = match conn.state {
+            ConnState::Pending { since } => since,
+            _ => Instant::now(),
+        };
+        let Some(peer) = self.peers.get(home) else { return };
+        let handoff = Handoff { stream: conn.stream, addr: conn.addr, connect, rest, accepted_at };
+        match peer.tx.try_send(WorkerMsg::Handoff(Box::new(handoff))) {
+            Ok(()) => {
+                let _ = peer.waker.wake();
+            }
+            Err(_) => {
+                // The socket is dropped (closed); the client will retry.
+                self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                log::warn!("connection from {} closed: worker {home} is overloaded", conn.addr);
+            }
+        }
+    }
+
+    /// CONNECT on the client id's home worker: refuse, or attach a (new or resumed)
+    /// session, taking over any connection that holds it.
+    pub(super) fn accept_connect(&mut self, idx: usize, connect: Box<Connect>, now: Instant) {
+        let version = connect.protocol;
+        if let Err(rc) = check_connect(&connect) {
+            self.refuse(idx, &connect, rc);
+            return;
+        }
+        let (client_id, assigned): (Arc<str>, Option<String>) = if connect.client_id.is_empty() {
+            let id = self.assign_client_id();
+            (Arc::from(id.as_str()), Some(id))
+        } else {
+            (Arc::from(connect.client_id.as_str()), None)
+        };
+        let existing = self.sessions.find(&client_id);
+        if let Some(key) = existing {
+            self.take_over(key, now);
+        }
+        let key = match existing {
+            Some(key) if !connect.clean_start => key,
+            other => {
+                if let Some(old) = other {
+                    self.discard_session(old);
+                }
+                let session = Session::new(client_id.clone(), self.shared.limits);
+                self.sessions.insert(SessionSlot { session, conn: None })
+            }
+        };
+        let session_present = existing == Some(key);
+        let Some(conn) = self.conns.get_mut(idx) else { return };
+        conn.state = ConnState::Active { session: key, version };
+        let addr = conn.addr;
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        slot.conn = Some(idx);
+        let answer = ConnectAnswer {
+            session_present,
+            assigned_client_id: if version.is_v5() { assigned } else { None },
+            max_keep_alive_secs: self.shared.broker_limits.max_keep_alive_secs,
+        };
+        slot.session.handle_connect(now, &connect, answer);
+        log::info!(
+            "client {client_id} connected from {addr} (MQTT {version}, clean start {}, session present {session_present})",
+            connect.clean_start
+        );
+        self.service_session(key, now);
+    }
+
+    /// Refuses a CONNECT with `rc` and closes the connection.
+    fn refuse(&mut self, idx: usize, connect: &Connect, rc: ReasonCode) {
+        let Some(conn) = self.conns.get_mut(idx) else { return };
+        let ack =
+            ConnAck { session_present: false, reason_code: rc, properties: Default::default() };
+        if let Err(e) = ack.encode(connect.protocol, &mut conn.wbuf) {
+            log::debug!("cannot encode CONNACK: {e}");
+        }
+        log::info!("client {:?} from {} refused: {rc}", connect.client_id, conn.addr);
+        self.close_later(idx);
+    }
+
+    /// Closes the connection currently attached to `key` (if any) because another
+    /// connection claims its client id. The session stays, for the new connection.
+    fn take_over(&mut self, key: SessionKey, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        if slot.conn.is_none() {
+            return;
+        }
+        slot.session.handle_link_lost(now, LinkLoss::TakenOver);
+        self.pump_transmit(key, now);
+        while let Some(ev) = self.sessions.get_mut(key).and_then(|s| s.session.poll_event()) {
+            match ev {
+                Event::Close { reason, will } => self.finish_link(key, reason, will, false, now),
+                other => self.handle_event(key, other, now),
+            }
+        }
+    }
+
+    /// A client id that hashes to this worker, so its session never has to move.
+    fn assign_client_id(&mut self) -> String {
+        loop {
+            self.next_assigned = self.next_assigned.wrapping_add(1);
+            let id = format!("shoal-{}-{:x}", self.id, self.next_assigned);
+            if home_worker(&id, self.shared.workers) == self.id && self.sessions.find(&id).is_none()
+            {
+                return id;
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Feeding sessions and acting on what they ask: routing publishes (locally through
+//! this worker's trie, and in batches to the other workers), subscriptions, retained
+//! messages, wills and the end of a connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use shoal_core::codec::{LastWill, Packet, RetainHandling};
+use shoal_core::session::{Delivery, Event, LinkLoss, Message, SubscriptionEntry};
+use shoal_core::topic::MergeSubscription;
+use shoal_core::{QoS, ReasonCode};
+
+use super::Worker;
+use crate::store::{SessionKey, SessionStore};
+
+/// What the trie stores per (filter, session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubValue {
+    qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    /// Subscription identifiers (v5); empty (no allocation) when unused.
+    ids: Vec<u32>,
+}
+
+impl From<SubscriptionEntry> for SubValue {
+    fn from(e: SubscriptionEntry) -> Self {
+        Self {
+            qos: e.options.qos,
+            no_local: e.options.no_local,
+            retain_as_published: e.options.retain_as_published,
+            ids: e.identifier.into_iter().collect(),
+        }
+    }
+}
+
+/// Overlapping subscriptions of one session: one copy at the highest QoS, every
+/// subscription identifier [MQTT-3.3.4-2, -3].
+impl MergeSubscription for SubValue {
+    fn merge(&mut self, other: &Self) {
+        self.qos = self.qos.max(other.qos);
+        self.retain_as_published |= other.retain_as_published;
+        for id in &other.ids {
+            if !self.ids.contains(id) {
+                self.ids.push(*id);
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// A packet from an attached connection.
+    pub(super) fn handle_packet(&mut self, idx: usize, packet: Packet, now: Instant) {
+        let Some(key) = self.conns.get(idx).and_then(|c| c.session()) else { return };
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        slot.session.handle_packet(now, packet);
+        self.service_session(key, now);
+    }
+
+    /// The connection failed or must go for a reason outside the packets.
+    pub(super) fn link_lost(&mut self, idx: usize, loss: LinkLoss, now: Instant) {
+        match self.conns.get(idx).map(|c| c.session()) {
+            Some(Some(key)) => {
+                if let Some(slot) = self.sessions.get_mut(key) {
+                    slot.session.handle_link_lost(now, loss);
+                }
+                self.service_session(key, now);
+            }
+            Some(None) => self.close_later(idx),
+            None => {}
+        }
+    }
+
+    /// Drains a session's output: packets to its connection, then its events.
+    pub(super) fn service_session(&mut self, key: SessionKey, now: Instant) {
+        self.pump_transmit(key, now);
+        while let Some(ev) = self.sessions.get_mut(key).and_then(|s| s.session.poll_event()) {
+            match ev {
+                Event::Close { reason, will } => {
+                    let persistent =
+                        self.sessions.get(key).is_some_and(|s| s.session.is_persistent());
+                    self.finish_link(key, reason, will, !persistent, now);
+                }
+                other => self.handle_event(key, other, now),
+            }
+            self.pump_transmit(key, now);
+        }
+    }
+
+    /// Encodes the session's pending packets into its connection's write buffer and
+    /// tells the session whether that buffer is now full.
+    pub(super) fn pump_transmit(&mut self, key: SessionKey, now: Instant) {
+        let max_out = self.shared.broker_limits.max_outgoing_bytes;
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        let conn = slot.conn.and_then(|ci| self.conns.get_mut(ci).map(|c| (ci, c)));
+        let Some((ci, conn)) = conn else {
+            while slot.session.poll_transmit().is_some() {}
+            return;
+        };
+        let Some(version) = slot.session.version().or(match conn.state {
+            super::conn::ConnState::Active { version, .. } => Some(version),
+            _ => None,
+        }) else {
+            return;
+        };
+        let before = conn.wbuf.len();
+        for _ in 0..2 {
+            while let Some(p) = slot.session.poll_transmit() {
+                if let Err(e) = p.encode(version, &mut conn.wbuf) {
+                    log::debug!("cannot encode {} for {}: {e}", p.name(), slot.session.client_id());
+                }
+            }
+            // Unblocking may move queued messages into the window: drain once more.
+            slot.session.set_write_blocked(now, conn.wbuf.len() >= max_out);
+        }
+        if conn.wbuf.len() != before && !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(ci);
+        }
+    }
+
+    /// Acts on one session event other than `Close`.
+    pub(super) fn handle_event(&mut self, key: SessionKey, ev: Event, now: Instant) {
+        match ev {
+            Event::Publish(msg) => self.route(msg, now),
+            Event::Subscribe { filter, entry, existed } => {
+                self.trie.insert(&filter, key, SubValue::from(entry));
+                let send_retained = match entry.options.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscription => !existed,
+                    RetainHandling::Never => false,
+                };
+                if send_retained {
+                    let mut found = Vec::new();
+                    self.shared.retained.for_each_matching(&filter, &mut |m| found.push(m.clone()));
+                    for message in found {
+                        let qos = message.qos.min(entry.options.qos);
+                        let subscription_ids = entry.identifier.into_iter().collect();
+                        // [MQTT-3.3.1-8] retained on subscribe: RETAIN set.
+                        let d = Delivery { message, qos, retain: true, subscription_ids };
+                        self.deliver(key, d, now);
+                    }
+                }
+            }
+            Event::Unsubscribe(filter) => {
+                self.trie.remove(&filter, &key);
+            }
+            Event::Close { reason, will } => self.finish_link(key, reason, will, false, now),
+        }
+    }
+
+    /// Routes a publish: retained store, this worker's subscribers, the other workers.
+    pub(super) fn route(&mut self, msg: Arc<Message>, now: Instant) {
+        if msg.retain {
+            // [MQTT-3.3.1-6, -7] an empty retained payload deletes; otherwise replace.
+            if msg.payload.is_empty() {
+                self.shared.retained.remove(&msg.topic);
+            } else {
+                self.shared.retained.set(msg.clone());
+            }
+        }
+        self.deliver_local(&msg, now);
+        for (i, out) in self.outbox.iter_mut().enumerate() {
+            if i != self.id {
+                out.push(msg.clone());
+            }
+        }
+    }
+
+    /// Delivers a message to this worker's matching sessions.
+    pub(super) fn deliver_local(&mut self, msg: &Arc<Message>, now: Instant) {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        let sessions = &self.sessions;
+        self.trie.for_each_match(&msg.topic, |k, v| {
+            // [MQTT-3.8.3-3] No Local: not back to the publisher's own client id.
+            if v.no_local {
+                let own = msg.publisher.as_deref().is_some_and(|p| {
+                    sessions.get(*k).is_some_and(|s| s.session.client_id().as_ref() == p)
+                });
+                if own {
+                    return;
+                }
+            }
+            matches.add(k, v);
+        });
+        for (k, v) in matches.as_slice() {
+            let d = Delivery {
+                message: msg.clone(),
+                qos: msg.qos.min(v.qos),
+                // [MQTT-3.3.1-9] RETAIN is cleared on ordinary delivery unless v5
+                // Retain As Published asks to keep it.
+                retain: v.retain_as_published && msg.retain,
+                subscription_ids: v.ids.clone(),
+            };
+            self.deliver(*k, d, now);
+        }
+        self.matches = matches;
+    }
+
+    fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        if !slot.session.handle_delivery(now, d) {
+            self.counters.dropped += 1;
+        }
+        if slot.conn.is_some() {
+            self.pump_transmit(key, now);
+        }
+    }
+
+    /// The session's connection ended: detach and close it, drop the session unless it
+    /// persists (`discard`), publish the will.
+    pub(super) fn finish_link(
+        &mut self,
+        key: SessionKey,
+        reason: ReasonCode,
+        will: Option<Box<LastWill>>,
+        discard: bool,
+        now: Instant,
+    ) {
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        let client_id = slot.session.client_id().clone();
+        if let Some(ci) = slot.conn.take() {
+            if let Some(c) = self.conns.get(ci) {
+                if reason == ReasonCode::Success {
+                    log::info!("client {client_id} disconnected from {}", c.addr);
+                } else {
+                    log::info!("client {client_id} connection from {} closed: {reason}", c.addr);
+                }
+            }
+            self.close_later(ci);
+        }
+        if discard {
+            self.discard_session(key);
+        }
+        if let Some(will) = will {
+            let msg = Message::from_will(*will, Some(client_id), now);
+            self.route(Arc::new(msg), now);
+        }
+    }
+
+    /// Removes a session and its subscriptions.
+    pub(super) fn discard_session(&mut self, key: SessionKey) {
+        if let Some(slot) = self.sessions.remove(key) {
+            for (filter, _) in slot.session.subscriptions() {
+                self.trie.remove(filter, &key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_subscriptions_merge_to_highest_qos_and_all_ids() {
+        let mut a = SubValue {
+            qos: QoS::AtMostOnce,
+            no_local: false,
+            retain_as_published: false,
+            ids: vec![1],
+        };
+        let b = SubValue {
+            qos: QoS::ExactlyOnce,
+            no_local: false,
+            retain_as_published: true,
+            ids: vec![2, 1],
+        };
+        a.merge(&b);
+        assert_eq!(a.qos, QoS::ExactlyOnce);
+        assert!(a.retain_as_published);
+        assert_eq!(a.ids, vec![1, 2]);
+    }
+}

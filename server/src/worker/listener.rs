@@ -1,0 +1,178 @@
+//! Accepting sockets, adopting handed-off ones, and the read path that turns bytes into
+//! packets for the session.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use mio::{Interest, Token};
+use shoal_core::codec::{self, DecodeError};
+use shoal_core::session::LinkLoss;
+use shoal_core::ProtocolVersion;
+
+use super::conn::{Conn, ConnState, ReadOutcome};
+use super::{Worker, CONN_BASE};
+use crate::route::Handoff;
+
+impl Worker {
+    /// Accepts until `WouldBlock` on listener `i`.
+    pub(super) fn accept(&mut self, i: usize, now: Instant) {
+        loop {
+            let Some(listener) = self.listeners.get(i) else { return };
+            let (stream, addr) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: try again on the next event.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            let max = self.shared.broker_limits.max_connections;
+            if self.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                self.counters.refused += 1;
+                log::warn!("connection from {addr} refused: max_connections ({max}) reached");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.register(Conn::new(stream, addr, now));
+        }
+    }
+
+    /// Puts a connection in the slab and registers it for reads and writes (edge
+    /// triggered; writable events only matter while `wbuf` is non-empty).
+    fn register(&mut self, conn: Conn) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let idx = entry.key();
+        let conn = entry.insert(conn);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll.registry().register(&mut conn.stream, Token(CONN_BASE + idx), interest)
+        {
+            log::warn!("cannot register connection from {}: {e}", conn.addr);
+            self.conns.remove(idx);
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// Takes over a connection whose CONNECT was read by another worker.
+    pub(super) fn adopt(&mut self, h: Handoff, now: Instant) {
+        let mut conn = Conn::new(h.stream, h.addr, h.accepted_at);
+        conn.rbuf = h.rest;
+        let Some(idx) = self.register(conn) else { return };
+        self.accept_connect(idx, h.connect, now);
+        // Bytes that arrived behind the CONNECT.
+        if let Some(c) = self.conns.get_mut(idx) {
+            if !c.rbuf.is_empty() {
+                let mut buf = std::mem::take(&mut c.rbuf);
+                if self.decode_frames(idx, &mut buf, now) {
+                    if let Some(c) = self.conns.get_mut(idx) {
+                        c.rbuf = buf;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until `WouldBlock`, handling every complete frame as it arrives.
+    pub(super) fn on_readable(&mut self, idx: usize, now: Instant) {
+        loop {
+            if self.peers_full {
+                // Back-pressure: leave the bytes in the kernel until peers catch up.
+                self.deferred_reads.push(idx);
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(idx) else { return };
+            if conn.state == ConnState::Closing {
+                return;
+            }
+            let from_scratch = conn.rbuf.is_empty();
+            let mut buf = if from_scratch {
+                std::mem::take(&mut self.scratch)
+            } else {
+                std::mem::take(&mut conn.rbuf)
+            };
+            let outcome = conn.read_into(&mut buf);
+            let alive = match outcome {
+                ReadOutcome::Data => self.decode_frames(idx, &mut buf, now),
+                ReadOutcome::WouldBlock => true,
+                ReadOutcome::Closed => false,
+            };
+            // Keep a partial frame with its connection; give the scratch buffer back.
+            match self.conns.get_mut(idx) {
+                Some(c) if alive && !buf.is_empty() => {
+                    c.rbuf = if from_scratch {
+                        BytesMut::from(&buf[..])
+                    } else {
+                        std::mem::take(&mut buf)
+                    };
+                }
+                _ => {}
+            }
+            if from_scratch {
+                buf.clear();
+                self.scratch = buf;
+            }
+            match outcome {
+                ReadOutcome::Data if alive => continue,
+                ReadOutcome::Closed => {
+                    self.link_lost(idx, LinkLoss::SocketClosed, now);
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Decodes and handles every complete frame in `buf`. Returns `false` once the
+    /// connection is closing or has been handed to another worker.
+    pub(super) fn decode_frames(&mut self, idx: usize, buf: &mut BytesMut, now: Instant) -> bool {
+        let max = self.shared.limits.max_packet_bytes;
+        loop {
+            let (version, pending) = match self.conns.get(idx).map(|c| c.state) {
+                Some(ConnState::Pending { .. }) => (ProtocolVersion::V3_1_1, true),
+                Some(ConnState::Active { version, .. }) => (version, false),
+                _ => return false,
+            };
+            match codec::decode(buf, version, max) {
+                Ok(None) => return true,
+                Ok(Some(packet)) if pending => {
+                    if !self.handle_first_packet(idx, packet, buf, now) {
+                        return false;
+                    }
+                }
+                Ok(Some(packet)) => self.handle_packet(idx, packet, now),
+                Err(e) => {
+                    self.decode_failed(idx, pending, e, now);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn decode_failed(&mut self, idx: usize, pending: bool, e: DecodeError, now: Instant) {
+        let addr = self.conns.get(idx).map(|c| c.addr);
+        if pending {
+            if e == DecodeError::UnsupportedProtocolVersion {
+                // [MQTT-3.1.2-2] CONNACK 0x01 "unacceptable protocol version", then close.
+                if let Some(c) = self.conns.get_mut(idx) {
+                    c.wbuf.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
+                }
+            }
+            if let Some(addr) = addr {
+                log::info!("connection from {addr} closed before CONNECT: {e}");
+            }
+            self.close_later(idx);
+        } else {
+            if let Some(addr) = addr {
+                log::debug!("malformed packet from {addr}: {e}");
+            }
+            self.link_lost(idx, LinkLoss::Malformed(e.reason_code()), now);
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! One event loop thread: a `mio::Poll`, its share of the connections, the sessions of
+//! the client ids it is home to, and its subscription trie.
+//!
+//! Per iteration: poll → accept / read (decode every complete frame, feed the session,
+//! encode its output into the connection's write buffer) → drain the channel from other
+//! workers → timers (once a second) → send this iteration's publish batches to the
+//! other workers (one wake-up each) → write every connection that has bytes owed →
+//! close what ended.
+//!
+//! Neighbours: per-connection I/O is `conn.rs`; accepting and adopting handed-off
+//! sockets `listener.rs`; CONNECT, client ids and takeover `connect.rs`; routing and
+//! delivery `delivery.rs`.
+
+mod conn;
+mod connect;
+mod delivery;
+mod listener;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use shoal_core::session::{LinkLoss, Message};
+use shoal_core::topic::MatchSet;
+use shoal_core::{Limits, SubscriptionTrie};
+use slab::Slab;
+
+use crate::config::BrokerLimits;
+use crate::route::{Peer, WorkerMsg, CHANNEL_BATCHES};
+use crate::store::{MemorySessionStore, RetainedStore, SessionKey, SessionStore};
+use conn::{Conn, ConnState, WriteOutcome};
+use delivery::SubValue;
+
+/// Token of the worker's `Waker`.
+const WAKER: Token = Token(0);
+/// Listener `i` has token `LISTENER_BASE + i`.
+const LISTENER_BASE: usize = 1;
+/// Most listeners a broker may have.
+const MAX_LISTENERS: usize = 1023;
+/// Connection `k` of the slab has token `CONN_BASE + k`.
+const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
+/// Timer resolution: CONNECT timeout, keep-alive, expiry and buffer release.
+const TICK: Duration = Duration::from_secs(1);
+/// Poll timeout while a peer's channel is full or reads are deferred.
+const BACKOFF: Duration = Duration::from_millis(1);
+/// How long shutdown keeps flushing what is owed to clients.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// Initial size of the per-worker read buffer.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// What every worker shares, set up once by `Broker::start`.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) retained: Arc<dyn RetainedStore>,
+    /// Open connections over all workers, for `max_connections`.
+    pub(crate) connections: Arc<AtomicUsize>,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) limits: Limits,
+    pub(crate) broker_limits: BrokerLimits,
+    pub(crate) workers: usize,
+}
+
+/// Plain per-worker counters (logged at shutdown; `$SYS` later).
+#[derive(Debug, Default)]
+struct Counters {
+    /// Deliveries dropped: QoS 0 to a full connection, or a full session queue.
+    dropped: u64,
+    /// Connections refused at accept for `max_connections`.
+    refused: u64,
+}
+
+/// One event loop and everything it owns.
+pub(crate) struct Worker {
+    id: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    rx: Receiver<WorkerMsg>,
+    tx: Sender<WorkerMsg>,
+    peers: Vec<Peer>,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Conn>,
+    sessions: MemorySessionStore,
+    trie: SubscriptionTrie<SessionKey, SubValue>,
+    /// Reused for every publish's matches.
+    matches: MatchSet<SessionKey, SubValue>,
+    /// Publishes for each other worker, sent at the end of the iteration.
+    outbox: Vec<Vec<Arc<Message>>>,
+    /// Read buffer shared by all connections; a partial frame is copied out to the
+    /// connection's own `rbuf`.
+    scratch: BytesMut,
+    /// Connections with bytes to write this iteration.
+    dirty: Vec<usize>,
+    /// Connections to close at the end of the iteration.
+    closing: Vec<usize>,
+    /// Connections not read because a peer channel was full; read when it drains.
+    deferred_reads: Vec<usize>,
+    peers_full: bool,
+    shared: Shared,
+    /// Counter behind broker-assigned client ids.
+    next_assigned: u64,
+    counters: Counters,
+}
+
+impl Worker {
+    /// Creates the poll, waker and channel and registers the listeners.
+    pub(crate) fn new(
+        id: usize,
+        listeners: &[std::net::TcpListener],
+        shared: Shared,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+        let mut mine = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.iter().enumerate().take(MAX_LISTENERS) {
+            // Every worker polls a clone of the same listening socket; whichever wakes
+            // first accepts (see docs/ARCHITECTURE.md, "Listeners").
+            let mut l = TcpListener::from_std(l.try_clone()?);
+            poll.registry().register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            mine.push(l);
+        }
+        Ok(Self {
+            id,
+            poll,
+            waker,
+            rx,
+            tx,
+            peers: Vec::new(),
+            listeners: mine,
+            conns: Slab::new(),
+            sessions: MemorySessionStore::default(),
+            trie: SubscriptionTrie::new(),
+            matches: MatchSet::new(),
+            outbox: Vec::new(),
+            scratch: BytesMut::with_capacity(SCRATCH_BYTES),
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            deferred_reads: Vec::new(),
+            peers_full: false,
+            shared,
+            next_assigned: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
+    /// How other workers reach this one.
+    pub(crate) fn peer(&self) -> Peer {
+        Peer { tx: self.tx.clone(), waker: self.waker.clone() }
+    }
+
+    /// Every worker's peer handle, indexed by worker id (this one included).
+    pub(crate) fn set_peers(&mut self, peers: Vec<Peer>) {
+        self.outbox = peers.iter().map(|_| Vec::new()).collect();
+        self.peers = peers;
+    }
+
+    /// Runs the event loop until shutdown.
+    ///
+    /// # Errors
+    /// A failing `poll` (the OS event queue itself broke).
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let timeout = if self.peers_full || !self.deferred_reads.is_empty() {
+                BACKOFF
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if t < CONN_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) => {
+                        let idx = t - CONN_BASE;
+                        // Readiness is a hint: spurious events and stale tokens are normal;
+                        // `read`/`write` give the real answer.
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(idx, now);
+                        }
+                        if ev.is_writable() {
+                            self.mark_dirty(idx);
+                        }
+                    }
+                }
+            }
+            self.drain_channel(now);
+            if !self.peers_full && !self.deferred_reads.is_empty() {
+                let deferred = std::mem::take(&mut self.deferred_reads);
+                for idx in deferred {
+                    self.on_readable(idx, now);
+                }
+            }
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+            self.flush_outbox();
+            self.flush_dirty(now);
+            self.close_pending();
+        }
+        self.shutdown_connections();
+        Ok(())
+    }
+
+    /// Handles everything other workers sent.
+    fn drain_channel(&mut self, now: Instant) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                WorkerMsg::Publish(batch) => {
+                    for m in &batch {
+                        self.deliver_local(m, now);
+                    }
+                }
+                WorkerMsg::Handoff(h) => self.adopt(*h, now),
+            }
+        }
+    }
+
+    /// Sends each non-empty outbox as one batch, waking the peer once. A full channel
+    /// keeps the batch and turns on back-pressure (reads are deferred).
+    fn flush_outbox(&mut self) {
+        let mut full = false;
+        for (i, peer) in self.peers.iter().enumerate() {
+            let Some(out) = self.outbox.get_mut(i) else { continue };
+            if i == self.id || out.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(out);
+            match peer.tx.try_send(WorkerMsg::Publish(batch)) {
+                Ok(()) => {
+                    if let Err(e) = peer.waker.wake() {
+                        log::warn!("worker {}: cannot wake worker {i}: {e}", self.id);
+                    }
+                }
+                Err(TrySendError::Full(WorkerMsg::Publish(batch))) => {
+                    *out = batch;
+                    full = true;
+                }
+                // A peer that has exited (shutdown) takes nothing more.
+                Err(_) => {}
+            }
+        }
+        self.peers_full = full;
+    }
+
+    fn mark_dirty(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    /// Writes every connection with bytes owed; frees room lets sessions send queued
+    /// messages, which may dirty the connection again (handled in the same pass).
+    fn flush_dirty(&mut self, now: Instant) {
+        let max_out = self.shared.broker_limits.max_outgoing_bytes;
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < 4 {
+            rounds += 1;
+            let dirty = std::mem::take(&mut self.dirty);
+            for idx in dirty {
+                let Some(conn) = self.conns.get_mut(idx) else { continue };
+                conn.dirty = false;
+                match conn.flush() {
+                    WriteOutcome::Failed => self.link_lost(idx, LinkLoss::SocketClosed, now),
+                    _ => {
+                        if conn.wbuf.len() < max_out {
+                            if let Some(key) = conn.session() {
+                                self.pump_transmit(key, now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops connections that ended this iteration, after one last write.
+    fn close_pending(&mut self) {
+        for idx in std::mem::take(&mut self.closing) {
+            let Some(mut conn) = self.conns.try_remove(idx) else { continue };
+            let _ = conn.flush();
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks a connection to be closed at the end of the iteration.
+    fn close_later(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx) {
+            if c.state != ConnState::Closing {
+                c.state = ConnState::Closing;
+                self.closing.push(idx);
+            }
+        }
+    }
+
+    /// Once a second: CONNECT timeouts, keep-alive, session expiry, idle buffers.
+    fn tick(&mut self, now: Instant) {
+        let connect_timeout = self.shared.broker_limits.connect_timeout;
+        let mut timed_out = Vec::new();
+        let mut active = Vec::new();
+        for (idx, conn) in self.conns.iter_mut() {
+            conn.release_idle_buffers();
+            match conn.state {
+                ConnState::Pending { since }
+                    if now.saturating_duration_since(since) >= connect_timeout =>
+                {
+                    timed_out.push(idx);
+                }
+                ConnState::Active { session, .. } => active.push(session),
+                _ => {}
+            }
+        }
+        for idx in timed_out {
+            if let Some(c) = self.conns.get(idx) {
+                log::info!(
+                    "connection from {} closed: no CONNECT within {:?}",
+                    c.addr,
+                    connect_timeout
+                );
+            }
+            self.close_later(idx);
+        }
+        for key in active {
+            if let Some(slot) = self.sessions.get_mut(key) {
+                if slot.session.poll_timeout().is_some_and(|t| now >= t) {
+                    slot.session.handle_timeout(now);
+                    self.service_session(key, now);
+                }
+            }
+        }
+        for key in self.sessions.keys() {
+            let expired = self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.conn.is_none() && s.session.is_expired(now));
+            if expired {
+                self.discard_session(key);
+            }
+        }
+        if self.scratch.capacity() < SCRATCH_BYTES {
+            self.scratch.reserve(SCRATCH_BYTES);
+        }
+    }
+
+    /// Stops accepting, tells v5 clients the server is shutting down, flushes what is
+    /// owed for at most `SHUTDOWN_FLUSH`, and closes everything.
+    fn shutdown_connections(&mut self) {
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        let now = Instant::now();
+        let attached: Vec<SessionKey> =
+            self.conns.iter().filter_map(|(_, c)| c.session()).collect();
+        for key in attached {
+            if let Some(slot) = self.sessions.get_mut(key) {
+                slot.session.handle_link_lost(now, LinkLoss::ServerShutdown);
+            }
+            // Writes the DISCONNECT; the will is not routed: every worker is stopping.
+            self.pump_transmit(key, now);
+            if let Some(slot) = self.sessions.get_mut(key) {
+                while slot.session.poll_event().is_some() {}
+            }
+        }
+        let deadline = now + SHUTDOWN_FLUSH;
+        let mut events = Events::with_capacity(256);
+        loop {
+            let mut owed = false;
+            for (_, conn) in self.conns.iter_mut() {
+                if conn.flush() == WriteOutcome::Pending {
+                    owed = true;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !owed || left.is_zero() {
+                break;
+            }
+            let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
+        }
+        let open = self.conns.len();
+        self.conns.clear();
+        self.shared.connections.fetch_sub(open, Ordering::Relaxed);
+        log::debug!(
+            "worker {} stopped: {} deliveries dropped, {} connections refused",
+            self.id,
+            self.counters.dropped,
+            self.counters.refused
+        );
+    }
+}
