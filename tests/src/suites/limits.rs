@@ -1,0 +1,216 @@
+//! Configured limits: packet size, connection count, topic depth, subscriptions per
+//! client, and slow-consumer isolation with bounded broker memory.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use shoal_core::ProtocolVersion::{V3_1_1, V5};
+
+use super::MODERN;
+use crate::harness::{wait_until, BrokerProcess, TestBroker};
+use crate::raw::wire::{self, ConnectOptions};
+use crate::raw::{Incoming, RawClient, DEADLINE};
+
+#[test]
+fn oversized_packet_closes_only_that_connection() {
+    let broker = TestBroker::with_config("[limits]\nmax_packet_size = 1024");
+    let mut sub = RawClient::connect(broker.addr(), V3_1_1, "size-sub");
+    sub.subscribe_one("size/#", 1);
+    let mut healthy = RawClient::connect(broker.addr(), V5, "size-healthy");
+    for version in MODERN {
+        let mut big = RawClient::connect(broker.addr(), version, "size-big");
+        // Just under the limit is fine.
+        big.publish("size/ok", &[b'x'; 900], 1, false);
+        assert_eq!(sub.expect_publish_acked().topic, "size/ok");
+        let _ =
+            big.try_send(&wire::publish(version, "size/big", &[b'x'; 2048], 1, false, false, 9));
+        let reason = big.expect_closed_with_reason(DEADLINE);
+        if version.is_v5() {
+            // v5 [MQTT-3.1.2-24]-family: Maximum Packet Size exceeded → 0x95.
+            assert_eq!(reason, Some(0x95), "v5: DISCONNECT Packet too large");
+        }
+        healthy.publish("size/healthy", version.to_string().as_bytes(), 1, false);
+        let got = sub.expect_publish_acked();
+        assert_eq!(got.topic, "size/healthy", "{version}: oversized message was routed");
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_from_the_fixed_header() {
+    // A header announcing 200 MB: the broker must close without waiting for the body.
+    let broker = TestBroker::with_config("[limits]\nmax_packet_size = 1024");
+    let mut client = RawClient::connect(broker.addr(), V3_1_1, "liar");
+    client.send(&[0x30, 0x80, 0x80, 0x80, 0x60]);
+    client.expect_closed(DEADLINE);
+}
+
+#[test]
+fn v5_connack_announces_maximum_packet_size() {
+    let broker = TestBroker::with_config("[limits]\nmax_packet_size = 4096");
+    let (_client, reply) = RawClient::connect_raw(broker.addr(), &ConnectOptions::new(V5, "mps"));
+    let Ok(Incoming::ConnAck { properties, .. }) = reply else { panic!("{reply:?}") };
+    let mps = properties.iter().find(|p| p.id == 0x27).expect("Maximum Packet Size property");
+    assert_eq!(mps.value, 4096u32.to_be_bytes());
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused() {
+    let broker = TestBroker::with_config("[limits]\nmax_connections = 3");
+    let mut clients: Vec<RawClient> =
+        (0..3).map(|i| RawClient::connect(broker.addr(), V3_1_1, &format!("cap-{i}"))).collect();
+    let mut extra = RawClient::tcp(broker.addr(), V3_1_1);
+    let _ = extra.try_send(&wire::connect(&ConnectOptions::new(V3_1_1, "cap-extra")));
+    for packet in extra.expect_closed(DEADLINE) {
+        assert!(
+            matches!(packet, Incoming::ConnAck { code, .. } if code != 0),
+            "connection over the limit got {packet:?}"
+        );
+    }
+    for c in &mut clients {
+        c.ping();
+    }
+    // A freed slot can be used again (the close is noticed asynchronously).
+    if let Some(c) = clients.pop() {
+        c.disconnect();
+    }
+    wait_until(DEADLINE, "a slot to free up", || {
+        let (c, reply) = RawClient::connect_raw(broker.addr(), &ConnectOptions::new(V5, "cap-new"));
+        let ok = matches!(reply, Ok(Incoming::ConnAck { code: 0, .. }));
+        if ok {
+            clients.push(c);
+        }
+        ok
+    });
+}
+
+fn refused_subscription(codes: &[u8]) -> bool {
+    codes.iter().all(|c| *c >= 0x80)
+}
+
+#[test]
+fn topic_deeper_than_max_topic_levels_is_refused() {
+    let broker = TestBroker::with_config("[limits]\nmax_topic_levels = 4");
+    for version in MODERN {
+        let mut client = RawClient::connect(broker.addr(), version, "deep");
+        client.subscribe_one("a/b/c/d", 1);
+        // A refused subscription is a SUBACK failure (3.1.1: 0x80; v5: ≥ 0x80); closing
+        // the connection would also be within the spec, so accept either.
+        let id = client.next_packet_id();
+        client.send(&wire::subscribe(version, id, &[("a/b/c/d/e", 1)]));
+        match client.recv(DEADLINE) {
+            Ok(Incoming::SubAck(_, codes)) => {
+                assert!(refused_subscription(&codes), "{version}: granted {codes:?}")
+            }
+            Err(_) => continue,
+            Ok(other) => panic!("{version}: {other:?}"),
+        }
+        // Publishing to a too-deep topic is not routed (or closes the connection).
+        let mut watcher = RawClient::connect(broker.addr(), version, "deep-watch");
+        watcher.subscribe_one("#", 1);
+        let mut publisher = RawClient::connect(broker.addr(), version, "deep-pub");
+        let _ =
+            publisher.try_send(&wire::publish(version, "a/b/c/d/e/f", b"deep", 1, false, false, 3));
+        let mut fresh = RawClient::connect(broker.addr(), version, "deep-pub2");
+        fresh.publish("a/b/c/d", b"sentinel", 1, false);
+        assert_eq!(watcher.expect_publish_acked().payload, b"sentinel", "{version}");
+    }
+}
+
+#[test]
+fn subscriptions_beyond_max_subscriptions_per_client_are_refused() {
+    let broker = TestBroker::with_config("[limits]\nmax_subscriptions_per_client = 3");
+    for version in MODERN {
+        let mut client = RawClient::connect(broker.addr(), version, "greedy");
+        for f in ["s/1", "s/2", "s/3"] {
+            client.subscribe_one(f, 1);
+        }
+        // Re-subscribing to an existing filter replaces it and is not a new subscription.
+        client.subscribe_one("s/3", 0);
+        let id = client.next_packet_id();
+        client.send(&wire::subscribe(version, id, &[("s/4", 1)]));
+        match client.recv(DEADLINE) {
+            Ok(Incoming::SubAck(_, codes)) => {
+                assert!(refused_subscription(&codes), "{version}: granted {codes:?}");
+                if version.is_v5() {
+                    assert_eq!(codes, [0x97], "v5: Quota exceeded expected");
+                }
+            }
+            Err(_) => continue,
+            Ok(other) => panic!("{version}: {other:?}"),
+        }
+        let mut publisher = RawClient::connect(broker.addr(), version, "greedy-pub");
+        publisher.publish("s/4", b"not subscribed", 1, false);
+        publisher.publish("s/1", b"kept", 1, false);
+        assert_eq!(client.expect_publish_acked().payload, b"kept", "{version}");
+    }
+}
+
+#[test]
+fn slow_consumer_does_not_stall_others_and_memory_stays_bounded() {
+    const MESSAGES: usize = 2000;
+    const PAYLOAD: usize = 16 * 1024; // 2000 × 16 KiB = 31 MiB through the broker
+    const RSS_GROWTH_BOUND_KIB: u64 = 24 * 1024; // allowed growth while that passes
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "workers = 2\n[limits]\nmax_outgoing_bytes = 262144\nmax_queued_messages = 100\n",
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&["--config", config.path().to_str().unwrap()]);
+
+    // The slow consumer subscribes and then never reads a byte.
+    let mut slow = RawClient::connect(broker.addr(), V3_1_1, "slow");
+    slow.subscribe_one("flood/t", 0);
+    let mut slow_q1 = RawClient::connect(broker.addr(), V5, "slow-q1");
+    slow_q1.subscribe_one("flood/t", 1);
+    let mut fast = RawClient::connect(broker.addr(), V5, "fast");
+    fast.subscribe_one("flood/t", 0);
+    let baseline = broker.vm_rss_kib().expect("VmRSS of the broker");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let addr = broker.addr();
+    let publisher = thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let mut p = RawClient::connect(addr, V3_1_1, "flooder");
+            let payload = vec![b'z'; PAYLOAD];
+            // QoS 1 in windows of 32: the publisher is paced by the broker's PUBACKs,
+            // never by a subscriber.
+            for chunk in 0..MESSAGES / 32 {
+                for i in 0..32 {
+                    let mut body = payload.clone();
+                    body[..4].copy_from_slice(&((chunk * 32 + i) as u32).to_be_bytes());
+                    p.publish_no_wait("flood/t", &body, 1, false);
+                }
+                let mut acks = 0;
+                while acks < 32 {
+                    if let Incoming::PubAck(..) = p.expect() {
+                        acks += 1;
+                    }
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        }
+    });
+    let mut peak = baseline;
+    for expected in 0..(MESSAGES / 32 * 32) as u32 {
+        let got = fast.expect_publish();
+        let seq = u32::from_be_bytes(got.payload[..4].try_into().unwrap());
+        assert_eq!(seq, expected, "fast subscriber lost or reordered a message");
+        if expected % 64 == 0 {
+            peak = peak.max(broker.vm_rss_kib().unwrap_or(0));
+        }
+    }
+    publisher.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    peak = peak.max(broker.vm_rss_kib().unwrap_or(0));
+    assert!(
+        peak.saturating_sub(baseline) < RSS_GROWTH_BOUND_KIB,
+        "broker RSS grew from {baseline} KiB to {peak} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)"
+    );
+    // The broker is still responsive, and the slow consumers were not fed unboundedly.
+    fast.ping();
+    drop(slow);
+    drop(slow_q1);
+}

@@ -1,0 +1,22 @@
+//! Integration suites, one module per area of broker behaviour.
+//!
+//! Every test starts its own broker (so tests run in parallel and share no state) and
+//! waits on observable events with deadlines. Negative checks ("X is not delivered") use
+//! an in-order sentinel behind X instead of waiting for a quiet period: MQTT delivers one
+//! publisher's messages in order, so once the sentinel arrives X would have too.
+
+mod connect;
+mod interop;
+mod limits;
+mod malformed;
+mod qos;
+mod retain;
+mod rumqtt;
+mod session;
+mod shutdown;
+mod will;
+
+use shoal_core::ProtocolVersion;
+
+/// 3.1.1 and 5.0, for tests that run once per version.
+const MODERN: [ProtocolVersion; 2] = [ProtocolVersion::V3_1_1, ProtocolVersion::V5];

@@ -1,0 +1,214 @@
+//! Persistent sessions: subscriptions and queued QoS 1/2 messages survive a reconnect,
+//! unacknowledged deliveries are resent with DUP, QoS 2 resumes at PUBREL, a clean
+//! session starts empty, and takeover hands queued messages over exactly once.
+
+use std::collections::BTreeMap;
+
+use shoal_core::ProtocolVersion::{self, V3_1_1, V5};
+
+use super::MODERN;
+use crate::harness::TestBroker;
+use crate::raw::wire::{self, kind, ConnectOptions};
+use crate::raw::{Incoming, RawClient, DEADLINE};
+
+fn persistent(broker: &TestBroker, version: ProtocolVersion, id: &str) -> (RawClient, bool) {
+    RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(version, id))
+}
+
+#[test]
+fn persistent_session_keeps_subscriptions_across_reconnect() {
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut sub, present) = persistent(&broker, version, "keeper");
+        assert!(!present, "{version}: new session reported as present");
+        sub.subscribe_one("keep/t", 1);
+        sub.disconnect();
+        // [MQTT-3.2.2-2] resumed session → Session Present 1.
+        let (mut sub, present) = persistent(&broker, version, "keeper");
+        assert!(present, "{version}: resumed session not reported as present");
+        let mut publisher = RawClient::connect(broker.addr(), version, "keep-pub");
+        publisher.publish("keep/t", b"still subscribed", 1, false);
+        assert_eq!(sub.expect_publish_acked().payload, b"still subscribed");
+        // End the session so the next version starts fresh.
+        sub.disconnect();
+        RawClient::connect(broker.addr(), version, "keeper").disconnect();
+    }
+}
+
+#[test]
+fn qos1_and_qos2_messages_are_queued_while_offline() {
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut sub, _) = persistent(&broker, version, "offline");
+        sub.subscribe_one("off/t", 2);
+        sub.disconnect();
+        let mut publisher = RawClient::connect(broker.addr(), version, "off-pub");
+        for i in 0..10u8 {
+            publisher.publish("off/t", &[i], 1 + i % 2, false);
+        }
+        let (mut sub, present) = persistent(&broker, version, "offline");
+        assert!(present);
+        for i in 0..10u8 {
+            let got = sub.expect_publish_acked();
+            assert_eq!((got.payload.as_slice(), got.qos), (&[i][..], 1 + i % 2), "{version}");
+        }
+        publisher.publish("off/t", b"sentinel", 1, false);
+        assert_eq!(sub.expect_publish_acked().payload, b"sentinel", "{version}: duplicates");
+        sub.disconnect();
+        RawClient::connect(broker.addr(), version, "offline").disconnect();
+    }
+}
+
+#[test]
+fn qos1_publish_is_redelivered_with_dup_after_reconnect() {
+    // [MQTT-4.4.0-1] on reconnect with a persistent session, unacknowledged PUBLISH
+    // packets are resent (3.1.1: with DUP=1 [MQTT-3.3.1-1]).
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut sub, _) = persistent(&broker, version, "unacked");
+        sub.subscribe_one("un/t", 1);
+        let mut publisher = RawClient::connect(broker.addr(), version, "un-pub");
+        publisher.publish("un/t", b"a", 1, false);
+        publisher.publish("un/t", b"b", 1, false);
+        let first = sub.expect_publish();
+        let second = sub.expect_publish();
+        sub.ack(&first);
+        sub.ping();
+        sub.drop_connection();
+        let (mut sub, present) = persistent(&broker, version, "unacked");
+        assert!(present);
+        let again = sub.expect_publish_acked();
+        assert_eq!(again.payload, b"b", "{version}: wrong message redelivered");
+        assert!(again.dup, "{version}: redelivery without DUP");
+        assert_eq!(again.packet_id, second.packet_id, "{version}: packet id changed");
+        publisher.publish("un/t", b"sentinel", 1, false);
+        let next = sub.expect_publish_acked();
+        assert_eq!(next.payload, b"sentinel", "{version}: acked message redelivered");
+        sub.disconnect();
+        RawClient::connect(broker.addr(), version, "unacked").disconnect();
+    }
+}
+
+#[test]
+fn qos2_pubrel_is_resent_after_reconnect_in_pubrec_state() {
+    // [MQTT-4.4.0-1]: unacknowledged PUBREL packets are resent on reconnect, and the
+    // PUBLISH is not (it was acknowledged by PUBREC).
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut sub, _) = persistent(&broker, version, "rel");
+        sub.subscribe_one("rel/t", 2);
+        let mut publisher = RawClient::connect(broker.addr(), version, "rel-pub");
+        publisher.publish("rel/t", b"q2", 2, false);
+        let got = sub.expect_publish();
+        let id = got.packet_id.unwrap();
+        sub.send(&wire::ack(kind::PUBREC, id));
+        sub.wait_for("PUBREL", |p| matches!(p, Incoming::PubRel(i, _) if *i == id));
+        sub.drop_connection();
+
+        let (mut sub, present) = persistent(&broker, version, "rel");
+        assert!(present);
+        match sub.expect() {
+            Incoming::PubRel(i, _) => assert_eq!(i, id, "{version}: PUBREL for another id"),
+            other => panic!("{version}: expected PUBREL resend, got {other:?}"),
+        }
+        sub.send(&wire::ack(kind::PUBCOMP, id));
+        publisher.publish("rel/t", b"sentinel", 2, false);
+        let next = sub.expect_publish_acked();
+        assert_eq!(next.payload, b"sentinel", "{version}: PUBLISH resent after PUBREC");
+        sub.disconnect();
+        RawClient::connect(broker.addr(), version, "rel").disconnect();
+    }
+}
+
+#[test]
+fn clean_session_discards_previous_state() {
+    // [MQTT-3.1.2-6] 3.1.1 CleanSession=1; v5 Clean Start=1 [MQTT-3.1.2-4].
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut sub, _) = persistent(&broker, version, "forgetful");
+        sub.subscribe_one("forget/t", 1);
+        sub.disconnect();
+        let mut publisher = RawClient::connect(broker.addr(), version, "forget-pub");
+        publisher.publish("forget/t", b"queued", 1, false);
+        let (mut sub, present) =
+            RawClient::connect_with(broker.addr(), &ConnectOptions::new(version, "forgetful"));
+        assert!(!present, "{version}: clean session reported Session Present");
+        sub.subscribe_one("forget/other", 1);
+        publisher.publish("forget/t", b"unsubscribed", 1, false);
+        publisher.publish("forget/other", b"sentinel", 1, false);
+        let got = sub.expect_publish_acked();
+        assert_eq!(got.payload, b"sentinel", "{version}: old session state survived");
+        sub.disconnect();
+    }
+}
+
+#[test]
+fn v5_session_expiry_zero_ends_the_session_at_disconnect() {
+    // v5 3.1.2.11.2: absent Session Expiry Interval means 0, the session ends with the
+    // connection even with Clean Start 0.
+    let broker = TestBroker::start();
+    let mut opts = ConnectOptions::persistent(V5, "ephemeral");
+    opts.session_expiry = None;
+    let (mut sub, _) = RawClient::connect_with(broker.addr(), &opts);
+    sub.subscribe_one("eph/t", 1);
+    sub.disconnect();
+    let (sub, present) = RawClient::connect_with(broker.addr(), &opts);
+    assert!(!present, "session outlived a zero expiry interval");
+    sub.disconnect();
+}
+
+#[test]
+fn takeover_closes_the_old_connection_and_delivers_each_message_once() {
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut old, _) = persistent(&broker, version, "contested");
+        old.subscribe_one("take/t", 1);
+        let mut publisher = RawClient::connect(broker.addr(), version, "take-pub");
+        for i in 0..20u8 {
+            publisher.publish("take/t", &[i], 1, false);
+        }
+        // The old connection acknowledges the first five of whatever it got.
+        for _ in 0..5 {
+            old.expect_publish_acked();
+        }
+        old.ping();
+        let (mut new, present) = persistent(&broker, version, "contested");
+        assert!(present, "{version}: takeover lost the session");
+        let reason = old.expect_closed_with_reason(DEADLINE);
+        if version.is_v5() {
+            assert_eq!(reason, Some(0x8E), "v5: old connection's DISCONNECT reason");
+        }
+        publisher.publish("take/t", b"sentinel", 1, false);
+        let mut counts: BTreeMap<u8, usize> = BTreeMap::new();
+        loop {
+            let got = new.expect_publish_acked();
+            if got.payload == b"sentinel" {
+                break;
+            }
+            *counts.entry(got.payload[0]).or_default() += 1;
+        }
+        let expected: BTreeMap<u8, usize> = (5..20).map(|i| (i, 1)).collect();
+        assert_eq!(counts, expected, "{version}: messages 5..20 exactly once each");
+        new.disconnect();
+        RawClient::connect(broker.addr(), version, "contested").disconnect();
+    }
+}
+
+#[test]
+fn session_survives_many_reconnects_without_losing_messages() {
+    let broker = TestBroker::start();
+    let (mut sub, _) = persistent(&broker, V3_1_1, "flappy");
+    sub.subscribe_one("flap/t", 1);
+    sub.disconnect();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "flap-pub");
+    let mut received = Vec::new();
+    for round in 0..10u8 {
+        publisher.publish("flap/t", &[round], 1, false);
+        let (mut sub, present) = persistent(&broker, V3_1_1, "flappy");
+        assert!(present, "round {round}");
+        received.push(sub.expect_publish_acked().payload[0]);
+        sub.ping();
+        sub.disconnect();
+    }
+    assert_eq!(received, (0..10).collect::<Vec<u8>>());
+}
