@@ -159,3 +159,121 @@ fn persistent_session_gets_queued_qos1_after_reconnect() {
     assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
     assert!(matches!(s.recv(), Packet::Publish(m) if &m.payload[..] == b"while away"));
 }
+
+impl Client {
+    /// Reads until the broker closes the socket; returns the packets seen.
+    fn recv_until_closed(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        loop {
+            while let Ok(Some(p)) = codec::decode(&mut self.buf, self.version, 1 << 20) {
+                seen.push(p);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return seen,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+#[test]
+fn takeover_closes_old_connection_with_0x8e() {
+    let b = broker(2);
+    let (mut old, _) = Client::connect(&b, "twin", ProtocolVersion::V5, false);
+    let (_new, ack) = Client::connect(&b, "twin", ProtocolVersion::V5, false);
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    let seen = old.recv_until_closed();
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn qos2_resent_before_pubrel_is_delivered_once() {
+    let b = broker(2);
+    let (mut s, _) = Client::connect(&b, "q2sub", ProtocolVersion::V3_1_1, true);
+    s.subscribe("e", QoS::ExactlyOnce);
+    let (mut p, _) = Client::connect(&b, "q2pub", ProtocolVersion::V3_1_1, true);
+    p.publish("e", b"once", QoS::ExactlyOnce, false);
+    assert!(matches!(p.recv(), Packet::PubRec(_)));
+    p.publish("e", b"once", QoS::ExactlyOnce, false);
+    assert!(matches!(p.recv(), Packet::PubRec(_)));
+    p.send(&Packet::PubRel(shoal_core::codec::PubAckLike::new(PacketId::new(9).unwrap())));
+    assert!(matches!(p.recv(), Packet::PubComp(_)));
+    // A marker published after the PUBREL: if the duplicate had been routed, it would
+    // arrive before the marker.
+    p.publish("e", b"marker", QoS::AtMostOnce, false);
+    let Packet::Publish(first) = s.recv() else { panic!("expected PUBLISH") };
+    assert_eq!(&first.payload[..], b"once");
+    let id = first.packet_id.unwrap();
+    s.send(&Packet::PubRec(shoal_core::codec::PubAckLike::new(id)));
+    assert!(matches!(s.recv(), Packet::PubRel(_)));
+    s.send(&Packet::PubComp(shoal_core::codec::PubAckLike::new(id)));
+    assert!(matches!(s.recv(), Packet::Publish(m) if &m.payload[..] == b"marker"));
+}
+
+#[test]
+fn malformed_v5_packet_gets_disconnect_with_reason() {
+    let b = broker(1);
+    let (mut c, _) = Client::connect(&b, "bad", ProtocolVersion::V5, true);
+    // PUBLISH QoS 3: malformed [MQTT-3.3.1-4].
+    c.stream.write_all(&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01]).unwrap();
+    let seen = c.recv_until_closed();
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn unsupported_protocol_level_gets_connack_1() {
+    let b = broker(1);
+    let mut s = TcpStream::connect(b.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // CONNECT, protocol "MQTT" level 9.
+    s.write_all(&[0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 9, 0x02, 0, 30, 0, 1, b'x']).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got, vec![0x20, 0x02, 0x00, 0x01]);
+}
+
+#[test]
+fn shutdown_sends_v5_clients_server_shutting_down() {
+    let b = broker(2);
+    let (mut c, _) = Client::connect(&b, "bye", ProtocolVersion::V5, true);
+    b.shutdown().unwrap();
+    let seen = c.recv_until_closed();
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn slow_subscriber_does_not_block_publisher() {
+    let mut config = Config { workers: 2, ..Config::default() };
+    config.listeners[0].bind = "127.0.0.1:0".parse().unwrap();
+    config.broker_limits.max_outgoing_bytes = 4096;
+    let b = Broker::start(config).unwrap();
+    let (mut slow, _) = Client::connect(&b, "slow", ProtocolVersion::V3_1_1, true);
+    slow.subscribe("flood", QoS::AtMostOnce);
+    let (mut fast, _) = Client::connect(&b, "fast", ProtocolVersion::V3_1_1, true);
+    fast.subscribe("flood", QoS::AtLeastOnce);
+    let (mut p, _) = Client::connect(&b, "flooder", ProtocolVersion::V3_1_1, true);
+    static PAYLOAD: [u8; 8192] = [7; 8192];
+    for _ in 0..2000 {
+        p.publish("flood", &PAYLOAD, QoS::AtMostOnce, false);
+    }
+    p.publish("flood", b"end", QoS::AtLeastOnce, false);
+    assert!(matches!(p.recv(), Packet::PubAck(_)), "publisher was not blocked");
+    // The fast subscriber keeps up and sees the end marker.
+    loop {
+        if let Packet::Publish(m) = fast.recv() {
+            if &m.payload[..] == b"end" {
+                break;
+            }
+        }
+    }
+}
