@@ -6,8 +6,9 @@
 //! per-subscription value says what "combine" means; the trie's
 //! [`collect_matches`](super::SubscriptionTrie::collect_matches) fills the set.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use crate::protocol::QoS;
 
@@ -32,19 +33,23 @@ impl MergeSubscription for QoS {
 /// keeps the capacity, so once it has grown to the largest fan-out seen, collecting
 /// allocates nothing (beyond whatever cloning `K` and `V` costs).
 ///
+/// `S` hashes the keys. The default is std's DoS-resistant SipHash; keys are the
+/// server's own ids, not peer data, so a faster hasher is a safe choice there
+/// ([`MatchSet::with_hasher`]).
+///
 /// # Invariants
 /// `index[k] == i` exactly when `entries[i].0 == k`.
 #[derive(Debug, Clone)]
-pub struct MatchSet<K, V> {
+pub struct MatchSet<K, V, S = RandomState> {
     /// Where each key's entry is, so that merging is O(1) per match.
-    index: HashMap<K, usize>,
+    index: HashMap<K, usize, S>,
     /// Entries in first-match order; iteration is a slice walk.
     entries: Vec<(K, V)>,
 }
 
-impl<K, V> Default for MatchSet<K, V> {
+impl<K, V, S: Default> Default for MatchSet<K, V, S> {
     fn default() -> Self {
-        Self { index: HashMap::new(), entries: Vec::new() }
+        Self { index: HashMap::default(), entries: Vec::new() }
     }
 }
 
@@ -52,6 +57,13 @@ impl<K: Eq + Hash + Clone, V> MatchSet<K, V> {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl<K: Eq + Hash + Clone, V, S: BuildHasher> MatchSet<K, V, S> {
+    /// An empty set hashing keys with `hasher`.
+    pub fn with_hasher(hasher: S) -> Self {
+        Self { index: HashMap::with_hasher(hasher), entries: Vec::new() }
     }
 
     /// Forgets every entry, keeping the capacity.
@@ -103,7 +115,7 @@ impl<K: Eq + Hash + Clone, V> MatchSet<K, V> {
     }
 }
 
-impl<'a, K, V> IntoIterator for &'a MatchSet<K, V> {
+impl<'a, K, V, S> IntoIterator for &'a MatchSet<K, V, S> {
     type Item = &'a (K, V);
     type IntoIter = std::slice::Iter<'a, (K, V)>;
     fn into_iter(self) -> Self::IntoIter {

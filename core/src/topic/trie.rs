@@ -20,7 +20,7 @@
 //! [`TopicFilter::parse_with_max_levels`].
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use super::level_map::LevelMap;
 use super::match_set::{MatchSet, MergeSubscription};
@@ -264,9 +264,10 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
     /// Adds every match for `topic` to `out`, one entry per subscriber, merging the
     /// values of overlapping subscriptions with [`MergeSubscription`]. `out` is not
     /// cleared first, so several tries can be collected into one set.
-    pub fn collect_matches(&self, topic: &TopicName, out: &mut MatchSet<K, V>)
+    pub fn collect_matches<S>(&self, topic: &TopicName, out: &mut MatchSet<K, V, S>)
     where
         V: Clone + MergeSubscription,
+        S: BuildHasher,
     {
         self.for_each_match(topic, |key, value| out.add(key, value));
     }
