@@ -2,15 +2,12 @@
 //! and the mosquitto command-line clients. Run with timeouts; skipped locally when a
 //! tool is missing, failing in CI (see `ExternalTool::available`).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_core::ProtocolVersion::{V3_1_1, V5};
 
-use crate::harness::{run_with_timeout, ExternalTool, TestBroker};
+use crate::harness::{run_with_timeout, wait_until, ExternalTool, TestBroker};
 use crate::raw::{RawClient, DEADLINE};
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -132,36 +129,6 @@ fn paho_publishes_to_raw_subscribers_of_both_versions() {
     }
 }
 
-/// Starts `mosquitto_sub` with `-d` and waits until its debug output shows SUBACK;
-/// returns a receiver of its remaining stdout lines and the child.
-fn mosquitto_sub(port: u16, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-d"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        match rx.recv_timeout(DEADLINE) {
-            Ok(line) if line.contains("SUBACK") => return (child, rx),
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                panic!("mosquitto_sub never reported SUBACK: {e}");
-            }
-        }
-    }
-}
-
 fn mosquitto_pub(port: u16, args: &[&str]) {
     let out = run_with_timeout(
         Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args),
@@ -179,24 +146,40 @@ fn mosquitto_round_trip(protocol: &str) {
         return;
     }
     let broker = TestBroker::start();
-    let (mut sub, lines) = mosquitto_sub(
-        broker.port(),
-        &["-V", protocol, "-t", "mosq/#", "-q", "2", "-C", "1", "-W", "10", "-F", "%t %q %p"],
-    );
-    mosquitto_pub(
-        broker.port(),
-        &["-V", protocol, "-t", "mosq/a", "-q", "2", "-m", "hi mosquitto"],
-    );
-    let mut received = None;
-    while let Ok(line) = lines.recv_timeout(DEADLINE) {
-        if line == "mosq/a 2 hi mosquitto" {
-            received = Some(line);
-            break;
+    let port = broker.port().to_string();
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", protocol, "-t", "mosq/#", "-q", "2"])
+        .args(["-C", "1", "-W", "10", "-F", "%t %q %p"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mosquitto_sub cannot tell us (through a pipe, its output is block-buffered) when
+    // its SUBSCRIBE has been acknowledged, so publish until it has received one message
+    // and exited (-C 1); a publish that raced ahead of the subscription is simply lost.
+    let mut last_publish: Option<Instant> = None;
+    wait_until(DEADLINE, "mosquitto_sub to receive a message", || {
+        if let Ok(Some(_)) = sub.try_wait() {
+            return true;
         }
-    }
-    let status = sub.wait().unwrap();
-    assert!(received.is_some(), "mosquitto_sub ({protocol}) did not print the message");
-    assert!(status.success(), "mosquitto_sub ({protocol}) exit {status}");
+        if last_publish.map_or(true, |t| t.elapsed() > Duration::from_millis(250)) {
+            mosquitto_pub(
+                broker.port(),
+                &["-V", protocol, "-t", "mosq/a", "-q", "2", "-m", "hi mosquitto"],
+            );
+            last_publish = Some(Instant::now());
+        }
+        false
+    });
+    let out = sub.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mosquitto_sub ({protocol}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "mosq/a 2 hi mosquitto", "mosquitto_sub ({protocol})");
 }
 
 #[test]

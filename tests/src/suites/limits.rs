@@ -151,10 +151,17 @@ fn slow_consumer_does_not_stall_others_and_memory_stays_bounded() {
     const MESSAGES: usize = 2000;
     const PAYLOAD: usize = 16 * 1024; // 2000 × 16 KiB = 31 MiB through the broker
     const RSS_GROWTH_BOUND_KIB: u64 = 24 * 1024; // allowed growth while that passes
+    const OUTGOING_BYTES: usize = 256 * 1024;
+    // One publisher burst (WINDOW × PAYLOAD = 128 KiB) fits in the fast subscriber's
+    // write buffer: QoS 0 may be dropped for a consumer whose buffer is full, and the
+    // point here is that the *slow* consumer's full buffer costs the fast one nothing.
+    const WINDOW: usize = 8;
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
-        "workers = 2\n[limits]\nmax_outgoing_bytes = 262144\nmax_queued_messages = 100\n",
+        format!(
+            "workers = 2\n[limits]\nmax_outgoing_bytes = {OUTGOING_BYTES}\nmax_queued_messages = 100\n"
+        ),
     )
     .unwrap();
     let broker = BrokerProcess::start(&["--config", config.path().to_str().unwrap()]);
@@ -175,16 +182,16 @@ fn slow_consumer_does_not_stall_others_and_memory_stays_bounded() {
         move || {
             let mut p = RawClient::connect(addr, V3_1_1, "flooder");
             let payload = vec![b'z'; PAYLOAD];
-            // QoS 1 in windows of 32: the publisher is paced by the broker's PUBACKs,
-            // never by a subscriber.
-            for chunk in 0..MESSAGES / 32 {
-                for i in 0..32 {
+            // QoS 1 in windows of WINDOW: the publisher is paced by the broker's
+            // PUBACKs, never by a subscriber.
+            for chunk in 0..MESSAGES / WINDOW {
+                for i in 0..WINDOW {
                     let mut body = payload.clone();
-                    body[..4].copy_from_slice(&((chunk * 32 + i) as u32).to_be_bytes());
+                    body[..4].copy_from_slice(&((chunk * WINDOW + i) as u32).to_be_bytes());
                     p.publish_no_wait("flood/t", &body, 1, false);
                 }
                 let mut acks = 0;
-                while acks < 32 {
+                while acks < WINDOW {
                     if let Incoming::PubAck(..) = p.expect() {
                         acks += 1;
                     }
@@ -194,7 +201,7 @@ fn slow_consumer_does_not_stall_others_and_memory_stays_bounded() {
         }
     });
     let mut peak = baseline;
-    for expected in 0..(MESSAGES / 32 * 32) as u32 {
+    for expected in 0..(MESSAGES / WINDOW * WINDOW) as u32 {
         let got = fast.expect_publish();
         let seq = u32::from_be_bytes(got.payload[..4].try_into().unwrap());
         assert_eq!(seq, expected, "fast subscriber lost or reordered a message");
