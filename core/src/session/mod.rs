@@ -22,142 +22,24 @@
 //! QoS window bookkeeping lives in `inflight`.
 
 mod inflight;
+mod message;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::codec::{
     AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, LastWill, Packet, PubAckLike,
-    Publish, PublishProperties, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Publish, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::limits::Limits;
 use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
-use crate::topic::{TopicFilter, TopicName};
+use crate::topic::TopicFilter;
 use inflight::{InboundQos2, Inflight, OutState};
+pub use message::{Delivery, Message};
 
 /// Longest client id MQTT 3.1 allows [MQTT 3.1, 3.1 CONNECT payload].
 pub const MAX_V31_CLIENT_ID_BYTES: usize = 23;
-
-/// An application message as routed: one allocation shared by every delivery of one
-/// publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Topic it was published to.
-    pub topic: TopicName,
-    /// Payload (shares the publisher's read buffer).
-    pub payload: Bytes,
-    /// QoS it was published with.
-    pub qos: QoS,
-    /// RETAIN flag as published.
-    pub retain: bool,
-    /// MQTT 5 properties passed through (topic alias and subscription ids removed).
-    pub properties: PublishProperties,
-    /// When the Message Expiry Interval runs out, if it was set.
-    pub expires_at: Option<Instant>,
-    /// Client id of the publisher, for No Local; `None` for server-made messages.
-    pub publisher: Option<Arc<str>>,
-}
-
-impl Message {
-    /// Builds the routed message from an incoming PUBLISH received at `now`.
-    pub fn from_publish(publish: Publish, publisher: Option<Arc<str>>, now: Instant) -> Self {
-        let mut properties = publish.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
-        let expires_at = properties
-            .message_expiry_interval
-            .and_then(|s| now.checked_add(Duration::from_secs(u64::from(s))));
-        Self {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
-            properties,
-            expires_at,
-            publisher,
-        }
-    }
-
-    /// Builds the message a will turns into.
-    pub fn from_will(will: LastWill, publisher: Option<Arc<str>>, now: Instant) -> Self {
-        let p = will.properties;
-        let properties = PublishProperties {
-            payload_format_indicator: p.payload_format_indicator,
-            message_expiry_interval: p.message_expiry_interval,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
-            content_type: p.content_type,
-            ..PublishProperties::default()
-        };
-        let expires_at = properties
-            .message_expiry_interval
-            .and_then(|s| now.checked_add(Duration::from_secs(u64::from(s))));
-        Self {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties,
-            expires_at,
-            publisher,
-        }
-    }
-
-    /// True once the Message Expiry Interval has passed.
-    pub fn is_expired(&self, now: Instant) -> bool {
-        self.expires_at.is_some_and(|t| now >= t)
-    }
-
-    /// The PUBLISH for one delivery of this message.
-    pub fn to_publish(
-        &self,
-        version: ProtocolVersion,
-        qos: QoS,
-        retain: bool,
-        subscription_ids: &[u32],
-        now: Instant,
-    ) -> Publish {
-        let properties = if version.is_v5() {
-            let mut p = self.properties.clone();
-            p.subscription_identifiers.extend_from_slice(subscription_ids);
-            if let Some(t) = self.expires_at {
-                // [MQTT-3.3.2-6] forward the remaining lifetime, not the original one.
-                let left = t.saturating_duration_since(now).as_secs();
-                p.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
-            }
-            p
-        } else {
-            PublishProperties::default()
-        };
-        Publish {
-            dup: false,
-            qos,
-            retain,
-            topic: self.topic.clone(),
-            packet_id: None,
-            properties,
-            payload: self.payload.clone(),
-        }
-    }
-}
-
-/// One delivery of a message to one session: the message plus what the subscription
-/// decided about it.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The shared message.
-    pub message: Arc<Message>,
-    /// Delivered QoS: min(published QoS, granted QoS).
-    pub qos: QoS,
-    /// RETAIN flag to send.
-    pub retain: bool,
-    /// Subscription identifiers of the matching subscriptions (v5); usually empty.
-    pub subscription_ids: Vec<u32>,
-}
 
 /// What a session keeps about one of its subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +115,8 @@ struct Link {
     will: Option<Box<LastWill>>,
     /// Session Expiry Interval at CONNECT (v5), to validate DISCONNECT's.
     connect_expiry: u32,
+    /// The client's Maximum Packet Size (v5): larger messages are not sent to it.
+    max_packet_bytes: usize,
 }
 
 /// The session state of one client id, and its connection while attached.
@@ -392,6 +276,10 @@ impl Session {
             send_window: self.limits.max_inflight.min(receive_max).max(1),
             will: connect.will.clone().map(Box::new),
             connect_expiry,
+            max_packet_bytes: connect
+                .properties
+                .maximum_packet_size
+                .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
         });
         let properties = if v5 {
             ConnAckProperties {
@@ -442,19 +330,26 @@ impl Session {
     /// more.
     fn pump(&mut self, now: Instant) {
         let Some(link) = &self.link else { return };
-        let version = link.version;
+        let (version, max) = (link.version, link.max_packet_bytes);
         let window = usize::from(link.send_window);
         while !self.write_blocked && self.inflight.len() < window {
             let Some(d) = self.queue.pop_front() else { break };
             if d.message.is_expired(now) {
                 continue;
             }
-            self.send_qos12(version, d, now);
+            self.send_qos12(version, max, d, now);
         }
     }
 
-    fn send_qos12(&mut self, version: ProtocolVersion, d: Delivery, now: Instant) {
+    /// Sends a QoS 1/2 delivery under a new packet id; drops it (counted) if it is
+    /// larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    fn send_qos12(&mut self, version: ProtocolVersion, max: usize, d: Delivery, now: Instant) {
         let mut p = d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
+        // Account for the two-byte packet id not yet set.
+        if p.encoded_len(version).saturating_add(2) > max {
+            self.dropped += 1;
+            return;
+        }
         p.packet_id = Some(self.inflight.push(d));
         self.transmit.push_back(Packet::Publish(p));
     }
@@ -477,13 +372,18 @@ impl Session {
         if delivery.message.is_expired(now) {
             return false;
         }
-        let online = self.link.as_ref().map(|l| (l.version, usize::from(l.send_window)));
+        let online =
+            self.link.as_ref().map(|l| (l.version, usize::from(l.send_window), l.max_packet_bytes));
         if delivery.qos == QoS::AtMostOnce {
             return match online {
-                Some((version, _)) if !self.write_blocked => {
+                Some((version, _, max)) if !self.write_blocked => {
                     let d = &delivery;
                     let p =
                         d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
+                    if p.encoded_len(version) > max {
+                        self.dropped += 1;
+                        return false;
+                    }
                     self.transmit.push_back(Packet::Publish(p));
                     true
                 }
@@ -493,9 +393,9 @@ impl Session {
                 }
             };
         }
-        if let Some((version, window)) = online {
+        if let Some((version, window, max)) = online {
             if !self.write_blocked && self.queue.is_empty() && self.inflight.len() < window {
-                self.send_qos12(version, delivery, now);
+                self.send_qos12(version, max, delivery, now);
                 return true;
             }
         }

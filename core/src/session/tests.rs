@@ -1,11 +1,14 @@
 //! Session state machine driven by packets and injected instants; no sockets.
 
 use super::*;
-use crate::protocol::PacketId;
+use crate::codec::PublishProperties;
 use crate::codec::{
     ConnectProperties, DisconnectProperties, SubscribeFilter, SubscribeProperties,
     UnsubscribeProperties,
 };
+use crate::protocol::PacketId;
+use crate::topic::TopicName;
+use bytes::Bytes;
 
 fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
@@ -360,4 +363,18 @@ fn v5_session_expires_after_its_interval() {
     assert!(s.is_persistent());
     assert!(!s.is_expired(now + Duration::from_secs(4)));
     assert!(s.is_expired(now + Duration::from_secs(5)));
+}
+
+#[test]
+fn message_larger_than_client_maximum_packet_size_is_not_sent() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let mut c = connect(ProtocolVersion::V5, "c", true, 0);
+    c.properties.maximum_packet_size = Some(8);
+    s.handle_connect(now, &c, answer());
+    drain(&mut s);
+    assert!(!s.handle_delivery(now, delivery(QoS::AtMostOnce)));
+    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.dropped(), 2);
 }

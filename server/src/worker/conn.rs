@@ -140,3 +140,17 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_stays_small() {
+        let conn = std::mem::size_of::<Conn>();
+        let slot = std::mem::size_of::<crate::store::SessionSlot>();
+        eprintln!("Conn {conn} B, SessionSlot {slot} B");
+        // Idle connection: both structs, slab and index overhead, no buffers.
+        assert!(conn + slot <= 600, "Conn {conn} + SessionSlot {slot}");
+    }
+}

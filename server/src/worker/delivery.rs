@@ -224,6 +224,11 @@ impl Worker {
             if let Some(c) = self.conns.get(ci) {
                 if reason == ReasonCode::Success {
                     log::info!("client {client_id} disconnected from {}", c.addr);
+                } else if reason == ReasonCode::UnspecifiedError {
+                    log::info!(
+                        "client {client_id} connection from {} lost (closed without DISCONNECT)",
+                        c.addr
+                    );
                 } else {
                     log::info!("client {client_id} connection from {} closed: {reason}", c.addr);
                 }

@@ -1,0 +1,130 @@
+//! The routed application message ([`Message`], one shared allocation per publish) and
+//! one [`Delivery`] of it to a session. Matching is the server's; the QoS state of a
+//! delivery is `super::inflight`'s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::{LastWill, Publish, PublishProperties};
+use crate::protocol::{ProtocolVersion, QoS};
+use crate::topic::TopicName;
+
+/// An application message as routed: one allocation shared by every delivery of one
+/// publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: TopicName,
+    /// Payload (shares the publisher's read buffer).
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties passed through (topic alias and subscription ids removed).
+    pub properties: PublishProperties,
+    /// When the Message Expiry Interval runs out, if it was set.
+    pub expires_at: Option<Instant>,
+    /// Client id of the publisher, for No Local; `None` for server-made messages.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl Message {
+    /// Builds the routed message from an incoming PUBLISH received at `now`.
+    pub fn from_publish(publish: Publish, publisher: Option<Arc<str>>, now: Instant) -> Self {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties
+            .message_expiry_interval
+            .and_then(|s| now.checked_add(Duration::from_secs(u64::from(s))));
+        Self {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+            publisher,
+        }
+    }
+
+    /// Builds the message a will turns into.
+    pub fn from_will(will: LastWill, publisher: Option<Arc<str>>, now: Instant) -> Self {
+        let p = will.properties;
+        let properties = PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            content_type: p.content_type,
+            ..PublishProperties::default()
+        };
+        let expires_at = properties
+            .message_expiry_interval
+            .and_then(|s| now.checked_add(Duration::from_secs(u64::from(s))));
+        Self {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at,
+            publisher,
+        }
+    }
+
+    /// True once the Message Expiry Interval has passed.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// The PUBLISH for one delivery of this message.
+    pub fn to_publish(
+        &self,
+        version: ProtocolVersion,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: &[u32],
+        now: Instant,
+    ) -> Publish {
+        let properties = if version.is_v5() {
+            let mut p = self.properties.clone();
+            p.subscription_identifiers.extend_from_slice(subscription_ids);
+            if let Some(t) = self.expires_at {
+                // [MQTT-3.3.2-6] forward the remaining lifetime, not the original one.
+                let left = t.saturating_duration_since(now).as_secs();
+                p.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
+            }
+            p
+        } else {
+            PublishProperties::default()
+        };
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: self.topic.clone(),
+            packet_id: None,
+            properties,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// One delivery of a message to one session: the message plus what the subscription
+/// decided about it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// Delivered QoS: min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (v5); usually empty.
+    pub subscription_ids: Vec<u32>,
+}
