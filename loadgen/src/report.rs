@@ -189,10 +189,11 @@ impl Summary {
         (b.cpu_secs > 0.0).then(|| self.delivered as f64 / b.cpu_secs)
     }
 
-    /// Broker RSS growth per established connection, bytes.
+    /// Broker RSS growth per established connection, bytes (`conn` runs only: elsewhere
+    /// the window is not the connect phase).
     pub fn broker_rss_bytes_per_conn(&self) -> Option<f64> {
         let b = self.broker?;
-        if self.connections.connected == 0 {
+        if self.scenario != "conn" || self.connections.connected == 0 {
             return None;
         }
         let delta = b.rss_end_kib as f64 - b.rss_start_kib as f64;
@@ -420,7 +421,10 @@ mod tests {
         assert_eq!(j["verification"]["clean"], false);
         assert_eq!(j["verification"]["lost"], 3);
         assert_eq!(j["broker"]["delivered_per_cpu_sec"], 2000.0);
-        assert_eq!(j["broker"]["rss_bytes_per_conn"], 1024.0);
+        assert!(j["broker"]["rss_bytes_per_conn"].is_null(), "only for conn runs");
+        let mut c = sample();
+        c.scenario = "conn".into();
+        assert_eq!(c.to_json()["broker"]["rss_bytes_per_conn"], 1024.0);
         assert!(j["error_samples"].is_array());
         assert_eq!(j["settings"]["qos"], 1);
     }
