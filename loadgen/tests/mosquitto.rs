@@ -2,6 +2,9 @@
 //! installed (skipped with a message otherwise). Each test starts its own Mosquitto on
 //! a free loopback port and kills that process on drop.
 
+// Harness helpers outside `#[test]` functions: a failure here is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -80,8 +83,25 @@ fn short_pairs_run_is_verified_clean() {
     let pid = broker.child.id().to_string();
     for (qos, protocol) in [("1", "3.1.1"), ("2", "5")] {
         let out = loadgen(&[
-            "pairs", "--port", &port, "--pairs", "2", "-q", qos, "-V", protocol, "--rate", "2000",
-            "-d", "1", "--warmup", "0.2", "--json", "--quiet", "--broker-pid", &pid,
+            "pairs",
+            "--port",
+            &port,
+            "--pairs",
+            "2",
+            "-q",
+            qos,
+            "-V",
+            protocol,
+            "--rate",
+            "2000",
+            "-d",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+            "--quiet",
+            "--broker-pid",
+            &pid,
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "loadgen failed: {stderr}");
@@ -112,7 +132,8 @@ fn console_sub_prints_what_pub_sends() {
     let mut output = None;
     while output.is_none() {
         assert!(Instant::now() < deadline, "sub did not receive two messages");
-        let out = loadgen(&["pub", "--port", &port, "-t", "lg/console/a", "-m", "hello", "-q", "1"]);
+        let out =
+            loadgen(&["pub", "--port", &port, "-t", "lg/console/a", "-m", "hello", "-q", "1"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(Duration::from_millis(50));
         if let Some(mut child) = sub.take() {
