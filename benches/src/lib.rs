@@ -1,1 +1,4 @@
-//! Inputs shared by Shoal's criterion benches (see `benches/`).
+//! Shoal's benchmark support: the instruction-count cases run by `shoal-icount` and
+//! `.ci/bench-gate`. The criterion benches themselves are in `benches/`.
+
+pub mod icount;
