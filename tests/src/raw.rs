@@ -240,11 +240,14 @@ impl RawClient {
         assert_eq!(codes, vec![qos], "SUBACK for {filter} at QoS {qos}");
     }
 
-    /// UNSUBSCRIBE and wait for UNSUBACK.
-    pub fn unsubscribe(&mut self, filters: &[&str]) {
+    /// UNSUBSCRIBE and wait for UNSUBACK; returns its v5 reason codes (empty for 3.1.1).
+    pub fn unsubscribe(&mut self, filters: &[&str]) -> Vec<u8> {
         let id = self.next_packet_id();
         self.send(&wire::unsubscribe(self.version, id, filters));
-        self.wait_for("UNSUBACK", |p| matches!(p, Incoming::UnsubAck(i) if *i == id));
+        match self.wait_for("UNSUBACK", |p| matches!(p, Incoming::UnsubAck(i, _) if *i == id)) {
+            Incoming::UnsubAck(_, codes) => codes,
+            _ => unreachable!("wait_for returned a non-matching packet"),
+        }
     }
 
     /// Sends a PUBLISH without waiting for any ack; returns the packet id used (0 for QoS 0).

@@ -62,6 +62,12 @@ pub struct ConnectOptions {
     pub session_expiry: Option<u32>,
     /// v5 Receive Maximum property, when set.
     pub receive_maximum: Option<u16>,
+    /// v5 Maximum Packet Size property, when set.
+    pub max_packet_size: Option<u32>,
+    /// Optional user name.
+    pub username: Option<String>,
+    /// Optional password (3.1.1 requires a user name with it).
+    pub password: Option<Vec<u8>>,
 }
 
 impl ConnectOptions {
@@ -75,6 +81,9 @@ impl ConnectOptions {
             will: None,
             session_expiry: None,
             receive_maximum: None,
+            max_packet_size: None,
+            username: None,
+            password: None,
         }
     }
 
@@ -145,6 +154,12 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
     if opts.clean {
         flags |= 0x02;
     }
+    if opts.username.is_some() {
+        flags |= 0x80;
+    }
+    if opts.password.is_some() {
+        flags |= 0x40;
+    }
     if let Some(will) = &opts.will {
         flags |= 0x04 | (will.qos << 3);
         if will.retain {
@@ -163,6 +178,10 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
             props.push(0x21);
             props.extend_from_slice(&max.to_be_bytes());
         }
+        if let Some(max) = opts.max_packet_size {
+            props.push(0x27);
+            props.extend_from_slice(&max.to_be_bytes());
+        }
         put_properties(&mut body, &props);
     }
     put_str(&mut body, opts.client_id.as_bytes());
@@ -172,6 +191,12 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
         }
         put_str(&mut body, will.topic.as_bytes());
         put_str(&mut body, &will.payload);
+    }
+    if let Some(user) = &opts.username {
+        put_str(&mut body, user.as_bytes());
+    }
+    if let Some(password) = &opts.password {
+        put_str(&mut body, password);
     }
     frame(kind::CONNECT, &body)
 }
@@ -203,6 +228,44 @@ pub fn publish(
     }
     body.extend_from_slice(payload);
     frame(first, &body)
+}
+
+/// A v5 PUBLISH carrying `properties` (raw, already encoded) before the payload.
+pub fn publish_v5_with_properties(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    packet_id: u16,
+    properties: &[u8],
+) -> Vec<u8> {
+    let mut first = kind::PUBLISH | (qos << 1);
+    if retain {
+        first |= 0x01;
+    }
+    let mut body = Vec::new();
+    put_str(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    put_properties(&mut body, properties);
+    body.extend_from_slice(payload);
+    frame(first, &body)
+}
+
+/// A v5 SUBSCRIBE carrying `properties` (raw, already encoded).
+pub fn subscribe_v5_with_properties(
+    packet_id: u16,
+    properties: &[u8],
+    filters: &[(&str, u8)],
+) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    put_properties(&mut body, properties);
+    for (filter, options) in filters {
+        put_str(&mut body, filter.as_bytes());
+        body.push(*options);
+    }
+    frame(kind::SUBSCRIBE, &body)
 }
 
 /// SUBSCRIBE with one `(filter, options byte)` per entry; for 3.1.1 the options byte
@@ -261,6 +324,25 @@ pub struct Property {
     pub value: Vec<u8>,
 }
 
+/// The first property with identifier `id`.
+pub fn find_property(properties: &[Property], id: u8) -> Option<&Property> {
+    properties.iter().find(|p| p.id == id)
+}
+
+/// Encodes one v5 property for the `*_with_properties` encoders: identifier, value.
+pub fn property(id: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![id];
+    out.extend_from_slice(value);
+    out
+}
+
+/// The encoded value of a string (or binary) property: length-prefixed bytes.
+pub fn string_value(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_str(&mut out, s);
+    out
+}
+
 /// A PUBLISH received from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
@@ -304,8 +386,8 @@ pub enum Incoming {
     PubComp(u16, u8),
     /// SUBACK(packet id, one code per filter).
     SubAck(u16, Vec<u8>),
-    /// UNSUBACK(packet id).
-    UnsubAck(u16),
+    /// UNSUBACK(packet id, v5 reason codes; empty for 3.1.1).
+    UnsubAck(u16, Vec<u8>),
     /// PINGRESP.
     PingResp,
     /// DISCONNECT(reason; 0 when absent).
@@ -461,7 +543,13 @@ pub fn decode(version: ProtocolVersion, buf: &[u8]) -> Result<Option<(Incoming, 
             }
             Incoming::SubAck(id, r.buf.to_vec())
         }
-        11 => Incoming::UnsubAck(r.u16()?),
+        11 => {
+            let id = r.u16()?;
+            if v5 {
+                r.properties()?;
+            }
+            Incoming::UnsubAck(id, r.buf.to_vec())
+        }
         13 => Incoming::PingResp,
         14 => Incoming::Disconnect(r.optional_reason()?),
         _ => Incoming::Unexpected(first, body.to_vec()),

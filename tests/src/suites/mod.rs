@@ -9,6 +9,7 @@ mod connect;
 mod interop;
 mod limits;
 mod malformed;
+mod mqtt5;
 mod qos;
 mod retain;
 mod rumqtt;

@@ -121,7 +121,23 @@ fn qos2_pubrel_is_resent_after_reconnect_in_pubrec_state() {
 }
 
 #[test]
-fn clean_session_discards_previous_state() {
+fn clean_session_connack_reports_no_session_present() {
+    // [MQTT-3.2.2-1] 3.1.1 CleanSession=1 / [MQTT-3.2.2-2] v5 Clean Start=1: the
+    // server MUST set Session Present to 0, even when it had a session to discard.
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let (mut sub, _) = persistent(&broker, version, "forgetful");
+        sub.subscribe_one("forget/t", 1);
+        sub.disconnect();
+        let (sub, present) =
+            RawClient::connect_with(broker.addr(), &ConnectOptions::new(version, "forgetful"));
+        assert!(!present, "{version}: clean session reported Session Present");
+        sub.disconnect();
+    }
+}
+
+#[test]
+fn clean_session_discards_previous_subscriptions_and_queue() {
     // [MQTT-3.1.2-6] 3.1.1 CleanSession=1; v5 Clean Start=1 [MQTT-3.1.2-4].
     let broker = TestBroker::start();
     for version in MODERN {
@@ -130,9 +146,8 @@ fn clean_session_discards_previous_state() {
         sub.disconnect();
         let mut publisher = RawClient::connect(broker.addr(), version, "forget-pub");
         publisher.publish("forget/t", b"queued", 1, false);
-        let (mut sub, present) =
+        let (mut sub, _) =
             RawClient::connect_with(broker.addr(), &ConnectOptions::new(version, "forgetful"));
-        assert!(!present, "{version}: clean session reported Session Present");
         sub.subscribe_one("forget/other", 1);
         publisher.publish("forget/t", b"unsubscribed", 1, false);
         publisher.publish("forget/other", b"sentinel", 1, false);

@@ -1,0 +1,392 @@
+//! MQTT 5 features a broker must honour beyond 3.1.1: subscription options (No Local,
+//! Retain As Published, Retain Handling), subscription identifiers, forwarded
+//! properties, message and session expiry, the client's Receive Maximum and Maximum
+//! Packet Size, Server Keep Alive, topic aliases, shared subscriptions and v5 reason
+//! codes in acknowledgements.
+//!
+//! Where the spec lets a server opt out of a feature and say so in CONNACK (Subscription
+//! Identifiers Available, Topic Alias Maximum, Shared Subscription Available), the test
+//! reads CONNACK and checks whichever behaviour the broker announced.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shoal_core::ProtocolVersion::{V3_1_1, V5};
+
+use crate::harness::TestBroker;
+use crate::raw::wire::{self, find_property, property, string_value, ConnectOptions};
+use crate::raw::{Incoming, Property, RawClient, DEADLINE};
+
+/// Connects a v5 client and returns it with its CONNACK properties.
+fn connect_v5(broker: &TestBroker, opts: &ConnectOptions) -> (RawClient, Vec<Property>) {
+    let (client, reply) = RawClient::connect_raw(broker.addr(), opts);
+    match reply {
+        Ok(Incoming::ConnAck { code: 0, properties, .. }) => (client, properties),
+        other => panic!("v5 CONNECT {:?} not accepted: {other:?}", opts.client_id),
+    }
+}
+
+/// Whether a CONNACK byte property is absent (meaning available) or 1.
+fn available(props: &[Property], id: u8) -> bool {
+    find_property(props, id).map_or(true, |p| p.value == [1])
+}
+
+#[test]
+fn no_local_subscription_does_not_receive_own_messages() {
+    // [MQTT-3.8.3-3] No Local: never forward to the connection that published.
+    let broker = TestBroker::start();
+    let mut client = RawClient::connect(broker.addr(), V5, "narcissus");
+    assert_eq!(client.subscribe(&[("nl/t", 0x04 | 1)]), [1]);
+    let mut other = RawClient::connect(broker.addr(), V5, "other");
+    client.publish("nl/t", b"mine", 1, false);
+    other.publish("nl/t", b"theirs", 1, false);
+    assert_eq!(client.expect_publish_acked().payload, b"theirs");
+}
+
+#[test]
+fn retain_as_published_keeps_the_retain_flag_on_live_messages() {
+    // [MQTT-3.3.1-12] RAP=1: RETAIN as published; RAP=0: cleared.
+    let broker = TestBroker::start();
+    let mut rap = RawClient::connect(broker.addr(), V5, "rap");
+    assert_eq!(rap.subscribe(&[("rap/t", 0x08 | 1)]), [1]);
+    let mut plain = RawClient::connect(broker.addr(), V5, "plain");
+    plain.subscribe_one("rap/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "rap-pub");
+    publisher.publish("rap/t", b"r", 1, true);
+    assert!(rap.expect_publish_acked().retain, "Retain As Published lost the flag");
+    assert!(!plain.expect_publish_acked().retain, "RETAIN kept without Retain As Published");
+}
+
+#[test]
+fn retain_handling_controls_retained_delivery_on_subscribe() {
+    // 3.8.3.1: 0 = always send retained, 1 = only for a new subscription, 2 = never.
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "rh-pub");
+    publisher.publish("rh/t", b"kept", 1, true);
+    let mut sub = RawClient::connect(broker.addr(), V5, "rh-sub");
+    // Retain Handling 2: nothing.
+    assert_eq!(sub.subscribe(&[("rh/t", 0x20 | 1)]), [1]);
+    let unread = sub.ping_then_unread();
+    assert!(unread.is_empty(), "Retain Handling 2 sent {unread:?}");
+    sub.unsubscribe(&["rh/t"]);
+    // Retain Handling 1 on a new subscription: sent.
+    assert_eq!(sub.subscribe(&[("rh/t", 0x10 | 1)]), [1]);
+    assert_eq!(sub.expect_publish_acked().payload, b"kept");
+    // Retain Handling 1 on an existing subscription: not sent again.
+    assert_eq!(sub.subscribe(&[("rh/t", 0x10 | 1)]), [1]);
+    let unread = sub.ping_then_unread();
+    assert!(unread.is_empty(), "Retain Handling 1 re-sent on an existing subscription: {unread:?}");
+}
+
+#[test]
+fn subscription_identifiers_are_sent_with_matching_publishes() {
+    let broker = TestBroker::start();
+    let (mut sub, props) = connect_v5(&broker, &ConnectOptions::new(V5, "sid"));
+    let id = sub.next_packet_id();
+    sub.send(&wire::subscribe_v5_with_properties(id, &[0x0B, 5], &[("sid/+", 1)]));
+    if !available(&props, 0x29) {
+        // [MQTT-3.8.2-?] not supported and announced so: DISCONNECT 0xA1.
+        assert_eq!(sub.expect_closed_with_reason(DEADLINE), Some(0xA1));
+        return;
+    }
+    sub.wait_for("SUBACK", |p| matches!(p, Incoming::SubAck(i, _) if *i == id));
+    let id = sub.next_packet_id();
+    sub.send(&wire::subscribe_v5_with_properties(id, &[0x0B, 7], &[("sid/b", 1)]));
+    sub.wait_for("SUBACK", |p| matches!(p, Incoming::SubAck(i, _) if *i == id));
+    sub.subscribe_one("sid/#", 1); // no identifier
+    let mut publisher = RawClient::connect(broker.addr(), V5, "sid-pub");
+    publisher.publish("sid/b", b"both", 1, false);
+    publisher.publish("sid/c", b"one", 1, false);
+    let ids = |p: &wire::Publish| {
+        let mut ids: Vec<Vec<u8>> =
+            p.properties.iter().filter(|x| x.id == 0x0B).map(|x| x.value.clone()).collect();
+        ids.sort();
+        ids
+    };
+    // [MQTT-3.3.4-4] one copy carries every matching subscription's identifier.
+    let both = sub.expect_publish_acked();
+    assert_eq!(ids(&both), [5u32.to_be_bytes().to_vec(), 7u32.to_be_bytes().to_vec()]);
+    let one = sub.expect_publish_acked();
+    assert_eq!(ids(&one), [5u32.to_be_bytes().to_vec()]);
+}
+
+#[test]
+fn client_supplied_subscription_identifier_is_not_forwarded() {
+    // [MQTT-3.3.4-6] a client's PUBLISH must not carry one; whatever the broker does
+    // about it (Shoal's malformed suite expects a Protocol Error), a subscriber must
+    // never see an identifier it did not ask for.
+    let broker = TestBroker::start();
+    let mut sub = RawClient::connect(broker.addr(), V5, "victim");
+    sub.subscribe_one("fwd/t", 0);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "forger");
+    let _ = publisher.try_send(&wire::publish_v5_with_properties(
+        "fwd/t",
+        b"forged",
+        0,
+        false,
+        0,
+        &[0x0B, 42],
+    ));
+    let mut sentinel = RawClient::connect(broker.addr(), V5, "sentinel");
+    sentinel.publish("fwd/t", b"sentinel", 1, false);
+    loop {
+        let got = sub.expect_publish();
+        assert!(
+            find_property(&got.properties, 0x0B).is_none(),
+            "subscriber received a client-forged Subscription Identifier: {got:?}"
+        );
+        if got.payload == b"sentinel" {
+            break;
+        }
+    }
+}
+
+#[test]
+fn application_properties_are_forwarded_unchanged() {
+    // [MQTT-3.3.2-4] Payload Format Indicator, [MQTT-3.3.2-20] Content Type,
+    // [MQTT-3.3.2-15]/[-16] Response Topic and Correlation Data, [MQTT-3.3.2-17]/[-18]
+    // User Properties in order.
+    let broker = TestBroker::start();
+    let mut sub = RawClient::connect(broker.addr(), V5, "props-sub");
+    sub.subscribe_one("props/t", 1);
+    let mut v311 = RawClient::connect(broker.addr(), V3_1_1, "props-311");
+    v311.subscribe_one("props/t", 1);
+    let user = |k: &[u8], v: &[u8]| {
+        let mut value = string_value(k);
+        value.extend(string_value(v));
+        property(0x26, &value)
+    };
+    let sent: Vec<Vec<u8>> = vec![
+        property(0x01, &[1]),
+        property(0x03, &string_value(b"text/plain")),
+        property(0x08, &string_value(b"reply/here")),
+        property(0x09, &string_value(b"\x00\x01corr")),
+        user(b"z", b"first"),
+        user(b"a", b"second"),
+        user(b"z", b"third"),
+    ];
+    let mut publisher = RawClient::connect(broker.addr(), V5, "props-pub");
+    publisher.send(&wire::publish_v5_with_properties(
+        "props/t",
+        "héllo".as_bytes(),
+        1,
+        false,
+        1,
+        &sent.concat(),
+    ));
+    publisher.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(1, _)));
+    let got = sub.expect_publish_acked();
+    let forwarded: Vec<&Property> = got
+        .properties
+        .iter()
+        .filter(|p| matches!(p.id, 0x01 | 0x03 | 0x08 | 0x09 | 0x26))
+        .collect();
+    let expected: Vec<(u8, Vec<u8>)> = vec![
+        (0x01, vec![1]),
+        (0x03, b"text/plain".to_vec()),
+        (0x08, b"reply/here".to_vec()),
+        (0x09, b"\x00\x01corr".to_vec()),
+        (0x26, [&b"z"[..], b"first"].concat()),
+        (0x26, [&b"a"[..], b"second"].concat()),
+        (0x26, [&b"z"[..], b"third"].concat()),
+    ];
+    let mut forwarded: Vec<(u8, Vec<u8>)> =
+        forwarded.into_iter().map(|p| (p.id, p.value.clone())).collect();
+    // Only user-property order is significant; sort the others by id.
+    forwarded.sort_by_key(|(id, _)| *id);
+    assert_eq!(forwarded, expected);
+    assert_eq!(got.payload, "héllo".as_bytes());
+    // A 3.1.1 subscriber gets the same message without properties.
+    assert_eq!(v311.expect_publish_acked().payload, "héllo".as_bytes());
+}
+
+#[test]
+fn expired_messages_are_not_delivered_from_the_offline_queue() {
+    // [MQTT-3.3.2-5] after the Message Expiry Interval the server MUST NOT deliver it;
+    // [MQTT-3.3.2-6] the forwarded interval is reduced by the time spent waiting.
+    let broker = TestBroker::start();
+    let opts = ConnectOptions::persistent(V5, "expiry-sub");
+    let (mut sub, _) = connect_v5(&broker, &opts);
+    sub.subscribe_one("exp/t", 1);
+    sub.disconnect();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "exp-pub");
+    for (payload, secs) in [(&b"short"[..], 1u32), (b"long", 100)] {
+        let id = publisher.next_packet_id();
+        publisher.send(&wire::publish_v5_with_properties(
+            "exp/t",
+            payload,
+            1,
+            false,
+            id,
+            &property(0x02, &secs.to_be_bytes()),
+        ));
+        publisher.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(i, _) if *i == id));
+    }
+    // The behaviour under test is the passing of time itself: let the short one expire.
+    std::thread::sleep(Duration::from_millis(2200));
+    let (mut sub, _) = connect_v5(&broker, &opts);
+    let got = sub.expect_publish_acked();
+    assert_eq!(got.payload, b"long", "an expired message was delivered");
+    let left = find_property(&got.properties, 0x02).expect("Message Expiry Interval forwarded");
+    let left = u32::from_be_bytes(left.value.clone().try_into().unwrap());
+    assert!((90..100).contains(&left), "expiry interval not reduced by the wait: {left}");
+}
+
+#[test]
+fn session_expires_after_its_interval() {
+    // 3.1.2.11.2: the session is discarded once the interval has passed offline.
+    let broker = TestBroker::start();
+    let mut opts = ConnectOptions::persistent(V5, "short-lived");
+    opts.session_expiry = Some(1);
+    let (mut client, _) = connect_v5(&broker, &opts);
+    client.subscribe_one("sx/t", 1);
+    client.disconnect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (client, reply) = RawClient::connect_raw(broker.addr(), &opts);
+    assert!(
+        matches!(reply, Ok(Incoming::ConnAck { session_present: false, code: 0, .. })),
+        "session outlived its 1 s expiry: {reply:?}"
+    );
+    client.disconnect();
+}
+
+#[test]
+fn client_receive_maximum_bounds_unacknowledged_deliveries() {
+    // [MQTT-3.3.4-9] no more than Receive Maximum unacknowledged QoS 1/2 PUBLISHes.
+    let broker = TestBroker::with_config("[limits]\nmax_inflight = 100");
+    let mut opts = ConnectOptions::new(V5, "rm-sub");
+    opts.receive_maximum = Some(3);
+    let (mut sub, _) = connect_v5(&broker, &opts);
+    sub.subscribe_one("rm/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "rm-pub");
+    for i in 0..10u8 {
+        publisher.publish("rm/t", &[i], 1, false);
+    }
+    let held: Vec<wire::Publish> = (0..3).map(|_| sub.expect_publish()).collect();
+    match sub.recv(Duration::from_millis(300)) {
+        Ok(Incoming::Publish(p)) => panic!("PUBLISH {:?} beyond Receive Maximum 3", p.payload),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(_) => {}
+    }
+    let mut payloads: Vec<u8> = held.iter().map(|p| p.payload[0]).collect();
+    for p in &held {
+        sub.ack(p);
+    }
+    while payloads.len() < 10 {
+        payloads.push(sub.expect_publish_acked().payload[0]);
+    }
+    assert_eq!(payloads, (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn messages_above_the_clients_maximum_packet_size_are_not_sent() {
+    // [MQTT-3.1.2-24] the server MUST NOT send a packet exceeding the client's Maximum
+    // Packet Size; [MQTT-3.1.2-25] it discards the message instead.
+    let broker = TestBroker::start();
+    let mut opts = ConnectOptions::new(V5, "small");
+    opts.max_packet_size = Some(128);
+    let (mut sub, _) = connect_v5(&broker, &opts);
+    sub.subscribe_one("mps/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "mps-pub");
+    publisher.publish("mps/t", &[b'x'; 500], 1, false);
+    publisher.publish("mps/t", b"fits", 1, false);
+    let got = sub.expect_publish_acked();
+    assert_eq!(got.payload, b"fits", "oversized message reached the client");
+    sub.ping();
+}
+
+#[test]
+fn server_keep_alive_is_announced_when_the_request_exceeds_the_maximum() {
+    // [MQTT-3.2.2-21]/[-22] Server Keep Alive in CONNACK overrides the client's value.
+    let broker = TestBroker::with_config("[limits]\nmax_keep_alive_secs = 30");
+    let (_client, props) = connect_v5(&broker, &ConnectOptions::new(V5, "ka").with_keep_alive(600));
+    let ka = find_property(&props, 0x13).expect("Server Keep Alive property");
+    assert_eq!(ka.value, 30u16.to_be_bytes());
+}
+
+#[test]
+fn keep_alive_above_the_maximum_is_enforced_at_the_maximum() {
+    // docs/CONFIG.md `limits.max_keep_alive_secs`: a larger request is lowered, and
+    // 3.x clients get it enforced at that value too.
+    let broker = TestBroker::with_config("[limits]\nmax_keep_alive_secs = 1");
+    for version in [V3_1_1, V5] {
+        let opts = ConnectOptions::new(version, "lazy").with_keep_alive(600);
+        let (mut client, _) = RawClient::connect_with(broker.addr(), &opts);
+        // 1.5 × 1 s on a one-second tick: closed well within 5 s.
+        let reason = client.expect_closed_with_reason(Duration::from_secs(5));
+        if version.is_v5() {
+            assert_eq!(reason, Some(0x8D), "v5: Keep Alive timeout");
+        }
+    }
+}
+
+#[test]
+fn unsubscribe_reports_whether_a_subscription_existed() {
+    // 3.11.3: 0x00 Success, 0x11 No subscription existed.
+    let broker = TestBroker::start();
+    let mut client = RawClient::connect(broker.addr(), V5, "unsub-codes");
+    client.subscribe_one("uc/a", 0);
+    assert_eq!(client.unsubscribe(&["uc/a", "uc/never"]), [0x00, 0x11]);
+}
+
+#[test]
+fn topic_alias_from_the_client_is_resolved_or_refused_as_announced() {
+    let broker = TestBroker::start();
+    let mut sub = RawClient::connect(broker.addr(), V5, "alias-sub");
+    sub.subscribe_one("alias/#", 0);
+    let (mut publisher, props) = connect_v5(&broker, &ConnectOptions::new(V5, "alias-pub"));
+    let max =
+        find_property(&props, 0x22).map_or(0, |p| u16::from_be_bytes([p.value[0], p.value[1]]));
+    let alias = property(0x23, &1u16.to_be_bytes());
+    publisher.send(&wire::publish_v5_with_properties("alias/long/name", b"1", 0, false, 0, &alias));
+    if max == 0 {
+        // [MQTT-3.3.2-8]-family: alias beyond Topic Alias Maximum (0) → 0x94.
+        assert_eq!(publisher.expect_closed_with_reason(DEADLINE), Some(0x94));
+        return;
+    }
+    publisher.send(&wire::publish_v5_with_properties("", b"2", 0, false, 0, &alias));
+    for payload in [b"1", b"2"] {
+        let got = sub.expect_publish();
+        assert_eq!((got.topic.as_str(), got.payload.as_slice()), ("alias/long/name", &payload[..]));
+    }
+}
+
+#[test]
+fn shared_subscription_delivers_each_message_to_one_member() {
+    let broker = TestBroker::start();
+    let (mut a, props) = connect_v5(&broker, &ConnectOptions::new(V5, "share-a"));
+    let codes = a.subscribe(&[("$share/g/sh/t", 1)]);
+    if !available(&props, 0x2A) {
+        assert_eq!(codes, [0x9E], "shared subscriptions refused without 0x9E");
+        return;
+    }
+    assert_eq!(codes, [1]);
+    let mut b = RawClient::connect(broker.addr(), V3_1_1, "share-b");
+    b.subscribe_one("$share/g/sh/t", 1);
+    let mut plain = RawClient::connect(broker.addr(), V5, "share-plain");
+    plain.subscribe_one("sh/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "share-pub");
+    for i in 0..20u8 {
+        publisher.publish("sh/t", &[i], 1, false);
+    }
+    publisher.publish("sh/end", b"", 0, false);
+    // The ordinary subscriber gets all 20; the group gets each exactly once.
+    for i in 0..20u8 {
+        assert_eq!(plain.expect_publish_acked().payload, [i]);
+    }
+    let mut counts: BTreeMap<u8, usize> = BTreeMap::new();
+    let mut total = 0;
+    crate::harness::wait_until(DEADLINE, "20 shared deliveries", || {
+        for member in [&mut a, &mut b] {
+            while let Ok(Incoming::Publish(p)) = member.recv(Duration::from_millis(20)) {
+                member.ack(&p);
+                *counts.entry(p.payload[0]).or_default() += 1;
+                total += 1;
+            }
+        }
+        total >= 20
+    });
+    let unread: Vec<Incoming> = [a.ping_then_unread(), b.ping_then_unread()].concat();
+    assert!(unread.is_empty(), "extra shared deliveries: {unread:?}");
+    assert_eq!(counts, (0..20).map(|i| (i, 1)).collect(), "each message once per group");
+}
