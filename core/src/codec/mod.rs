@@ -94,6 +94,20 @@ pub enum Packet {
 /// or bad fixed-header flags likewise from the first byte. Otherwise the
 /// [`DecodeError`] naming the first rule the frame breaks; the frame has then been
 /// consumed, and the connection should be closed with [`DecodeError::reason_code`].
+///
+/// # Example
+/// ```
+/// use bytes::BytesMut;
+/// use shoal_core::codec::{decode, Packet};
+/// use shoal_core::ProtocolVersion;
+///
+/// // A PINGREQ, then the first byte of a PINGRESP.
+/// let mut buf = BytesMut::from(&[0xC0, 0x00, 0xD0][..]);
+/// let v = ProtocolVersion::V3_1_1;
+/// assert_eq!(decode(&mut buf, v, 1024), Ok(Some(Packet::PingReq)));
+/// assert_eq!(decode(&mut buf, v, 1024), Ok(None));
+/// assert_eq!(&buf[..], &[0xD0]);
+/// ```
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
