@@ -299,7 +299,10 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
             return;
         };
         let (level, next) = match memchr::memchr(b'/', rest) {
-            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            Some(at) => {
+                let (level, tail) = rest.split_at(at);
+                (level, tail.get(1..))
+            }
             None => (rest, None),
         };
         if !dollar {
