@@ -250,7 +250,10 @@ impl Session {
         let v5 = version.is_v5();
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
-        if keep_alive > answer.max_keep_alive_secs {
+        // [MQTT-3.2.2-21] a finite maximum also replaces "no keep-alive" (0) for v5, which
+        // can be told so; a 3.x client that asked for none would never ping.
+        let finite_max = answer.max_keep_alive_secs < u16::MAX;
+        if keep_alive > answer.max_keep_alive_secs || (keep_alive == 0 && finite_max && v5) {
             keep_alive = answer.max_keep_alive_secs;
             server_keep_alive = Some(keep_alive);
         }
@@ -479,6 +482,10 @@ impl Session {
         // We advertise Topic Alias Maximum 0, so any alias is invalid [MQTT-3.3.2-9].
         if p.properties.topic_alias.is_some() || p.topic.is_empty() {
             return Err(ReasonCode::TopicAliasInvalid);
+        }
+        // [MQTT-3.3.4-6] a client must not send Subscription Identifiers.
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(ReasonCode::ProtocolError);
         }
         if p.topic.levels().count() > self.limits.max_topic_levels {
             return Err(ReasonCode::TopicNameInvalid);

@@ -378,3 +378,25 @@ fn message_larger_than_client_maximum_packet_size_is_not_sent() {
     assert!(drain(&mut s).is_empty());
     assert_eq!(s.dropped(), 2);
 }
+
+#[test]
+fn keep_alive_zero_is_replaced_by_a_finite_maximum() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let a = ConnectAnswer { max_keep_alive_secs: 30, ..answer() };
+    s.handle_connect(now, &connect(ProtocolVersion::V5, "c", true, 0), a);
+    let Some(Packet::ConnAck(ack)) = s.poll_transmit() else { panic!("no CONNACK") };
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+}
+
+#[test]
+fn client_sent_subscription_identifier_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    let Packet::Publish(mut p) = publish(QoS::AtMostOnce, None) else { unreachable!() };
+    p.properties.subscription_identifiers.push(1);
+    s.handle_packet(now, Packet::Publish(p));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+}

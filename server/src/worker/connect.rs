@@ -83,17 +83,17 @@ impl Worker {
         if let Some(key) = existing {
             self.take_over(key, now);
         }
-        let key = match existing {
-            Some(key) if !connect.clean_start => key,
+        // Compare the decision, not keys: a discarded session's slab key may be reused.
+        let (key, session_present) = match existing {
+            Some(key) if !connect.clean_start => (key, true),
             other => {
                 if let Some(old) = other {
                     self.discard_session(old);
                 }
                 let session = Session::new(client_id.clone(), self.shared.limits);
-                self.sessions.insert(SessionSlot { session, conn: None })
+                (self.sessions.insert(SessionSlot { session, conn: None }), false)
             }
         };
-        let session_present = existing == Some(key);
         let Some(conn) = self.conns.get_mut(idx) else { return };
         conn.state = ConnState::Active { session: key, version };
         let addr = conn.addr;
