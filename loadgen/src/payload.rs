@@ -4,9 +4,10 @@
 //! sequence number on that publisher, and when it was sent (nanoseconds since the run's
 //! shared clock origin). Each publisher publishes on exactly one topic, so "per
 //! publisher" is also "per (publisher, topic)". A subscriber keeps one [`SeqTracker`]
-//! per publisher it expects and classifies every arrival; lost messages are what the
-//! publishers say they sent minus what arrived, computed once the run has drained
-//! (`crate::engine`).
+//! per publisher it expects and classifies every arrival. Once the run has drained,
+//! `crate::engine` compares them with what each publisher says it sent: numbers missing
+//! below the highest one seen are *lost*; numbers above it are *undelivered* (still
+//! queued in the broker when the drain limit hit).
 
 /// Bytes the stamp takes at the front of every payload; `--payload` must be at least this.
 pub const STAMP_BYTES: usize = 24;
@@ -133,15 +134,32 @@ impl SeqTracker {
         self.received - self.duplicates
     }
 
-    /// Messages not (yet) seen out of the `sent` the publisher reports.
-    pub fn lost(&self, sent: u64) -> u64 {
-        sent.saturating_sub(self.distinct())
+    /// Messages missing below the highest one seen: a later message arrived, these
+    /// never did. For an ordered broker this is loss, not delay.
+    pub fn gaps(&self) -> u64 {
+        self.next.saturating_sub(self.distinct())
+    }
+
+    /// Messages after the highest one seen, out of `sent`: still on their way (queued in
+    /// the broker) when the run stopped, or lost at the end.
+    pub fn undelivered(&self, sent: u64) -> u64 {
+        sent.saturating_sub(self.next)
+    }
+
+    /// One past the highest sequence number seen.
+    pub fn next(&self) -> u64 {
+        self.next
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything not seen out of `sent`.
+    fn missing(t: &SeqTracker, sent: u64) -> u64 {
+        t.gaps() + t.undelivered(sent)
+    }
 
     #[test]
     fn stamp_round_trips_and_rejects_foreign_payloads() {
@@ -160,7 +178,7 @@ mod tests {
             assert_eq!(t.record(seq), Arrival::InOrder);
         }
         assert_eq!((t.received, t.duplicates, t.reordered, t.late), (1000, 0, 0, 0));
-        assert_eq!(t.lost(1000), 0);
+        assert_eq!(missing(&t, 1000), 0);
     }
 
     #[test]
@@ -169,17 +187,19 @@ mod tests {
         t.record(0);
         t.record(1);
         assert_eq!(t.record(5), Arrival::Gap(3));
-        assert_eq!(t.lost(6), 3);
+        assert_eq!(missing(&t, 6), 3);
         assert_eq!(t.record(3), Arrival::Reordered);
-        assert_eq!(t.lost(6), 2);
+        assert_eq!(missing(&t, 6), 2);
         assert_eq!(t.reordered, 1);
+        // 2 and 4 are missing under the highest seen; 6 was sent but not seen.
+        assert_eq!((t.gaps(), t.undelivered(7)), (2, 1));
     }
 
     #[test]
     fn first_message_missing_is_a_gap() {
         let mut t = SeqTracker::default();
         assert_eq!(t.record(2), Arrival::Gap(2));
-        assert_eq!(t.lost(3), 2);
+        assert_eq!(missing(&t, 3), 2);
     }
 
     #[test]
@@ -192,7 +212,7 @@ mod tests {
         assert_eq!(t.record(4), Arrival::Duplicate);
         assert_eq!(t.duplicates, 2);
         assert_eq!(t.distinct(), 10);
-        assert_eq!(t.lost(10), 0);
+        assert_eq!(missing(&t, 10), 0);
     }
 
     #[test]
@@ -225,6 +245,6 @@ mod tests {
         }
         assert_eq!(t.record(1_000_000), Arrival::Gap(1_000_000 - 5));
         assert_eq!(t.record(1_000_000 - 1), Arrival::Reordered);
-        assert_eq!(t.lost(1_000_001), 1_000_001 - 7);
+        assert_eq!(missing(&t, 1_000_001), 1_000_001 - 7);
     }
 }

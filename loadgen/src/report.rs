@@ -94,8 +94,12 @@ impl Connections {
 /// What the subscribers' sequence trackers found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Verification {
-    /// Messages the publishers sent that no subscriber that should have got them got.
+    /// Messages missing from a subscriber's stream although a later message from the
+    /// same publisher arrived.
     pub lost: u64,
+    /// Messages sent after the last one a subscriber saw: still queued in the broker
+    /// when the drain limit ended the run (or lost at the very end).
+    pub undelivered: u64,
     /// Messages a subscriber received more than once.
     pub duplicated: u64,
     /// Messages that arrived after a later one from the same publisher.
@@ -234,6 +238,7 @@ impl Summary {
                 "clean": v.is_clean(),
                 "lost": v.lost, "duplicated": v.duplicated, "reordered": v.reordered,
                 "late": v.late, "foreign": v.foreign, "streams": v.streams,
+                "undelivered": v.undelivered,
             },
             "errors": self.errors,
             "error_samples": self.error_samples,
@@ -290,6 +295,13 @@ impl Summary {
                 v.foreign,
                 v.streams
             );
+            if v.undelivered > 0 {
+                let _ = writeln!(
+                    s,
+                    "           {} messages still undelivered when the drain limit hit",
+                    v.undelivered
+                );
+            }
         }
         let _ = writeln!(s, "errors     {}", self.errors);
         for e in &self.error_samples {

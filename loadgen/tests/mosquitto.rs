@@ -111,6 +111,7 @@ fn short_pairs_run_is_verified_clean() {
         assert!(j["delivered"]["msgs"].as_u64().unwrap() > 500, "{j}");
         assert_eq!(j["verification"]["clean"], true, "{j}");
         assert_eq!(j["verification"]["lost"], 0, "{j}");
+        assert_eq!(j["verification"]["undelivered"], 0, "{j}");
         assert!(j["latency_us"]["p50"].as_f64().unwrap() > 0.0);
         assert!(j["broker"]["cpu_secs"].is_number());
     }

@@ -394,7 +394,8 @@ fn drain(shared: &Shared, plan: &Plan, settings: &Settings, ticker: &mut Ticker)
 }
 
 /// Loss / duplicate / order figures from the subscribers' trackers and the publishers'
-/// sent counts. In a shared group a message is owed to the group, not to each member.
+/// sent counts. In a shared group a message is owed to the group, not to each member:
+/// gaps are judged against the highest number any member saw.
 fn verify(plan: &Plan, results: &[WorkerResult]) -> Verification {
     let mut sent = vec![0u64; plan.publishers as usize];
     for r in results {
@@ -405,7 +406,8 @@ fn verify(plan: &Plan, results: &[WorkerResult]) -> Verification {
         }
     }
     let mut v = Verification::default();
-    let mut group_distinct = vec![0u64; sent.len()];
+    // Per publisher, over a shared group: (distinct seen, highest next).
+    let mut group = vec![(0u64, 0u64); sent.len()];
     for r in results {
         for (first, trackers, foreign) in &r.subs {
             v.foreign += foreign;
@@ -417,19 +419,22 @@ fn verify(plan: &Plan, results: &[WorkerResult]) -> Verification {
                 v.reordered += t.reordered;
                 v.late += t.late;
                 if plan.shared_group {
-                    if let Some(g) = group_distinct.get_mut(id) {
-                        *g += t.distinct();
+                    if let Some(g) = group.get_mut(id) {
+                        g.0 += t.distinct();
+                        g.1 = g.1.max(t.next());
                     }
                 } else {
-                    v.lost += t.lost(published);
+                    v.lost += t.gaps();
+                    v.undelivered += t.undelivered(published);
                 }
             }
         }
     }
     if plan.shared_group {
-        for (published, got) in sent.iter().zip(&group_distinct) {
-            v.lost += published.saturating_sub(*got);
-            v.duplicated += got.saturating_sub(*published);
+        for (published, (distinct, next)) in sent.iter().zip(&group) {
+            v.lost += next.saturating_sub(*distinct);
+            v.undelivered += published.saturating_sub(*next);
+            v.duplicated += distinct.saturating_sub(*published);
         }
     }
     v
@@ -461,5 +466,47 @@ mod tests {
         assert!(groups[1].iter().all(|&i| matches!(plan.conns[i].role, Role::Subscriber { .. })));
         let single = assign(&plan, 1);
         assert_eq!(single[0].len(), 8);
+    }
+
+    fn tracker(seqs: impl IntoIterator<Item = u64>) -> crate::payload::SeqTracker {
+        let mut t = crate::payload::SeqTracker::default();
+        for s in seqs {
+            t.record(s);
+        }
+        t
+    }
+
+    #[test]
+    fn verify_separates_gaps_from_the_undelivered_tail() {
+        let plan = Plan::build(
+            Scenario::Pairs,
+            Sizes { pairs: Some(1), ..Default::default() },
+            "t",
+            "c",
+            "g",
+        )
+        .unwrap();
+        // Sent 10; 3 never arrived although 7 did; 8 and 9 were still queued.
+        let r = WorkerResult {
+            pub_sent: vec![(0, 10)],
+            subs: vec![(0, vec![tracker([0, 1, 2, 4, 5, 6, 7, 7])], 1)],
+            ..Default::default()
+        };
+        let v = verify(&plan, &[r]);
+        assert_eq!((v.lost, v.undelivered, v.duplicated, v.foreign, v.streams), (1, 2, 1, 1, 1));
+    }
+
+    #[test]
+    fn verify_judges_a_shared_group_as_a_whole() {
+        let sizes = Sizes { publishers: Some(1), subscribers: Some(2), ..Default::default() };
+        let plan = Plan::build(Scenario::Shared, sizes, "t", "c", "g").unwrap();
+        let r = WorkerResult {
+            pub_sent: vec![(0, 6)],
+            subs: vec![(0, vec![tracker([0, 2, 4])], 0), (0, vec![tracker([1, 3])], 0)],
+            ..Default::default()
+        };
+        let v = verify(&plan, &[r]);
+        // 5 was never seen by either member: the tail, not a gap.
+        assert_eq!((v.lost, v.undelivered, v.duplicated), (0, 1, 0));
     }
 }
