@@ -262,7 +262,9 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
 fn connack(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let codes = if version.is_v5() { CONNACK_CODES } else { V3_CONNACK_CODES };
     (any::<bool>(), reason(codes), v5_only(version, connack_properties())).prop_map(
-        |(session_present, reason_code, properties)| {
+        move |(session_present, reason_code, properties)| {
+            // 3.1 has no Session Present flag.
+            let session_present = session_present && version != ProtocolVersion::V3_1;
             Packet::ConnAck(ConnAck { session_present, reason_code, properties })
         },
     )

@@ -98,7 +98,8 @@ fn valid_packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
         properties: DisconnectProperties::default(),
     };
     let mut connack = ConnAck {
-        session_present: true,
+        // 3.1 has no Session Present flag.
+        session_present: version != ProtocolVersion::V3_1,
         reason_code: ReasonCode::Success,
         properties: ConnAckProperties::default(),
     };

@@ -241,7 +241,11 @@ impl ConnAck {
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let flags = r.u8()?;
+        let mut flags = r.u8()?;
+        if version == ProtocolVersion::V3_1 {
+            // 3.1 has no Session Present: the byte is an unused reserved field.
+            flags = 0;
+        }
         // [MQTT-3.2.2-1] Bits 7-1 of the acknowledge flags are reserved.
         if flags & 0xFE != 0 {
             return Err(DecodeError::ConnAckReservedFlags);
@@ -258,7 +262,8 @@ impl ConnAck {
     }
 
     /// Encodes this CONNACK; for 3.x the reason code is mapped to the nearest return
-    /// code (`ConnectReturnCode::from_reason`) and the properties are dropped.
+    /// code (`ConnectReturnCode::from_reason`) and the properties are dropped, and 3.1
+    /// has no Session Present flag.
     ///
     /// # Errors
     /// [`EncodeError::FieldTooLong`] for an over-long property.
@@ -271,7 +276,8 @@ impl ConnAck {
         let len = 2 + props.map_or(0, block_len);
         out.reserve(packet_len(len)?);
         put_fixed_header(out, 0x20, len);
-        out.put_u8(u8::from(self.session_present));
+        // 3.1 has no Session Present flag; its first byte is reserved.
+        out.put_u8(u8::from(self.session_present && version != ProtocolVersion::V3_1));
         out.put_u8(code);
         if let Some(p) = props {
             self.properties.put(out, p);
@@ -422,7 +428,20 @@ mod tests {
         assert_wire(&[0x20, 0x02, 0x00, 0x05], V311, Packet::ConnAck(refused.clone()));
         // A v5-only reason maps to its nearest 3.1.1 return code.
         let banned = ConnAck { reason_code: ReasonCode::Banned, ..refused };
-        assert_eq!(encode_bytes(&Packet::ConnAck(banned), V31), [0x20, 0x02, 0x00, 0x05]);
+        assert_eq!(encode_bytes(&Packet::ConnAck(banned), V311), [0x20, 0x02, 0x00, 0x05]);
+    }
+
+    #[test]
+    fn connack_in_3_1_has_no_session_present() {
+        let ack = ConnAck {
+            session_present: true,
+            reason_code: ReasonCode::Success,
+            properties: ConnAckProperties::default(),
+        };
+        // CONNACK, remaining length 2, reserved byte 0, return code 0
+        assert_eq!(encode_bytes(&Packet::ConnAck(ack.clone()), V31), [0x20, 0x02, 0x00, 0x00]);
+        let expected = ConnAck { session_present: false, ..ack };
+        assert_eq!(decode_bytes(&[0x20, 0x02, 0x01, 0x00], V31), Ok(Packet::ConnAck(expected)));
     }
 
     #[test]
