@@ -296,14 +296,25 @@ pub fn run(plan: Plan, settings: Settings, settings_json: serde_json::Value) -> 
             .collect()
     };
 
-    // Connect.
-    let connect_budget = settings.connect_timeout
-        + settings.conn_rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(total as f64 / r));
-    let connect_deadline = Instant::now() + connect_budget;
-    ticker.wait(&shared, connect_deadline, || {
-        shared.ready.load(Ordering::Relaxed) + shared.connect_errors.load(Ordering::Relaxed)
-            >= total
-    });
+    // Connect. Every connection times out on its own after --connect-timeout, so the
+    // phase ends when all are settled; it is cut short only if nothing at all settles
+    // for longer than that (a broker that stopped answering).
+    let settled =
+        || shared.ready.load(Ordering::Relaxed) + shared.connect_errors.load(Ordering::Relaxed);
+    let stall_limit = settings.connect_timeout + Duration::from_secs(1);
+    let mut progress = (settled(), Instant::now());
+    loop {
+        let now_settled = settled();
+        if now_settled >= total {
+            break;
+        }
+        if now_settled != progress.0 {
+            progress = (now_settled, Instant::now());
+        } else if progress.1.elapsed() > stall_limit {
+            break;
+        }
+        ticker.wait(&shared, Instant::now() + Duration::from_millis(10), || false);
+    }
     let connected_at = Instant::now();
     let after_connect = sample_broker(pid)?;
     let connect_errors = shared.connect_errors.load(Ordering::Relaxed);

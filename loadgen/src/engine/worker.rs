@@ -31,6 +31,10 @@ use crate::scenario::{Plan, Role};
 const MAX_HANDSHAKES: usize = 512;
 /// Longest a thread sleeps in `poll` before looking at the phase again.
 const MAX_POLL: Duration = Duration::from_millis(10);
+/// Longest wait at the end of a run for the broker to close connections after DISCONNECT.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How often handshakes are checked against `--connect-timeout`.
+const TIMEOUT_SCAN_NS: u64 = 100 * MS;
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
@@ -76,6 +80,7 @@ pub(crate) struct Worker {
     last_house_ns: u64,
     last_hist_ns: u64,
     last_ping_scan_ns: u64,
+    last_timeout_scan_ns: u64,
 }
 
 impl Worker {
@@ -155,6 +160,7 @@ impl Worker {
             last_house_ns: 0,
             last_hist_ns: 0,
             last_ping_scan_ns: 0,
+            last_timeout_scan_ns: 0,
         })
     }
 
@@ -586,7 +592,8 @@ impl Worker {
             self.last_hist_ns = now;
             self.flush_histogram();
         }
-        if self.handshakes > 0 {
+        if self.handshakes > 0 && now.saturating_sub(self.last_timeout_scan_ns) >= TIMEOUT_SCAN_NS {
+            self.last_timeout_scan_ns = now;
             let timeout = self.settings.connect_timeout.as_nanos() as u64;
             let late: Vec<usize> = (0..self.conns.len())
                 .filter(|&i| {
@@ -650,23 +657,68 @@ impl Worker {
                 RoleState::Idle => {}
             }
             unsent_total += unsent;
-            if conn.state == State::Ready {
+            conn.rbuf = bytes::BytesMut::new();
+            let ready = conn.state == State::Ready;
+            conn.state = State::Closed;
+            if ready {
                 conn.wbuf.clear();
                 let _ = conn.queue(&client::disconnect_packet(), version);
-                let _ = conn.flush(0);
+                if conn.flush(0).is_ok_and(|f| f == Flush::Done) {
+                    // Keep the socket until the broker closes it (below).
+                    continue;
+                }
             }
             if let Some(mut stream) = conn.stream.take() {
                 let _ = self.poll.registry().deregister(&mut stream);
-                let _ = stream.shutdown(std::net::Shutdown::Both);
             }
-            conn.state = State::Closed;
         }
+        self.await_broker_close();
         if unsent_total > 0 {
             self.note_error(format!(
                 "{unsent_total} publishes still unwritten when the run stopped"
             ));
         }
         result
+    }
+}
+
+impl Worker {
+    /// After DISCONNECT, waits (at most [`CLOSE_WAIT`]) for the broker to close each
+    /// connection first, as MQTT has it do: TIME_WAIT then lands on the broker's side and
+    /// this host's ephemeral ports are free for the next run. Then drops what is left.
+    fn await_broker_close(&mut self) {
+        let mut open = self.conns.iter().filter(|c| c.stream.is_some()).count();
+        let mut events = Events::with_capacity(1024);
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while open > 0 && std::time::Instant::now() < deadline {
+            if self.poll.poll(&mut events, Some(Duration::from_millis(20))).is_err() {
+                break;
+            }
+            for event in events.iter() {
+                let Some(conn) = self.conns.get_mut(event.token().0) else { continue };
+                let Some(stream) = conn.stream.as_mut() else { continue };
+                let closed = loop {
+                    match stream.read(&mut self.scratch) {
+                        Ok(0) => break true,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break true,
+                    }
+                };
+                if closed {
+                    if let Some(mut stream) = conn.stream.take() {
+                        let _ = self.poll.registry().deregister(&mut stream);
+                    }
+                    open -= 1;
+                }
+            }
+        }
+        for conn in &mut self.conns {
+            if let Some(mut stream) = conn.stream.take() {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+        }
     }
 }
 
