@@ -15,6 +15,7 @@ mod retain;
 mod rumqtt;
 mod session;
 mod shutdown;
+mod topics;
 mod will;
 
 use shoal_core::ProtocolVersion;

@@ -302,6 +302,11 @@ fn server_keep_alive_is_announced_when_the_request_exceeds_the_maximum() {
     let (_client, props) = connect_v5(&broker, &ConnectOptions::new(V5, "ka").with_keep_alive(600));
     let ka = find_property(&props, 0x13).expect("Server Keep Alive property");
     assert_eq!(ka.value, 30u16.to_be_bytes());
+    // Keep alive 0 (no limit) exceeds every finite maximum too.
+    let opts = ConnectOptions::new(V5, "ka0").with_keep_alive(0);
+    let (_client, props) = connect_v5(&broker, &opts);
+    let ka = find_property(&props, 0x13).expect("Server Keep Alive for keep alive 0");
+    assert_eq!(ka.value, 30u16.to_be_bytes());
 }
 
 #[test]
@@ -389,4 +394,33 @@ fn shared_subscription_delivers_each_message_to_one_member() {
     let unread: Vec<Incoming> = [a.ping_then_unread(), b.ping_then_unread()].concat();
     assert!(unread.is_empty(), "extra shared deliveries: {unread:?}");
     assert_eq!(counts, (0..20).map(|i| (i, 1)).collect(), "each message once per group");
+}
+
+#[test]
+fn disconnect_cannot_turn_a_zero_session_expiry_into_a_persistent_one() {
+    // [MQTT-3.14.2-2] Session Expiry 0 at CONNECT, non-zero at DISCONNECT: Protocol Error.
+    let broker = TestBroker::start();
+    let mut client = RawClient::connect(broker.addr(), V5, "sneaky");
+    client.send(&wire::frame(0xE0, &[0x00, 5, 0x11, 0, 0, 0, 60]));
+    let seen = client.expect_closed(DEADLINE);
+    assert_eq!(seen, [Incoming::Disconnect(0x82)], "expected DISCONNECT Protocol Error");
+}
+
+#[test]
+fn inbound_qos2_beyond_the_brokers_receive_maximum_is_refused() {
+    // [MQTT-3.3.4-7]/[-8]: a client must not exceed the server's Receive Maximum; the
+    // server answers DISCONNECT 0x93.
+    let broker = TestBroker::start();
+    let (mut client, props) = connect_v5(&broker, &ConnectOptions::new(V5, "flooder"));
+    let max = find_property(&props, 0x21)
+        .map_or(65_535, |p| u16::from_be_bytes([p.value[0], p.value[1]]));
+    if max > 1000 {
+        eprintln!("broker Receive Maximum {max}: too large to exceed cheaply; nothing to check");
+        return;
+    }
+    for id in 1..=max + 1 {
+        let _ = client.try_send(&wire::publish(V5, "rx/t", b"", 2, false, false, id));
+    }
+    let reason = client.expect_closed_with_reason(DEADLINE);
+    assert_eq!(reason, Some(0x93), "expected Receive Maximum exceeded");
 }

@@ -294,3 +294,37 @@ fn qos0_fans_out_to_many_subscribers() {
         }
     }
 }
+
+#[test]
+fn pubrel_for_an_unknown_packet_id_is_answered_with_pubcomp() {
+    // 3.1.1 [MQTT-4.3.3-?]: PUBREL is answered with PUBCOMP even when the id is unknown
+    // (the PUBCOMP may have been lost); v5 says so with 0x92 Packet Identifier not found.
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let mut client = RawClient::connect(broker.addr(), version, "stray-pubrel");
+        client.send(&wire::ack(kind::PUBREL, 4242));
+        match client.expect() {
+            Incoming::PubComp(4242, reason) => {
+                if version.is_v5() {
+                    assert_eq!(reason, 0x92, "v5: PUBCOMP reason");
+                }
+            }
+            other => panic!("{version}: expected PUBCOMP, got {other:?}"),
+        }
+        client.ping();
+    }
+}
+
+#[test]
+fn large_messages_round_trip_intact() {
+    let broker = TestBroker::start();
+    let payload: Vec<u8> = (0..900 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    for version in MODERN {
+        let mut sub = RawClient::connect(broker.addr(), version, "big-sub");
+        sub.subscribe_one("big/t", 2);
+        let mut publisher = RawClient::connect(broker.addr(), version, "big-pub");
+        publisher.publish("big/t", &payload, 2, false);
+        let got = sub.expect_publish_acked();
+        assert!(got.payload == payload, "{version}: payload corrupted");
+    }
+}
