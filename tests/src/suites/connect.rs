@@ -246,3 +246,107 @@ fn unsubscribed_filter_no_longer_receives() {
         assert_eq!(got.topic, "u/b", "{version}: message to an unsubscribed filter");
     }
 }
+
+#[test]
+fn packets_pipelined_behind_connect_are_all_handled() {
+    // [MQTT-3.1.4-5]-family (3.1.4): a client may send packets right after CONNECT,
+    // before CONNACK. Shoal hands a connection to its client id's home worker together
+    // with the bytes read after CONNECT, so use many ids to land on every worker.
+    let broker = TestBroker::start();
+    for version in [V3_1, V3_1_1, V5] {
+        for i in 0..16 {
+            let id = format!("pipelined-{i}");
+            let mut bytes = wire::connect(&ConnectOptions::new(version, &id));
+            bytes.extend(wire::subscribe(version, 1, &[("pipe/t", 1)]));
+            bytes.extend(wire::publish(version, "pipe/t", id.as_bytes(), 1, false, false, 2));
+            bytes.extend(wire::pingreq());
+            let mut client = RawClient::tcp(broker.addr(), version);
+            client.send(&bytes);
+            assert!(
+                matches!(client.expect(), Incoming::ConnAck { code: 0, .. }),
+                "{version} {id}: CONNACK first"
+            );
+            let mut rest = Vec::new();
+            while rest.len() < 4 {
+                rest.push(client.expect());
+            }
+            let has = |pred: &dyn Fn(&Incoming) -> bool| rest.iter().any(pred);
+            assert!(
+                has(&|p| matches!(p, Incoming::SubAck(1, c) if c == &[1])),
+                "{version} {id}: {rest:?}"
+            );
+            assert!(has(&|p| matches!(p, Incoming::PubAck(2, _))), "{version} {id}: {rest:?}");
+            assert!(
+                has(&|p| matches!(p, Incoming::Publish(x) if x.payload == id.as_bytes())),
+                "{version} {id}: {rest:?}"
+            );
+            assert!(has(&|p| matches!(p, Incoming::PingResp)), "{version} {id}: {rest:?}");
+            client.disconnect();
+        }
+    }
+}
+
+#[test]
+fn packets_written_one_byte_at_a_time_are_decoded() {
+    let broker = TestBroker::start();
+    for version in [V3_1_1, V5] {
+        let mut client = RawClient::tcp(broker.addr(), version);
+        let mut bytes = wire::connect(&ConnectOptions::new(version, "dripper"));
+        bytes.extend(wire::subscribe(version, 1, &[("drip/t", 0)]));
+        bytes.extend(wire::publish(version, "drip/t", &[7; 300], 0, false, false, 0));
+        for b in &bytes {
+            client.send(std::slice::from_ref(b));
+        }
+        assert!(matches!(client.expect(), Incoming::ConnAck { code: 0, .. }));
+        assert!(matches!(client.expect(), Incoming::SubAck(1, _)));
+        assert_eq!(client.expect_publish().payload, [7; 300]);
+    }
+}
+
+#[test]
+fn many_clients_connecting_at_once_are_all_accepted() {
+    let broker = TestBroker::start();
+    let addr = broker.addr();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        let version = if i % 2 == 0 { V3_1_1 } else { V5 };
+                        RawClient::connect(addr, version, &format!("crowd-{t}-{i}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut clients: Vec<RawClient> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(clients.len(), 400);
+    for c in &mut clients {
+        c.ping();
+    }
+}
+
+#[test]
+fn connect_with_user_name_and_password_is_accepted_without_auth_configured() {
+    let broker = TestBroker::start();
+    for version in [V3_1, V3_1_1, V5] {
+        let mut opts = ConnectOptions::new(version, "credentialed");
+        opts.username = Some("alice".into());
+        opts.password = Some(b"secret".to_vec());
+        RawClient::connect_with(broker.addr(), &opts).0.ping();
+    }
+}
+
+#[test]
+fn subscribe_answers_each_filter_separately() {
+    // [MQTT-3.8.4-5]/[-6]: one SUBACK code per filter, in order; a bad filter fails
+    // alone (3.1.1 0x80, v5 0x8F) and the others are granted.
+    let broker = TestBroker::start();
+    for version in [V3_1_1, V5] {
+        let mut client = RawClient::connect(broker.addr(), version, "multi");
+        let codes = client.subscribe(&[("m/a", 0), ("m/#/bad", 1), ("m/c", 2), ("m/+", 1)]);
+        assert_eq!(codes.len(), 4, "{version}: {codes:?}");
+        assert_eq!([codes[0], codes[2], codes[3]], [0, 2, 1], "{version}: {codes:?}");
+        assert!(codes[1] >= 0x80, "{version}: invalid filter granted: {codes:?}");
+    }
+}

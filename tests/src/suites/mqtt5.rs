@@ -424,3 +424,36 @@ fn inbound_qos2_beyond_the_brokers_receive_maximum_is_refused() {
     let reason = client.expect_closed_with_reason(DEADLINE);
     assert_eq!(reason, Some(0x93), "expected Receive Maximum exceeded");
 }
+
+#[test]
+fn qos2_deliveries_count_against_receive_maximum_until_pubcomp() {
+    // 4.9: the send quota is returned by PUBACK or PUBCOMP (or a PUBREC with an error
+    // code), not by a successful PUBREC.
+    let broker = TestBroker::start();
+    let mut opts = ConnectOptions::new(V5, "q2-quota");
+    opts.receive_maximum = Some(2);
+    let (mut sub, _) = connect_v5(&broker, &opts);
+    sub.subscribe_one("quota/t", 2);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "quota-pub");
+    for i in 0..4u8 {
+        publisher.publish("quota/t", &[i], 2, false);
+    }
+    let first: Vec<wire::Publish> = (0..2).map(|_| sub.expect_publish()).collect();
+    for p in &first {
+        let id = p.packet_id.unwrap();
+        sub.send(&wire::ack(wire::kind::PUBREC, id));
+        sub.wait_for("PUBREL", |x| matches!(x, Incoming::PubRel(i, _) if *i == id));
+    }
+    match sub.recv(Duration::from_millis(300)) {
+        Ok(Incoming::Publish(p)) => {
+            panic!("PUBLISH {:?} while 2 QoS 2 flows lack PUBCOMP", p.payload)
+        }
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(_) => {}
+    }
+    for p in &first {
+        sub.send(&wire::ack(wire::kind::PUBCOMP, p.packet_id.unwrap()));
+    }
+    assert_eq!(sub.expect_publish_acked().payload, [2]);
+    assert_eq!(sub.expect_publish_acked().payload, [3]);
+}

@@ -227,3 +227,93 @@ fn session_survives_many_reconnects_without_losing_messages() {
     }
     assert_eq!(received, (0..10).collect::<Vec<u8>>());
 }
+
+#[test]
+fn session_resumes_across_protocol_versions() {
+    // A session created by a 3.1.1 client and resumed by a v5 client with the same id
+    // (and back): queued messages arrive in the new connection's encoding.
+    let broker = TestBroker::start();
+    let (mut sub, _) = persistent(&broker, V3_1_1, "shape-shifter");
+    sub.subscribe_one("shift/t", 1);
+    sub.disconnect();
+    let mut publisher = RawClient::connect(broker.addr(), V3_1_1, "shift-pub");
+    publisher.publish("shift/t", b"to v5", 1, false);
+    let (mut sub, present) = persistent(&broker, V5, "shape-shifter");
+    assert!(present, "3.1.1 session not resumed by v5");
+    let got = sub.expect_publish_acked();
+    assert_eq!((got.topic.as_str(), got.payload.as_slice()), ("shift/t", &b"to v5"[..]));
+    sub.disconnect();
+    publisher.publish("shift/t", b"to 3.1.1", 1, false);
+    let (mut sub, present) = persistent(&broker, V3_1_1, "shape-shifter");
+    assert!(present, "v5 session not resumed by 3.1.1");
+    let got = sub.expect_publish_acked();
+    assert_eq!((got.topic.as_str(), got.payload.as_slice()), ("shift/t", &b"to 3.1.1"[..]));
+    sub.disconnect();
+}
+
+#[test]
+fn assigned_client_identifier_can_resume_its_session() {
+    // v5: empty id + Clean Start 1 + Session Expiry > 0 gives a persistent session under
+    // the assigned id; reconnecting with that id resumes it (whichever worker accepts).
+    let broker = TestBroker::start();
+    for attempt in 0..8 {
+        let mut opts = ConnectOptions::new(V5, "");
+        opts.session_expiry = Some(300);
+        let (mut sub, reply) = RawClient::connect_raw(broker.addr(), &opts);
+        let Ok(Incoming::ConnAck { code: 0, properties, .. }) = reply else { panic!("{reply:?}") };
+        let assigned = wire::find_property(&properties, 0x12).expect("assigned id");
+        let assigned = String::from_utf8(assigned.value.clone()).unwrap();
+        sub.subscribe_one("assigned/t", 1);
+        sub.disconnect();
+        let mut publisher = RawClient::connect(broker.addr(), V5, "assigned-pub");
+        publisher.publish("assigned/t", &[attempt], 1, false);
+        let (mut sub, present) = persistent(&broker, V5, &assigned);
+        assert!(present, "attempt {attempt}: session of {assigned:?} not found");
+        assert_eq!(sub.expect_publish_acked().payload, [attempt]);
+        sub.disconnect();
+    }
+}
+
+#[test]
+fn inbound_qos2_state_survives_a_publisher_reconnect() {
+    // Session state includes inbound QoS 2 messages not yet released (4.1): a
+    // publisher that reconnects and resends the same packet id (DUP) before PUBREL
+    // must not cause a second delivery.
+    let broker = TestBroker::start();
+    for version in MODERN {
+        let mut sub = RawClient::connect(broker.addr(), version, "q2-watch");
+        sub.subscribe_one("q2/t", 2);
+        let (mut publisher, _) = persistent(&broker, version, "q2-pub");
+        publisher.send(&wire::publish(version, "q2/t", b"exactly once", 2, false, false, 5));
+        publisher.wait_for("PUBREC", |p| matches!(p, Incoming::PubRec(5, _)));
+        publisher.drop_connection();
+        let (mut publisher, present) = persistent(&broker, version, "q2-pub");
+        assert!(present);
+        publisher.send(&wire::publish(version, "q2/t", b"exactly once", 2, false, true, 5));
+        publisher.wait_for("PUBREC", |p| matches!(p, Incoming::PubRec(5, _)));
+        publisher.send(&wire::ack(kind::PUBREL, 5));
+        publisher.wait_for("PUBCOMP", |p| matches!(p, Incoming::PubComp(5, _)));
+        publisher.publish("q2/t", b"sentinel", 2, false);
+        assert_eq!(sub.expect_publish_acked().payload, b"exactly once", "{version}");
+        assert_eq!(sub.expect_publish_acked().payload, b"sentinel", "{version}: duplicate");
+        publisher.disconnect();
+        RawClient::connect(broker.addr(), version, "q2-pub").disconnect();
+    }
+}
+
+#[test]
+fn resumed_session_does_not_resend_retained_messages() {
+    // Retained messages go out when a subscription is made [MQTT-3.3.1-6], not when a
+    // session carrying the subscription is resumed.
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connect(broker.addr(), V3_1_1, "rr-pub");
+    publisher.publish("rr/t", b"retained", 1, true);
+    let (mut sub, _) = persistent(&broker, V5, "rr-sub");
+    sub.subscribe_one("rr/t", 1);
+    assert_eq!(sub.expect_publish_acked().payload, b"retained");
+    sub.disconnect();
+    let (mut sub, present) = persistent(&broker, V5, "rr-sub");
+    assert!(present);
+    publisher.publish("rr/t", b"live", 1, false);
+    assert_eq!(sub.expect_publish_acked().payload, b"live", "retained message resent");
+}

@@ -171,3 +171,16 @@ fn takeover_publishes_the_old_connections_will() {
         sub.disconnect();
     }
 }
+
+#[test]
+fn any_packet_resets_the_keep_alive_timer() {
+    // [MQTT-3.1.2-24]: the limit is on time between any two control packets, not pings.
+    let broker = TestBroker::start();
+    let opts = ConnectOptions::new(V5, "chatty").with_keep_alive(1);
+    let (mut client, _) = RawClient::connect_with(broker.addr(), &opts);
+    for i in 0..6u8 {
+        assert!(client.recv(Duration::from_millis(500)).is_err());
+        client.publish("chatty/t", &[i], 1, false);
+    }
+    client.ping();
+}
