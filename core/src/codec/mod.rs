@@ -25,7 +25,7 @@ mod publish;
 mod subscribe;
 mod wire;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::protocol::ProtocolVersion;
 use header::FixedHeader;
@@ -124,8 +124,18 @@ pub fn decode(
     if buf.len() < frame_len {
         return Ok(None);
     }
-    let frame = buf.split_to(frame_len).freeze();
-    decode_frame(frame, &header, version).map(Some)
+    // Only packets that can carry binary data (CONNECT, CONNACK, PUBLISH, AUTH) take the
+    // frame out of the buffer as shared `Bytes`; the rest are read in place, which saves
+    // two reference-count updates on every PUBACK and PINGREQ.
+    if matches!(header.packet_type, 1 | 2 | 3 | 15) {
+        let frame = buf.split_to(frame_len).freeze();
+        return decode_frame(frame, &header, version).map(Some);
+    }
+    let frame = buf.get(..frame_len).ok_or(DecodeError::Truncated)?;
+    let packet =
+        decode_borrowed(wire::Reader::borrowed(frame, header.header_len), &header, version);
+    buf.advance(frame_len);
+    packet.map(Some)
 }
 
 /// [MQTT-2.2.2-1, -2] Fixed-header flags are reserved except in PUBLISH: 0b0010 for
@@ -146,19 +156,34 @@ fn check_flags(header: &FixedHeader, version: ProtocolVersion) -> Result<(), Dec
     Ok(())
 }
 
+/// Decodes a frame that has been split off the read buffer.
 fn decode_frame(
-    frame: bytes::Bytes,
+    frame: Bytes,
     header: &FixedHeader,
     version: ProtocolVersion,
 ) -> Result<Packet, DecodeError> {
     if header.packet_type == 3 {
         return Publish::decode(frame, header, version).map(Packet::Publish);
     }
-    let mut r = wire::Reader::new(&frame, header.header_len);
+    let mut r = wire::Reader::shared(&frame, header.header_len);
     let r = &mut r;
     let packet = match header.packet_type {
         1 => Packet::Connect(Box::new(Connect::decode(r)?)),
         2 => Packet::ConnAck(ConnAck::decode(r, version)?),
+        15 => Packet::Auth(Auth::decode(r)?),
+        other => return Err(DecodeError::UnknownPacketType(other)),
+    };
+    Ok(packet)
+}
+
+/// Decodes a frame in place: packets with no binary fields.
+fn decode_borrowed(
+    mut r: wire::Reader<'_>,
+    header: &FixedHeader,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
+    let r = &mut r;
+    let packet = match header.packet_type {
         4 => Packet::PubAck(PubAckLike::decode(r, AckKind::PubAck, version)?),
         5 => Packet::PubRec(PubAckLike::decode(r, AckKind::PubRec, version)?),
         6 => Packet::PubRel(PubAckLike::decode(r, AckKind::PubRel, version)?),
@@ -176,7 +201,6 @@ fn decode_frame(
             }
         }
         14 => Packet::Disconnect(Disconnect::decode(r, version)?),
-        15 => Packet::Auth(Auth::decode(r)?),
         other => return Err(DecodeError::UnknownPacketType(other)),
     };
     Ok(packet)

@@ -62,7 +62,7 @@ impl Publish {
             }
             dup = false;
         }
-        let mut r = Reader::new(&frame, header.header_len);
+        let mut r = Reader::shared(&frame, header.header_len);
         let topic = r.binary()?;
         let packet_id = match qos {
             QoS::AtMostOnce => None,

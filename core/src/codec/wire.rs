@@ -15,22 +15,35 @@ use crate::protocol::{PacketId, ReasonCode};
 /// Longest string or binary field: a two-byte length prefix.
 pub(crate) const MAX_FIELD_BYTES: usize = u16::MAX as usize;
 
-/// A cursor over `buf[pos..end]` of one frame, handing out zero-copy `Bytes` slices.
+/// A cursor over `buf[pos..end]` of one frame.
+///
+/// A reader over a shared frame (`Reader::shared`) hands out binary fields as zero-copy
+/// `Bytes` slices of it; one over a borrowed frame (`Reader::borrowed`, for packets
+/// with no binary fields, so the frame never needs to leave the read buffer) copies the
+/// rare binary field it meets.
 ///
 /// # Invariants
-/// `pos <= end <= buf.len()`.
+/// `pos <= end <= buf.len()`, and `source`, when present, holds the same bytes as `buf`.
 #[derive(Debug)]
 pub(crate) struct Reader<'a> {
-    buf: &'a Bytes,
+    buf: &'a [u8],
+    source: Option<&'a Bytes>,
     pos: usize,
     end: usize,
 }
 
 impl<'a> Reader<'a> {
-    /// A reader over `buf[pos..]`.
-    pub(crate) fn new(buf: &'a Bytes, pos: usize) -> Self {
-        let pos = pos.min(buf.len());
-        Self { buf, pos, end: buf.len() }
+    /// A reader over `frame[pos..]` that slices binary fields out of `frame`.
+    pub(crate) fn shared(frame: &'a Bytes, pos: usize) -> Self {
+        let mut r = Self::borrowed(frame, pos);
+        r.source = Some(frame);
+        r
+    }
+
+    /// A reader over `frame[pos..]` that copies binary fields.
+    pub(crate) fn borrowed(frame: &'a [u8], pos: usize) -> Self {
+        let pos = pos.min(frame.len());
+        Self { buf: frame, source: None, pos, end: frame.len() }
     }
 
     /// Bytes not yet read.
@@ -60,7 +73,14 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         self.pos += len;
-        Ok(self.buf.slice(start..self.pos))
+        match self.source {
+            Some(frame) => Ok(frame.slice(start..self.pos)),
+            None => self
+                .buf
+                .get(start..self.pos)
+                .map(Bytes::copy_from_slice)
+                .ok_or(DecodeError::Truncated),
+        }
     }
 
     /// Splits off a reader over the next `len` bytes (a property block); `overrun` is
@@ -69,7 +89,7 @@ impl<'a> Reader<'a> {
         if len > self.remaining() {
             return Err(overrun);
         }
-        let sub = Self { buf: self.buf, pos: self.pos, end: self.pos + len };
+        let sub = Self { buf: self.buf, source: self.source, pos: self.pos, end: self.pos + len };
         self.pos += len;
         Ok(sub)
     }
@@ -205,29 +225,38 @@ mod tests {
     #[test]
     fn reads_fail_cleanly_past_the_end() {
         let frame = Bytes::from_static(&[0x00, 0x05, b'a']);
-        let mut r = Reader::new(&frame, 0);
+        let mut r = Reader::shared(&frame, 0);
         assert_eq!(r.str(), Err(DecodeError::Truncated));
-        let mut r = Reader::new(&frame, 2);
+        let mut r = Reader::shared(&frame, 2);
         assert_eq!(r.u16(), Err(DecodeError::Truncated));
         assert_eq!(r.u8(), Ok(b'a'));
         assert_eq!(r.u8(), Err(DecodeError::Truncated));
     }
 
     #[test]
+    fn binary_fields_are_shared_or_copied_by_reader_kind() {
+        let frame = Bytes::from_static(&[0x00, 0x02, 0xAB, 0xCD]);
+        let shared = Reader::shared(&frame, 0).binary().unwrap();
+        assert_eq!(shared.as_ptr(), frame[2..].as_ptr());
+        let copied = Reader::borrowed(&frame, 0).binary().unwrap();
+        assert_eq!(copied, shared);
+    }
+
+    #[test]
     fn strings_reject_bad_utf8_and_null() {
         let bad = Bytes::from_static(&[0x00, 0x02, 0xC3, 0x28]);
-        assert_eq!(Reader::new(&bad, 0).str(), Err(DecodeError::InvalidUtf8));
+        assert_eq!(Reader::shared(&bad, 0).str(), Err(DecodeError::InvalidUtf8));
         let null = Bytes::from_static(&[0x00, 0x03, b'a', 0x00, b'b']);
-        assert_eq!(Reader::new(&null, 0).str(), Err(DecodeError::NullCharacter));
+        assert_eq!(Reader::shared(&null, 0).str(), Err(DecodeError::NullCharacter));
     }
 
     #[test]
     fn property_varints_are_bounded_and_minimal() {
         let five = Bytes::from_static(&[0x80, 0x80, 0x80, 0x80, 0x01]);
-        assert_eq!(Reader::new(&five, 0).varint(), Err(DecodeError::VarintTooLong));
+        assert_eq!(Reader::shared(&five, 0).varint(), Err(DecodeError::VarintTooLong));
         let padded = Bytes::from_static(&[0x85, 0x00]);
-        assert_eq!(Reader::new(&padded, 0).varint(), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(Reader::shared(&padded, 0).varint(), Err(DecodeError::NonMinimalVarint));
         let ok = Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0x7F]);
-        assert_eq!(Reader::new(&ok, 0).varint(), Ok(268_435_455));
+        assert_eq!(Reader::shared(&ok, 0).varint(), Ok(268_435_455));
     }
 }
