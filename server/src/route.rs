@@ -17,7 +17,12 @@ use shoal_core::codec::Connect;
 use shoal_core::session::Message;
 
 /// Batches a worker's channel holds before senders back off.
-pub(crate) const CHANNEL_BATCHES: usize = 1024;
+pub(crate) const CHANNEL_BATCHES: usize = 256;
+/// A batch for another worker is sent once it holds this many publishes, without
+/// waiting for the end of the iteration. With [`CHANNEL_BATCHES`] this bounds the
+/// publishes queued towards one worker to about 64k (a batch can exceed it by one read
+/// budget's worth of frames).
+pub(crate) const OUTBOX_BATCH_MESSAGES: usize = 256;
 
 /// What one worker sends another.
 pub(crate) enum WorkerMsg {

@@ -277,3 +277,80 @@ fn slow_subscriber_does_not_block_publisher() {
         }
     }
 }
+
+/// A publisher writing QoS 0 as fast as the socket takes it must not starve the write
+/// phase: its subscriber receives messages while the publisher is still sending, and
+/// the broker reads the publisher in bounded slices (regression: it used to read the
+/// publisher until `WouldBlock`, which a fast publisher never lets happen).
+fn subscriber_receives_while_publisher_floods(workers: usize) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let b = broker(workers);
+    let (mut sub, _) = Client::connect(&b, "flood-sub", ProtocolVersion::V3_1_1, true);
+    sub.subscribe("flood/fast", QoS::AtMostOnce);
+    let (p, _) = Client::connect(&b, "flood-pub", ProtocolVersion::V3_1_1, true);
+    // 64 KiB of whole PUBLISH frames, written round and round: however a write is cut,
+    // the stream stays a sequence of whole frames.
+    let mut frames = BytesMut::new();
+    while frames.len() < 64 * 1024 {
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicName::try_from_str("flood/fast").unwrap(),
+            packet_id: None,
+            properties: Default::default(),
+            payload: bytes::Bytes::from_static(&[5; 64]),
+        });
+        publish.encode(ProtocolVersion::V3_1_1, &mut frames).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (stop, written) = (stop.clone(), written.clone());
+        let mut stream = p.stream;
+        std::thread::spawn(move || {
+            stream.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut off = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match stream.write(&frames[off..]) {
+                    Ok(n) => {
+                        off = (off + n) % frames.len();
+                        written.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e) => panic!("publisher write failed: {e}"),
+                }
+            }
+        })
+    };
+    // Wait until the publisher is well under way, so the broker always has bytes to read.
+    while written.load(Ordering::Relaxed) < 4 * 1024 * 1024 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut received = 0;
+    while received < 2000 {
+        // `recv` fails the test after its 5 s read timeout: nothing delivered.
+        if let Packet::Publish(m) = sub.recv() {
+            assert_eq!(m.topic.as_str(), "flood/fast");
+            received += 1;
+        }
+    }
+    let during = written.load(Ordering::Relaxed);
+    assert!(!publisher.is_finished(), "the publisher stopped early");
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    assert!(during >= 4 * 1024 * 1024);
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn subscriber_on_same_worker_receives_while_publisher_floods() {
+    subscriber_receives_while_publisher_floods(1);
+}
+
+#[test]
+fn subscriber_on_any_worker_receives_while_publisher_floods() {
+    subscriber_receives_while_publisher_floods(2);
+}

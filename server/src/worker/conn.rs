@@ -14,8 +14,8 @@ use shoal_core::ProtocolVersion;
 
 use crate::store::SessionKey;
 
-/// Bytes asked of the socket per `read` call.
-pub(super) const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes asked of the socket per `read` call (the size of the worker's scratch buffer).
+pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +42,19 @@ pub(super) struct Conn {
     pub(super) state: ConnState,
     /// Listed in the worker's dirty list (has bytes to write this iteration).
     pub(super) dirty: bool,
+    /// Listed in the worker's ready list: its read budget ran out (or reads were
+    /// deferred) with bytes possibly left in the kernel, so it is read again next
+    /// iteration without waiting for an edge that will not come.
+    pub(super) ready: bool,
+    /// Reads stopped because `wbuf` is over its hard bound (the client does not read
+    /// what it is owed); resumed by the worker's write pass once `wbuf` drains.
+    pub(super) read_paused: bool,
 }
 
 /// What reading from the socket produced.
 pub(super) enum ReadOutcome {
-    /// `n` bytes were appended.
-    Data,
+    /// This many bytes were read into the front of the buffer.
+    Data(usize),
     /// Nothing more for now.
     WouldBlock,
     /// The peer closed its side, or the socket failed.
@@ -74,6 +81,8 @@ impl Conn {
             wbuf: BytesMut::new(),
             state: ConnState::Pending { since: now },
             dirty: false,
+            ready: false,
+            read_paused: false,
         }
     }
 
@@ -85,33 +94,16 @@ impl Conn {
         }
     }
 
-    /// Reads once into `buf` (appending), retrying on `Interrupted`.
-    pub(super) fn read_into(&mut self, buf: &mut BytesMut) -> ReadOutcome {
-        let start = buf.len();
-        buf.resize(start + READ_CHUNK_BYTES, 0);
+    /// Reads once into the front of `buf` (the worker's scratch buffer, initialised
+    /// once and reused, so no read pays for zero-filling), retrying on `Interrupted`.
+    pub(super) fn read_into(&mut self, buf: &mut [u8]) -> ReadOutcome {
         loop {
-            let Some(spare) = buf.get_mut(start..) else {
-                buf.truncate(start);
-                return ReadOutcome::Closed;
-            };
-            match self.stream.read(spare) {
-                Ok(0) => {
-                    buf.truncate(start);
-                    return ReadOutcome::Closed;
-                }
-                Ok(n) => {
-                    buf.truncate(start + n);
-                    return ReadOutcome::Data;
-                }
+            match self.stream.read(buf) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => return ReadOutcome::Data(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.truncate(start);
-                    return ReadOutcome::WouldBlock;
-                }
-                Err(_) => {
-                    buf.truncate(start);
-                    return ReadOutcome::Closed;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+                Err(_) => return ReadOutcome::Closed,
             }
         }
     }

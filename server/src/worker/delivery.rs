@@ -11,6 +11,7 @@ use shoal_core::topic::MergeSubscription;
 use shoal_core::{QoS, ReasonCode};
 
 use super::Worker;
+use crate::route::OUTBOX_BATCH_MESSAGES;
 use crate::store::{SessionKey, SessionStore};
 
 /// What the trie stores per (filter, session).
@@ -163,6 +164,9 @@ impl Worker {
         for (i, out) in self.outbox.iter_mut().enumerate() {
             if i != self.id {
                 out.push(msg.clone());
+                if out.len() >= OUTBOX_BATCH_MESSAGES {
+                    self.outbox_full = true;
+                }
             }
         }
     }

@@ -13,6 +13,11 @@ use shoal_core::ProtocolVersion;
 
 use super::conn::{Conn, ConnState, ReadOutcome};
 use super::{Worker, CONN_BASE};
+
+/// Most bytes read from one connection per loop iteration.
+pub(super) const READ_BUDGET_BYTES: usize = 64 * 1024;
+/// A partial frame longer than this stays in the connection's own read buffer.
+const OWN_RBUF_BYTES: usize = 4 * 1024;
 use crate::route::Handoff;
 
 impl Worker {
@@ -79,52 +84,71 @@ impl Worker {
         }
     }
 
-    /// Reads until `WouldBlock`, handling every complete frame as it arrives.
+    /// Reads at most [`READ_BUDGET_BYTES`] from a connection, handling every complete
+    /// frame as it arrives. A connection whose budget runs out goes on the ready list
+    /// and is read again next iteration, after this iteration's writes: one fast
+    /// publisher cannot keep the loop from its write phase or from other connections.
+    ///
+    /// Reads stop (bytes stay in the kernel, pushing back on the client through TCP)
+    /// while a peer worker's channel is full or while this connection's own write
+    /// buffer is over twice `max_outgoing_bytes` (a client that sends but does not read
+    /// what it is owed).
     pub(super) fn on_readable(&mut self, idx: usize, now: Instant) {
+        let hard_out = self.shared.broker_limits.max_outgoing_bytes.saturating_mul(2);
+        let mut budget = READ_BUDGET_BYTES;
         loop {
-            if self.peers_full {
-                // Back-pressure: leave the bytes in the kernel until peers catch up.
-                self.deferred_reads.push(idx);
+            if self.peers_full || budget == 0 {
+                self.mark_ready(idx);
                 return;
             }
             let Some(conn) = self.conns.get_mut(idx) else { return };
             if conn.state == ConnState::Closing {
                 return;
             }
-            let from_scratch = conn.rbuf.is_empty();
-            let mut buf = if from_scratch {
-                std::mem::take(&mut self.scratch)
-            } else {
-                std::mem::take(&mut conn.rbuf)
-            };
-            let outcome = conn.read_into(&mut buf);
-            let alive = match outcome {
-                ReadOutcome::Data => self.decode_frames(idx, &mut buf, now),
-                ReadOutcome::WouldBlock => true,
-                ReadOutcome::Closed => false,
-            };
-            // Keep a partial frame with its connection; give the scratch buffer back.
-            match self.conns.get_mut(idx) {
-                Some(c) if alive && !buf.is_empty() => {
-                    c.rbuf = if from_scratch {
-                        BytesMut::from(&buf[..])
-                    } else {
-                        std::mem::take(&mut buf)
-                    };
-                }
-                _ => {}
+            if conn.wbuf.len() >= hard_out {
+                conn.read_paused = true;
+                return;
             }
-            if from_scratch {
-                buf.clear();
-                self.scratch = buf;
-            }
-            match outcome {
-                ReadOutcome::Data if alive => continue,
+            let want = budget.min(self.scratch.len());
+            let Some(chunk) = self.scratch.get_mut(..want) else { return };
+            let n = match conn.read_into(chunk) {
+                ReadOutcome::Data(n) => n,
+                ReadOutcome::WouldBlock => return,
                 ReadOutcome::Closed => {
                     self.link_lost(idx, LinkLoss::SocketClosed, now);
                     return;
                 }
-                _ => return,
+            };
+            budget = budget.saturating_sub(n);
+            let Some(data) = self.scratch.get(..n) else { return };
+            // Small partial frames are copied into the worker's decode buffer (so an idle
+            // connection keeps only its partial bytes); a large one keeps growing in the
+            // connection's own buffer instead of being copied back and forth.
+            let own = conn.rbuf.len() > OWN_RBUF_BYTES;
+            let mut buf = if own {
+                std::mem::take(&mut conn.rbuf)
+            } else {
+                let mut b = std::mem::take(&mut self.inbuf);
+                b.extend_from_slice(&conn.rbuf);
+                conn.rbuf = BytesMut::new();
+                b
+            };
+            buf.extend_from_slice(data);
+            let alive = self.decode_frames(idx, &mut buf, now);
+            if alive && !buf.is_empty() {
+                if let Some(c) = self.conns.get_mut(idx) {
+                    c.rbuf = if own { std::mem::take(&mut buf) } else { BytesMut::from(&buf[..]) };
+                }
+            }
+            if !own {
+                buf.clear();
+                self.inbuf = buf;
+            }
+            if !alive {
+                return;
+            }
+            if self.outbox_full {
+                self.flush_outbox();
             }
         }
     }

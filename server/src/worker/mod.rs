@@ -1,11 +1,12 @@
 //! One event loop thread: a `mio::Poll`, its share of the connections, the sessions of
 //! the client ids it is home to, and its subscription trie.
 //!
-//! Per iteration: poll → accept / read (decode every complete frame, feed the session,
-//! encode its output into the connection's write buffer) → drain the channel from other
-//! workers → timers (once a second) → send this iteration's publish batches to the
-//! other workers (one wake-up each) → write every connection that has bytes owed →
-//! close what ended.
+//! Per iteration: poll → accept / read at most a read budget per connection (decode
+//! every complete frame, feed the session, encode its output into the connection's
+//! write buffer), including the connections left on the ready list last iteration →
+//! drain a bounded number of batches from other workers → timers (once a second) →
+//! send this iteration's publish batches to the other workers (one wake-up each) →
+//! write every connection that has bytes owed → close what ended.
 //!
 //! Neighbours: per-connection I/O is `conn.rs`; accepting and adopting handed-off
 //! sockets `listener.rs`; CONNECT, client ids and takeover `connect.rs`; routing and
@@ -50,8 +51,9 @@ const TICK: Duration = Duration::from_secs(1);
 const BACKOFF: Duration = Duration::from_millis(1);
 /// How long shutdown keeps flushing what is owed to clients.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
-/// Initial size of the per-worker read buffer.
-const SCRATCH_BYTES: usize = 64 * 1024;
+/// Publish batches from other workers handled per iteration before this worker
+/// reads and writes its own sockets again.
+const DRAIN_BATCHES: usize = 16;
 
 /// What every worker shares, set up once by `Broker::start`.
 #[derive(Clone)]
@@ -90,15 +92,25 @@ pub(crate) struct Worker {
     matches: MatchSet<SessionKey, SubValue>,
     /// Publishes for each other worker, sent at the end of the iteration.
     outbox: Vec<Vec<Arc<Message>>>,
-    /// Read buffer shared by all connections; a partial frame is copied out to the
+    /// Some outbox reached `OUTBOX_BATCH_MESSAGES`: send it before reading more.
+    outbox_full: bool,
+    /// Where every `read` lands; allocated and zeroed once, reused for every read.
+    scratch: Box<[u8]>,
+    /// Decode buffer shared by all connections: the bytes just read (behind a small
+    /// partial frame left by the previous read). Frames are split off it, so routed
+    /// payloads share its allocation; a partial frame is copied out to the
     /// connection's own `rbuf`.
-    scratch: BytesMut,
+    inbuf: BytesMut,
     /// Connections with bytes to write this iteration.
     dirty: Vec<usize>,
     /// Connections to close at the end of the iteration.
     closing: Vec<usize>,
-    /// Connections not read because a peer channel was full; read when it drains.
-    deferred_reads: Vec<usize>,
+    /// Connections to read again next iteration without waiting for an event: their
+    /// read budget ran out or reads were deferred (peer channel full), and mio is
+    /// edge-triggered, so no new event comes for bytes already in the kernel.
+    ready: Vec<usize>,
+    /// The channel still held publish batches after `DRAIN_BATCHES`.
+    channel_pending: bool,
     peers_full: bool,
     shared: Shared,
     /// Counter behind broker-assigned client ids.
@@ -137,10 +149,13 @@ impl Worker {
             trie: SubscriptionTrie::new(),
             matches: MatchSet::new(),
             outbox: Vec::new(),
-            scratch: BytesMut::with_capacity(SCRATCH_BYTES),
+            outbox_full: false,
+            scratch: vec![0; conn::READ_CHUNK_BYTES].into_boxed_slice(),
+            inbuf: BytesMut::new(),
             dirty: Vec::new(),
             closing: Vec::new(),
-            deferred_reads: Vec::new(),
+            ready: Vec::new(),
+            channel_pending: false,
             peers_full: false,
             shared,
             next_assigned: 0,
@@ -171,8 +186,10 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let timeout = if self.peers_full || !self.deferred_reads.is_empty() {
+            let timeout = if self.peers_full {
                 BACKOFF
+            } else if !self.ready.is_empty() || self.channel_pending {
+                Duration::ZERO
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
@@ -190,7 +207,9 @@ impl Worker {
                         let idx = t - CONN_BASE;
                         // Readiness is a hint: spurious events and stale tokens are normal;
                         // `read`/`write` give the real answer.
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        // A connection on the ready list is read below, once.
+                        let listed = self.conns.get(idx).is_some_and(|c| c.ready);
+                        if !listed && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                             self.on_readable(idx, now);
                         }
                         if ev.is_writable() {
@@ -199,13 +218,10 @@ impl Worker {
                     }
                 }
             }
-            self.drain_channel(now);
-            if !self.peers_full && !self.deferred_reads.is_empty() {
-                let deferred = std::mem::take(&mut self.deferred_reads);
-                for idx in deferred {
-                    self.on_readable(idx, now);
-                }
+            if !self.peers_full {
+                self.read_ready(now);
             }
+            self.drain_channel(now);
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + TICK;
@@ -218,11 +234,40 @@ impl Worker {
         Ok(())
     }
 
-    /// Handles everything other workers sent.
+    /// Reads again the connections left on the ready list by the previous iteration.
+    fn read_ready(&mut self, now: Instant) {
+        let ready = std::mem::take(&mut self.ready);
+        for &idx in &ready {
+            if let Some(c) = self.conns.get_mut(idx) {
+                c.ready = false;
+            }
+        }
+        for idx in ready {
+            self.on_readable(idx, now);
+        }
+    }
+
+    /// Puts a connection on the ready list (once).
+    fn mark_ready(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx) {
+            if !c.ready {
+                c.ready = true;
+                self.ready.push(idx);
+            }
+        }
+    }
+
+    /// Handles what other workers sent: at most `DRAIN_BATCHES` publish batches, so
+    /// a flood from peers cannot starve this worker's own sockets; the rest waits for
+    /// the next iteration (polled with a zero timeout).
     fn drain_channel(&mut self, now: Instant) {
-        while let Ok(msg) = self.rx.try_recv() {
+        let mut batches = 0;
+        self.channel_pending = false;
+        while batches < DRAIN_BATCHES {
+            let Ok(msg) = self.rx.try_recv() else { return };
             match msg {
                 WorkerMsg::Publish(batch) => {
+                    batches += 1;
                     for m in &batch {
                         self.deliver_local(m, now);
                     }
@@ -230,6 +275,7 @@ impl Worker {
                 WorkerMsg::Handoff(h) => self.adopt(*h, now),
             }
         }
+        self.channel_pending = !self.rx.is_empty();
     }
 
     /// Sends each non-empty outbox as one batch, waking the peer once. A full channel
@@ -257,6 +303,7 @@ impl Worker {
             }
         }
         self.peers_full = full;
+        self.outbox_full = false;
     }
 
     fn mark_dirty(&mut self, idx: usize) {
@@ -269,7 +316,9 @@ impl Worker {
     }
 
     /// Writes every connection with bytes owed; frees room lets sessions send queued
-    /// messages, which may dirty the connection again (handled in the same pass).
+    /// messages, which may dirty the connection again (handled in the same pass). A
+    /// connection whose reads were paused for a full write buffer is read again once
+    /// the buffer is below `max_outgoing_bytes`.
     fn flush_dirty(&mut self, now: Instant) {
         let max_out = self.shared.broker_limits.max_outgoing_bytes;
         let mut rounds = 0;
@@ -283,8 +332,12 @@ impl Worker {
                     WriteOutcome::Failed => self.link_lost(idx, LinkLoss::SocketClosed, now),
                     _ => {
                         if conn.wbuf.len() < max_out {
+                            let resume = std::mem::take(&mut conn.read_paused);
                             if let Some(key) = conn.session() {
                                 self.pump_transmit(key, now);
+                            }
+                            if resume {
+                                self.mark_ready(idx);
                             }
                         }
                     }
@@ -356,9 +409,6 @@ impl Worker {
             if expired {
                 self.discard_session(key);
             }
-        }
-        if self.scratch.capacity() < SCRATCH_BYTES {
-            self.scratch.reserve(SCRATCH_BYTES);
         }
     }
 
