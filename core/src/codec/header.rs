@@ -65,6 +65,7 @@ impl FixedHeader {
 }
 
 /// Number of bytes `value` takes as a variable byte integer.
+#[inline]
 pub(crate) const fn varint_len(value: usize) -> usize {
     match value {
         0..=127 => 1,
@@ -75,6 +76,7 @@ pub(crate) const fn varint_len(value: usize) -> usize {
 }
 
 /// Writes `value` (at most [`MAX_REMAINING_LENGTH`]) as a variable byte integer.
+#[inline]
 pub(crate) fn put_varint(out: &mut impl BufMut, value: usize) {
     debug_assert!(value <= MAX_REMAINING_LENGTH);
     let mut value = value;
@@ -93,6 +95,7 @@ pub(crate) fn put_varint(out: &mut impl BufMut, value: usize) {
 }
 
 /// Writes a fixed header: `first` (type and flags) and the remaining length.
+#[inline]
 pub(crate) fn put_fixed_header(out: &mut impl BufMut, first: u8, remaining_len: usize) {
     out.put_u8(first);
     put_varint(out, remaining_len);

@@ -124,10 +124,13 @@ pub fn decode(
     if buf.len() < frame_len {
         return Ok(None);
     }
-    // Only packets that can carry binary data (CONNECT, CONNACK, PUBLISH, AUTH) take the
+    // Only packets that can carry binary data (PUBLISH, CONNECT, CONNACK, AUTH) take the
     // frame out of the buffer as shared `Bytes`; the rest are read in place, which saves
     // two reference-count updates on every PUBACK and PINGREQ.
-    if matches!(header.packet_type, 1 | 2 | 3 | 15) {
+    if header.packet_type == 3 {
+        return Publish::decode(buf.split_to(frame_len).freeze(), &header, version);
+    }
+    if matches!(header.packet_type, 1 | 2 | 15) {
         let frame = buf.split_to(frame_len).freeze();
         return decode_frame(frame, &header, version).map(Some);
     }
@@ -156,15 +159,12 @@ fn check_flags(header: &FixedHeader, version: ProtocolVersion) -> Result<(), Dec
     Ok(())
 }
 
-/// Decodes a frame that has been split off the read buffer.
+/// Decodes a CONNECT, CONNACK or AUTH frame that has been split off the read buffer.
 fn decode_frame(
     frame: Bytes,
     header: &FixedHeader,
     version: ProtocolVersion,
 ) -> Result<Packet, DecodeError> {
-    if header.packet_type == 3 {
-        return Publish::decode(frame, header, version).map(Packet::Publish);
-    }
     let mut r = wire::Reader::shared(&frame, header.header_len);
     let r = &mut r;
     let packet = match header.packet_type {

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::header::{put_fixed_header, FixedHeader};
 use super::properties::{block_len, PropertySet, PublishProperties};
 use super::wire::{field_len, packet_len, put_field, Reader};
-use super::{DecodeError, EncodeError};
+use super::{DecodeError, EncodeError, Packet};
 use crate::protocol::{PacketId, ProtocolVersion, QoS};
 use crate::topic::{TopicError, TopicName};
 
@@ -45,11 +45,13 @@ pub(crate) fn topic_error(e: TopicError) -> DecodeError {
 }
 
 impl Publish {
+    /// Decodes a PUBLISH frame, straight into the shape [`super::decode`] returns: a
+    /// `Packet` is over 200 bytes, and building it in place saves a copy per wrapper.
     pub(crate) fn decode(
         mut frame: Bytes,
         header: &FixedHeader,
         version: ProtocolVersion,
-    ) -> Result<Self, DecodeError> {
+    ) -> Result<Option<Packet>, DecodeError> {
         let flags = header.flags;
         // [MQTT-3.3.1-4] QoS 3 is malformed.
         let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
@@ -86,7 +88,7 @@ impl Publish {
         };
         // The frame becomes the payload: no second reference-count round trip.
         frame.advance(payload_start);
-        Ok(Self {
+        Ok(Some(Packet::Publish(Self {
             dup,
             qos,
             retain: flags & RETAIN != 0,
@@ -94,7 +96,7 @@ impl Publish {
             packet_id,
             properties,
             payload: frame,
-        })
+        })))
     }
 
     /// Remaining length and property-block content length for `version`.

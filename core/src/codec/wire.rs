@@ -47,16 +47,19 @@ impl<'a> Reader<'a> {
     }
 
     /// Bytes not yet read.
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.end - self.pos
     }
 
     /// Position in the frame.
+    #[inline]
     pub(crate) fn position(&self) -> usize {
         self.pos
     }
 
     /// The next `len` bytes, borrowed.
+    #[inline]
     pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
         if len > self.remaining() {
             return Err(DecodeError::Truncated);
@@ -67,6 +70,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes as a shared slice of the frame.
+    #[inline]
     pub(crate) fn take_bytes(&mut self, len: usize) -> Result<Bytes, DecodeError> {
         if len > self.remaining() {
             return Err(DecodeError::Truncated);
@@ -95,6 +99,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A single byte.
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         match self.take(1)? {
             [b] => Ok(*b),
@@ -103,6 +108,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A big-endian two-byte integer.
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         match self.take(2)? {
             [a, b] => Ok(u16::from_be_bytes([*a, *b])),
@@ -141,6 +147,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A non-zero packet identifier [MQTT-2.2.1-3].
+    #[inline]
     pub(crate) fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
         PacketId::new(self.u16()?).ok_or(DecodeError::ZeroPacketId)
     }
@@ -152,6 +159,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Binary data as a shared slice of the frame.
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u16()?;
         self.take_bytes(usize::from(len))
@@ -195,6 +203,7 @@ pub(crate) fn reason_code_in(value: u8, allowed: &[u8]) -> Result<ReasonCode, De
 }
 
 /// Wire length of a string or binary field (two-byte prefix included).
+#[inline]
 pub(crate) fn field_len(len: usize) -> Result<usize, EncodeError> {
     if len > MAX_FIELD_BYTES {
         return Err(EncodeError::FieldTooLong);
@@ -203,6 +212,7 @@ pub(crate) fn field_len(len: usize) -> Result<usize, EncodeError> {
 }
 
 /// Writes a string or binary field whose length [`field_len`] has accepted.
+#[inline]
 pub(crate) fn put_field(out: &mut impl BufMut, bytes: &[u8]) {
     debug_assert!(bytes.len() <= MAX_FIELD_BYTES);
     // Lengths were checked by `field_len` before anything was written.
@@ -211,6 +221,7 @@ pub(crate) fn put_field(out: &mut impl BufMut, bytes: &[u8]) {
 }
 
 /// Checks a remaining length and returns the whole packet's size.
+#[inline]
 pub(crate) fn packet_len(remaining_len: usize) -> Result<usize, EncodeError> {
     if remaining_len > MAX_REMAINING_LENGTH {
         return Err(EncodeError::PacketTooLarge);

@@ -20,34 +20,41 @@ pub(crate) trait Sink {
     /// A string pair.
     fn pair(&mut self, id: u8, name: &str, value: &str);
 
+    #[inline]
     fn byte(&mut self, id: u8, value: Option<u8>) {
         if let Some(v) = value {
             self.integer(id, u32::from(v), 1);
         }
     }
+    #[inline]
     fn flag(&mut self, id: u8, value: Option<bool>) {
         self.byte(id, value.map(u8::from));
     }
+    #[inline]
     fn two(&mut self, id: u8, value: Option<u16>) {
         if let Some(v) = value {
             self.integer(id, u32::from(v), 2);
         }
     }
+    #[inline]
     fn four(&mut self, id: u8, value: Option<u32>) {
         if let Some(v) = value {
             self.integer(id, v, 4);
         }
     }
+    #[inline]
     fn str(&mut self, id: u8, value: Option<&str>) {
         if let Some(v) = value {
             self.field(id, v.as_bytes());
         }
     }
+    #[inline]
     fn binary(&mut self, id: u8, value: Option<&Bytes>) {
         if let Some(v) = value {
             self.field(id, v);
         }
     }
+    #[inline]
     fn users(&mut self, list: &[UserProperty]) {
         for (name, value) in list {
             self.pair(USER_PROPERTY, name, value);
@@ -63,6 +70,7 @@ struct Counter {
 }
 
 impl Counter {
+    #[inline]
     fn add(&mut self, len: Result<usize, EncodeError>) {
         match len {
             Ok(n) => self.len = self.len.saturating_add(n),
@@ -72,9 +80,11 @@ impl Counter {
 }
 
 impl Sink for Counter {
+    #[inline]
     fn integer(&mut self, _id: u8, _value: u32, width: usize) {
         self.add(Ok(1 + width));
     }
+    #[inline]
     fn varint(&mut self, _id: u8, value: u32) {
         let value = value as usize;
         if value > MAX_REMAINING_LENGTH {
@@ -83,9 +93,11 @@ impl Sink for Counter {
             self.add(Ok(1 + varint_len(value)));
         }
     }
+    #[inline]
     fn field(&mut self, _id: u8, value: &[u8]) {
         self.add(field_len(value.len()).map(|n| n + 1));
     }
+    #[inline]
     fn pair(&mut self, _id: u8, name: &str, value: &str) {
         let len = field_len(name.len()).and_then(|a| Ok(1 + a + field_len(value.len())?));
         self.add(len);
@@ -96,6 +108,7 @@ impl Sink for Counter {
 struct Writer<'a, B: BufMut>(&'a mut B);
 
 impl<B: BufMut> Sink for Writer<'_, B> {
+    #[inline]
     fn integer(&mut self, id: u8, value: u32, width: usize) {
         self.0.put_u8(id);
         // `value` came from a `width`-byte integer: the truncations are exact.
@@ -105,14 +118,17 @@ impl<B: BufMut> Sink for Writer<'_, B> {
             _ => self.0.put_u32(value),
         }
     }
+    #[inline]
     fn varint(&mut self, id: u8, value: u32) {
         self.0.put_u8(id);
         put_varint(self.0, value as usize);
     }
+    #[inline]
     fn field(&mut self, id: u8, value: &[u8]) {
         self.0.put_u8(id);
         put_field(self.0, value);
     }
+    #[inline]
     fn pair(&mut self, id: u8, name: &str, value: &str) {
         self.0.put_u8(id);
         put_field(self.0, name.as_bytes());
