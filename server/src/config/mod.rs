@@ -1,7 +1,7 @@
 //! Broker configuration: the only place that reads config files, and the only place
 //! that knows every setting.
 //!
-//! A TOML file is parsed into a raw, serde-shaped [`FileConfig`](file::FileConfig)
+//! A TOML file is parsed into a raw, serde-shaped `FileConfig` (in `file.rs`)
 //! (unknown keys refused), then validated into a typed [`Config`] with every default
 //! resolved. Errors name the file, the line and the key. The CLI overrides
 //! (`--listen`, `--workers`) are applied by `main.rs` on the typed `Config`.
