@@ -28,6 +28,22 @@ pub(super) enum ConnState {
     Closing,
 }
 
+/// Back-pressure state of a connection as a receiver of messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pressure {
+    /// Its write buffer and session queue are below their high watermarks.
+    Calm,
+    /// Over a high watermark (half of `max_outgoing_bytes` or of
+    /// `max_queued_messages`): the worker holds back publishers until it is under the
+    /// low watermark (a quarter) again, or until it has been congested for
+    /// `STALL_LIMIT`.
+    Congested,
+    /// Congested for longer than `STALL_LIMIT`: a slow consumer. It no longer holds
+    /// publishers back; its QoS 0 messages are dropped and QoS 1/2 ones queue (then
+    /// drop) until it drains to the low watermark and is `Calm` again.
+    Slow,
+}
+
 /// A client connection.
 ///
 /// Idle connections hold no buffers: both are released by the worker's tick when empty.
@@ -46,6 +62,13 @@ pub(super) struct Conn {
     /// deferred) with bytes possibly left in the kernel, so it is read again next
     /// iteration without waiting for an edge that will not come.
     pub(super) ready: bool,
+    /// Bytes in `rbuf` not yet decoded: decoding stopped under back-pressure. The
+    /// connection is on the ready list and decodes them before reading more.
+    pub(super) undecoded: bool,
+    /// Has sent a PUBLISH: held back while a subscriber on this worker is congested.
+    pub(super) publisher: bool,
+    /// Whether this connection's subscriber side is congested (see `Pressure`).
+    pub(super) pressure: Pressure,
     /// Reads stopped because `wbuf` is over its hard bound (the client does not read
     /// what it is owed); resumed by the worker's write pass once `wbuf` drains.
     pub(super) read_paused: bool,
@@ -82,6 +105,9 @@ impl Conn {
             state: ConnState::Pending { since: now },
             dirty: false,
             ready: false,
+            undecoded: false,
+            publisher: false,
+            pressure: Pressure::Calm,
             read_paused: false,
         }
     }

@@ -10,6 +10,7 @@ use shoal_core::session::{Delivery, Event, LinkLoss, Message, SubscriptionEntry}
 use shoal_core::topic::MergeSubscription;
 use shoal_core::{QoS, ReasonCode};
 
+use super::conn::Pressure;
 use super::Worker;
 use crate::route::OUTBOX_BATCH_MESSAGES;
 use crate::store::{SessionKey, SessionStore};
@@ -105,6 +106,7 @@ impl Worker {
             return;
         };
         let before = conn.wbuf.len();
+        let max_queued = self.shared.limits.max_queued_messages;
         for _ in 0..2 {
             while let Some(p) = slot.session.poll_transmit() {
                 if let Err(e) = p.encode(version, &mut conn.wbuf) {
@@ -117,6 +119,23 @@ impl Worker {
         if conn.wbuf.len() != before && !conn.dirty {
             conn.dirty = true;
             self.dirty.push(ci);
+        }
+        // Watermarks: congested at half of either bound, calm again at a quarter.
+        let (wlen, queued) = (conn.wbuf.len(), slot.session.queued());
+        match conn.pressure {
+            Pressure::Calm if wlen >= max_out / 2 || queued >= (max_queued / 2).max(1) => {
+                conn.pressure = Pressure::Congested;
+                self.congested.push((ci, now));
+            }
+            Pressure::Congested | Pressure::Slow
+                if wlen <= max_out / 4 && queued <= max_queued / 4 =>
+            {
+                if conn.pressure == Pressure::Congested {
+                    self.congested.retain(|&(i, _)| i != ci);
+                }
+                conn.pressure = Pressure::Calm;
+            }
+            _ => {}
         }
     }
 

@@ -11,7 +11,7 @@ use shoal_core::codec::{self, DecodeError};
 use shoal_core::session::LinkLoss;
 use shoal_core::ProtocolVersion;
 
-use super::conn::{Conn, ConnState, ReadOutcome};
+use super::conn::{Conn, ConnState, Pressure, ReadOutcome};
 use super::{Worker, CONN_BASE};
 
 /// Most bytes read from one connection per loop iteration.
@@ -109,14 +109,24 @@ impl Worker {
                 conn.read_paused = true;
                 return;
             }
-            let want = budget.min(self.scratch.len());
-            let Some(chunk) = self.scratch.get_mut(..want) else { return };
-            let n = match conn.read_into(chunk) {
-                ReadOutcome::Data(n) => n,
-                ReadOutcome::WouldBlock => return,
-                ReadOutcome::Closed => {
-                    self.link_lost(idx, LinkLoss::SocketClosed, now);
-                    return;
+            let held = conn.publisher && conn.pressure == Pressure::Calm;
+            if held && !self.congested.is_empty() {
+                self.mark_ready(idx);
+                return;
+            }
+            // Bytes left undecoded under back-pressure are handled before reading more.
+            let n = if std::mem::take(&mut conn.undecoded) {
+                0
+            } else {
+                let want = budget.min(self.scratch.len());
+                let Some(chunk) = self.scratch.get_mut(..want) else { return };
+                match conn.read_into(chunk) {
+                    ReadOutcome::Data(n) => n,
+                    ReadOutcome::WouldBlock => return,
+                    ReadOutcome::Closed => {
+                        self.link_lost(idx, LinkLoss::SocketClosed, now);
+                        return;
+                    }
                 }
             };
             budget = budget.saturating_sub(n);
@@ -144,7 +154,7 @@ impl Worker {
                 buf.clear();
                 self.inbuf = buf;
             }
-            if !alive {
+            if !alive || self.conns.get(idx).is_some_and(|c| c.undecoded) {
                 return;
             }
             if self.outbox_full {
@@ -155,14 +165,27 @@ impl Worker {
 
     /// Decodes and handles every complete frame in `buf`. Returns `false` once the
     /// connection is closing or has been handed to another worker.
+    ///
+    /// A publisher is stopped between frames as soon as a subscriber on this worker
+    /// becomes congested: the rest stays in `buf` (the caller keeps it in the
+    /// connection's `rbuf`), the connection is flagged `undecoded` and put on the ready
+    /// list. Checking per frame keeps a congested session from receiving more than a
+    /// frame's worth of messages beyond its high watermark from local publishers.
     pub(super) fn decode_frames(&mut self, idx: usize, buf: &mut BytesMut, now: Instant) -> bool {
         let max = self.shared.limits.max_packet_bytes;
         loop {
-            let (version, pending) = match self.conns.get(idx).map(|c| c.state) {
-                Some(ConnState::Pending { .. }) => (ProtocolVersion::V3_1_1, true),
-                Some(ConnState::Active { version, .. }) => (version, false),
-                _ => return false,
+            let Some(conn) = self.conns.get_mut(idx) else { return false };
+            let (version, pending) = match conn.state {
+                ConnState::Pending { .. } => (ProtocolVersion::V3_1_1, true),
+                ConnState::Active { version, .. } => (version, false),
+                ConnState::Closing => return false,
             };
+            let held = conn.publisher && conn.pressure == Pressure::Calm;
+            if held && !self.congested.is_empty() && !buf.is_empty() {
+                conn.undecoded = true;
+                self.mark_ready(idx);
+                return true;
+            }
             match codec::decode(buf, version, max) {
                 Ok(None) => return true,
                 Ok(Some(packet)) if pending => {
@@ -170,7 +193,12 @@ impl Worker {
                         return false;
                     }
                 }
-                Ok(Some(packet)) => self.handle_packet(idx, packet, now),
+                Ok(Some(packet)) => {
+                    if matches!(packet, codec::Packet::Publish(_)) {
+                        conn.publisher = true;
+                    }
+                    self.handle_packet(idx, packet, now);
+                }
                 Err(e) => {
                     self.decode_failed(idx, pending, e, now);
                     return false;

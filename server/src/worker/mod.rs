@@ -34,7 +34,7 @@ use slab::Slab;
 use crate::config::BrokerLimits;
 use crate::route::{Peer, WorkerMsg, CHANNEL_BATCHES};
 use crate::store::{MemorySessionStore, RetainedStore, SessionKey, SessionStore};
-use conn::{Conn, ConnState, WriteOutcome};
+use conn::{Conn, ConnState, Pressure, WriteOutcome};
 use delivery::SubValue;
 
 /// Token of the worker's `Waker`.
@@ -49,6 +49,9 @@ const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
 const TICK: Duration = Duration::from_secs(1);
 /// Poll timeout while a peer's channel is full or reads are deferred.
 const BACKOFF: Duration = Duration::from_millis(1);
+/// How long a congested subscriber may hold publishers back before it is treated as a
+/// slow consumer (and its messages are dropped or queued instead).
+const STALL_LIMIT: Duration = Duration::from_millis(250);
 /// How long shutdown keeps flushing what is owed to clients.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Publish batches from other workers handled per iteration before this worker
@@ -109,6 +112,10 @@ pub(crate) struct Worker {
     /// read budget ran out or reads were deferred (peer channel full), and mio is
     /// edge-triggered, so no new event comes for bytes already in the kernel.
     ready: Vec<usize>,
+    /// Connections over a high watermark (`Pressure::Congested`) and since when. While
+    /// it is non-empty, publishers on this worker are not read and publish batches from
+    /// other workers are not drained (their channels fill, so they stop reading theirs).
+    congested: Vec<(usize, Instant)>,
     /// The channel still held publish batches after `DRAIN_BATCHES`.
     channel_pending: bool,
     peers_full: bool,
@@ -155,6 +162,7 @@ impl Worker {
             dirty: Vec::new(),
             closing: Vec::new(),
             ready: Vec::new(),
+            congested: Vec::new(),
             channel_pending: false,
             peers_full: false,
             shared,
@@ -186,7 +194,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let timeout = if self.peers_full {
+            let timeout = if self.peers_full || !self.congested.is_empty() {
                 BACKOFF
             } else if !self.ready.is_empty() || self.channel_pending {
                 Duration::ZERO
@@ -199,6 +207,7 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.refresh_pressure(now);
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -247,6 +256,26 @@ impl Worker {
         }
     }
 
+    /// Forgets congested connections that calmed down or closed, and turns those
+    /// congested for longer than `STALL_LIMIT` into slow consumers.
+    fn refresh_pressure(&mut self, now: Instant) {
+        if self.congested.is_empty() {
+            return;
+        }
+        let conns = &mut self.conns;
+        self.congested.retain(|&(idx, since)| match conns.get_mut(idx) {
+            Some(c) if c.pressure == Pressure::Congested => {
+                if now.saturating_duration_since(since) < STALL_LIMIT {
+                    return true;
+                }
+                c.pressure = Pressure::Slow;
+                log::debug!("client at {} is a slow consumer", c.addr);
+                false
+            }
+            _ => false,
+        });
+    }
+
     /// Puts a connection on the ready list (once).
     fn mark_ready(&mut self, idx: usize) {
         if let Some(c) = self.conns.get_mut(idx) {
@@ -262,9 +291,13 @@ impl Worker {
     /// the next iteration (polled with a zero timeout).
     fn drain_channel(&mut self, now: Instant) {
         let mut batches = 0;
-        self.channel_pending = false;
         while batches < DRAIN_BATCHES {
-            let Ok(msg) = self.rx.try_recv() else { return };
+            if !self.congested.is_empty() {
+                // Back-pressure: leave the batches to fill the channel, so their senders
+                // stop reading their publishers.
+                break;
+            }
+            let Ok(msg) = self.rx.try_recv() else { break };
             match msg {
                 WorkerMsg::Publish(batch) => {
                     batches += 1;
