@@ -4,11 +4,12 @@
 //! CONNECT, reading CONNACK/SUBACK results as [`ClientError`]s with the reason in words),
 //! shared by the load engine (`crate::engine`, non-blocking, many connections per
 //! thread), and [`BlockingClient`], one blocking socket used by the console `pub`/`sub`
-//! commands (`crate::console`). TLS and WebSocket transports are not implemented; URLs
-//! asking for them are refused with [`ClientError::Unsupported`].
+//! commands (`crate::console`). Both speak plain TCP, TLS (`rustls`), WebSocket
+//! (`crate::ws`) and WebSocket over TLS, as the [`Transport`] says.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +19,8 @@ use shoal_core::codec::{
     SubscribeProperties, SubscriptionOptions,
 };
 use shoal_core::{Packet, PacketId, ProtocolVersion, QoS, ReasonCode, TopicName};
+
+use crate::ws::{self, WsError, WsLink};
 
 /// Largest packet we accept from a broker.
 pub const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
@@ -66,9 +69,12 @@ pub enum ClientError {
     /// Nothing arrived in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
-    /// A transport or option this client does not implement yet.
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
+    /// The TLS session failed (handshake, certificate, alert from the broker).
+    #[error("TLS failed{}", crate::tls::hint(.0))]
+    Tls(#[from] rustls::Error),
+    /// The WebSocket layer failed.
+    #[error(transparent)]
+    Ws(#[from] WsError),
     /// A bad address or URL.
     #[error("invalid broker address {0:?}")]
     BadAddress(String),
@@ -83,42 +89,81 @@ impl ClientError {
     }
 }
 
-/// Where the broker is.
+/// Where the broker is and which transport reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Host name or address.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// TLS on top of TCP.
+    pub tls: bool,
+    /// MQTT over WebSocket, with this request path.
+    pub ws_path: Option<String>,
 }
 
 impl Endpoint {
-    /// Parses `mqtt://host:port` (or `tcp://`); the port defaults to 1883.
+    /// Plain MQTT over TCP.
+    pub fn tcp(host: impl Into<String>, port: u16) -> Self {
+        Self { host: host.into(), port, tls: false, ws_path: None }
+    }
+
+    /// Parses `mqtt://` (or `tcp://`), `mqtts://` (or `ssl://`, `tls://`), `ws://` and
+    /// `wss://` URLs. Ports default to 1883, 8883, 80 and 443; a WebSocket path to
+    /// [`ws::DEFAULT_PATH`].
     ///
     /// # Errors
-    /// [`ClientError::Unsupported`] for `mqtts://`, `ssl://`, `ws://` and `wss://`;
-    /// [`ClientError::BadAddress`] for anything else that is not such a URL.
+    /// [`ClientError::BadAddress`] for anything that is not such a URL.
     pub fn parse_url(url: &str) -> Result<Self, ClientError> {
         let bad = || ClientError::BadAddress(url.to_string());
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-        match scheme {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "tls" => return Err(ClientError::Unsupported("TLS (mqtts://)")),
-            "ws" | "wss" => return Err(ClientError::Unsupported("MQTT over WebSocket (ws://)")),
+        let (tls, ws, default_port) = match scheme {
+            "mqtt" | "tcp" => (false, false, 1883),
+            "mqtts" | "ssl" | "tls" => (true, false, 8883),
+            "ws" => (false, true, 80),
+            "wss" => (true, true, 443),
             _ => return Err(bad()),
-        }
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| bad())?)
-            }
-            _ => (authority, 1883),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (rest.get(..i).unwrap_or_default(), rest.get(i..).unwrap_or_default()),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.strip_prefix('[') {
+            // [IPv6] or [IPv6]:port
+            Some(v6) => match v6.split_once(']') {
+                Some((h, "")) => (h, default_port),
+                Some((h, p)) => match p.strip_prefix(':') {
+                    Some(p) => (h, p.parse::<u16>().map_err(|_| bad())?),
+                    None => return Err(bad()),
+                },
+                None => return Err(bad()),
+            },
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+                None => (authority, default_port),
+            },
+        };
         if host.is_empty() {
             return Err(bad());
         }
-        Ok(Self { host: host.to_string(), port })
+        let ws_path = ws.then(|| match path {
+            "" | "/" => ws::DEFAULT_PATH.to_string(),
+            p => p.to_string(),
+        });
+        Ok(Self { host: host.to_string(), port, tls, ws_path })
+    }
+
+    /// The URL this endpoint stands for.
+    pub fn url(&self) -> String {
+        let scheme = match (self.tls, self.ws_path.is_some()) {
+            (false, false) => "mqtt",
+            (true, false) => "mqtts",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        };
+        let host =
+            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{scheme}://{host}:{}{}", self.port, self.ws_path.as_deref().unwrap_or_default())
     }
 
     /// Resolves to the first socket address.
@@ -132,6 +177,53 @@ impl Endpoint {
             .and_then(|mut a| a.next())
             .ok_or_else(|| ClientError::BadAddress(format!("{}:{}", self.host, self.port)))
     }
+}
+
+/// TLS for one broker: the client configuration and the name to verify.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    /// rustls client configuration (roots, client certificate).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name the broker's certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsTarget {
+    /// A new client session.
+    ///
+    /// # Errors
+    /// rustls refusing to start one.
+    pub fn session(&self) -> Result<rustls::ClientConnection, ClientError> {
+        Ok(rustls::ClientConnection::new(self.config.clone(), self.server_name.clone())?)
+    }
+}
+
+/// WebSocket for one broker: what goes into the Upgrade request.
+#[derive(Debug, Clone)]
+pub struct WsTarget {
+    /// `Host` header (host and port).
+    pub host: String,
+    /// Request path.
+    pub path: String,
+}
+
+impl WsTarget {
+    /// A new link that starts with the Upgrade request.
+    ///
+    /// # Errors
+    /// No random numbers for the key.
+    pub fn link(&self) -> Result<WsLink, ClientError> {
+        Ok(WsLink::new(&self.host, &self.path, MAX_PACKET_BYTES + 16)?)
+    }
+}
+
+/// The layers above TCP: none (plain MQTT), TLS, WebSocket, or WebSocket over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// TLS, when set.
+    pub tls: Option<TlsTarget>,
+    /// WebSocket, when set (inside TLS if both are).
+    pub ws: Option<WsTarget>,
 }
 
 /// What goes into CONNECT.
@@ -238,10 +330,66 @@ pub fn disconnect_packet() -> Packet {
     })
 }
 
+/// The blocking byte stream under the MQTT (or WebSocket) bytes.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Tcp(s) => s,
+            Self::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// An I/O error, or the rustls error inside it when there is one.
+fn io_or_tls(context: &'static str) -> impl FnOnce(io::Error) -> ClientError {
+    move |e| {
+        let is_tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+        if is_tls {
+            if let Some(Ok(tls)) = e.into_inner().map(|inner| inner.downcast::<rustls::Error>()) {
+                return ClientError::Tls(*tls);
+            }
+            return ClientError::Unexpected("TLS error");
+        }
+        ClientError::Io { context, source: e }
+    }
+}
+
 /// One blocking connection, for the console commands.
 #[derive(Debug)]
 pub struct BlockingClient {
-    stream: TcpStream,
+    stream: Stream,
+    ws: Option<WsLink>,
     version: ProtocolVersion,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -256,19 +404,38 @@ impl BlockingClient {
     /// Socket errors, a refusal ([`ClientError::Refused`]) or no CONNACK in `timeout`.
     pub fn connect(
         addr: SocketAddr,
+        transport: &Transport,
         config: &ClientConfig,
         timeout: Duration,
     ) -> Result<(Self, ConnAck), ClientError> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)
+        let tcp = TcpStream::connect_timeout(&addr, timeout)
             .map_err(ClientError::io("connecting to the broker"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = match &transport.tls {
+            None => Stream::Tcp(tcp),
+            Some(t) => Stream::Tls(Box::new(rustls::StreamOwned::new(t.session()?, tcp))),
+        };
         let mut client = Self {
             stream,
+            ws: None,
             version: config.version,
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(1024),
             last_pid: 0,
         };
+        if let Some(w) = &transport.ws {
+            client.ws = Some(w.link()?);
+            client.write_ws_out()?;
+            // The Upgrade answer and CONNACK are read by `recv` below: frames are only
+            // sent once the broker has accepted the Upgrade.
+            let deadline = Instant::now() + timeout;
+            while client.ws.as_ref().is_some_and(|w| !w.is_upgraded()) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !client.fill(Some(left))? {
+                    return Err(ClientError::Timeout("the WebSocket upgrade"));
+                }
+            }
+        }
         client.send(&config.connect_packet())?;
         match client.recv(Some(timeout))? {
             Some(Packet::ConnAck(ack)) => {
@@ -296,7 +463,56 @@ impl BlockingClient {
     pub fn send(&mut self, packet: &Packet) -> Result<(), ClientError> {
         self.wbuf.clear();
         codec::encode(packet, self.version, &mut self.wbuf)?;
-        self.stream.write_all(&self.wbuf).map_err(ClientError::io("writing to the broker"))
+        if let Some(ws) = &mut self.ws {
+            ws.send_binary(&self.wbuf);
+            return self.write_ws_out();
+        }
+        self.stream.write_all(&self.wbuf).map_err(io_or_tls("writing to the broker"))?;
+        self.stream.flush().map_err(io_or_tls("writing to the broker"))
+    }
+
+    /// Writes what the WebSocket layer has queued (request, frames, pongs).
+    fn write_ws_out(&mut self) -> Result<(), ClientError> {
+        let Some(ws) = &mut self.ws else { return Ok(()) };
+        if ws.out.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&ws.out).map_err(io_or_tls("writing to the broker"))?;
+        ws.out.clear();
+        self.stream.flush().map_err(io_or_tls("writing to the broker"))
+    }
+
+    /// Reads once (waiting at most `wait`, `None`: forever) and appends the MQTT bytes
+    /// to the read buffer; false on timeout.
+    fn fill(&mut self, wait: Option<Duration>) -> Result<bool, ClientError> {
+        let mut scratch = [0u8; 16 * 1024];
+        self.stream.tcp().set_read_timeout(wait).map_err(ClientError::io("setting a timeout"))?;
+        loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => {
+                    let data = scratch.get(..n).unwrap_or_default();
+                    match &mut self.ws {
+                        None => self.rbuf.extend_from_slice(data),
+                        Some(ws) => {
+                            let received = ws.receive(data, &mut self.rbuf);
+                            // Pongs and the close reply go out even when closing.
+                            let written = self.write_ws_out();
+                            received?;
+                            written?;
+                        }
+                    }
+                    return Ok(true);
+                }
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_or_tls("reading from the broker")(e)),
+            }
+        }
     }
 
     /// The next packet, waiting at most `timeout` (`None`: forever). `Ok(None)` on timeout.
@@ -306,7 +522,6 @@ impl BlockingClient {
     /// DISCONNECT ([`ClientError::Disconnected`]).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Packet>, ClientError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut scratch = [0u8; 16 * 1024];
         loop {
             if let Some(packet) = codec::decode(&mut self.rbuf, self.version, MAX_PACKET_BYTES)? {
                 if let Packet::Disconnect(d) = &packet {
@@ -321,17 +536,8 @@ impl BlockingClient {
                     _ => return Ok(None),
                 },
             };
-            self.stream.set_read_timeout(wait).map_err(ClientError::io("setting a timeout"))?;
-            match self.stream.read(&mut scratch) {
-                Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => self.rbuf.extend_from_slice(scratch.get(..n).unwrap_or_default()),
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ClientError::io("reading from the broker")(e)),
+            if !self.fill(wait)? {
+                return Ok(None);
             }
         }
     }
@@ -413,7 +619,11 @@ impl BlockingClient {
     /// Sends DISCONNECT and closes the socket.
     pub fn disconnect(mut self) {
         let _ = self.send(&disconnect_packet());
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Stream::Tls(s) = &mut self.stream {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -432,7 +642,7 @@ mod tests {
     fn parses_mqtt_urls() {
         assert_eq!(
             Endpoint::parse_url("mqtt://localhost:18830").unwrap(),
-            Endpoint { host: "localhost".into(), port: 18830 }
+            Endpoint::tcp("localhost", 18830)
         );
         assert_eq!(Endpoint::parse_url("tcp://10.0.0.1").unwrap().port, 1883);
         assert_eq!(Endpoint::parse_url("mqtt://[::1]:1884/").unwrap().host, "::1");
@@ -440,10 +650,15 @@ mod tests {
     }
 
     #[test]
-    fn refuses_tls_and_websocket_urls_clearly() {
-        let e = Endpoint::parse_url("ws://localhost:8080").unwrap_err();
-        assert_eq!(e.to_string(), "MQTT over WebSocket (ws://) is not supported yet");
-        assert!(Endpoint::parse_url("mqtts://x:8883").unwrap_err().to_string().contains("TLS"));
+    fn parses_tls_and_websocket_urls() {
+        let e = Endpoint::parse_url("ws://localhost:8080").unwrap();
+        assert_eq!((e.tls, e.ws_path.as_deref(), e.port), (false, Some("/mqtt"), 8080));
+        let e = Endpoint::parse_url("wss://[::1]/ws/x").unwrap();
+        assert_eq!((e.tls, e.ws_path.as_deref(), e.port), (true, Some("/ws/x"), 443));
+        assert_eq!(e.url(), "wss://[::1]:443/ws/x");
+        let e = Endpoint::parse_url("mqtts://x").unwrap();
+        assert_eq!((e.tls, e.ws_path.as_deref(), e.port), (true, None, 8883));
+        assert_eq!(e.url(), "mqtts://x:8883");
     }
 
     #[test]

@@ -123,8 +123,9 @@ pub struct SubArgs {
 fn connect(conn: &ConnArgs, config: &ClientConfig) -> Result<BlockingClient> {
     let endpoint = conn.endpoint()?;
     let addr = endpoint.resolve()?;
-    let (client, _ack) = BlockingClient::connect(addr, config, TIMEOUT)
-        .with_context(|| format!("connecting to {}:{}", endpoint.host, endpoint.port))?;
+    let transport = conn.transport(&endpoint)?;
+    let (client, _ack) = BlockingClient::connect(addr, &transport, config, TIMEOUT)
+        .with_context(|| format!("connecting to {}", endpoint.url()))?;
     Ok(client)
 }
 

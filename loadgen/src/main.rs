@@ -20,6 +20,8 @@ mod report;
 mod scenario;
 mod sink;
 mod sys;
+mod tls;
+mod ws;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -31,7 +33,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use shoal_core::{ProtocolVersion, QoS};
 
-use client::{ClientConfig, Endpoint};
+use client::{ClientConfig, Endpoint, TlsTarget, Transport, WsTarget};
 use scenario::{Plan, Scenario, Sizes};
 
 #[derive(Debug, Parser)]
@@ -78,9 +80,13 @@ pub struct ConnArgs {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     port: u16,
-    /// Broker URL, `mqtt://host:port` (overrides --host/--port).
+    /// Broker URL (overrides --host/--port): `mqtt://host:port`, `mqtts://host:port`,
+    /// `ws://host:port/path` or `wss://host:port/path` (path default `/mqtt`).
     #[arg(long)]
     url: Option<String>,
+    /// Use TLS (implied by mqtts://, wss://, --cafile, --cert, --key and --insecure).
+    #[arg(long)]
+    tls: bool,
     /// User name.
     #[arg(short = 'u', long)]
     username: Option<String>,
@@ -93,27 +99,61 @@ pub struct ConnArgs {
     /// Keep Alive, seconds (0 disables).
     #[arg(short = 'k', long, default_value_t = 60)]
     keep_alive: u16,
-    /// CA certificate for TLS (not supported yet).
+    /// PEM file of CA certificates to verify the broker with (TLS; default: the
+    /// system bundle).
     #[arg(long)]
-    cafile: Option<String>,
-    /// Client certificate for TLS (not supported yet).
+    cafile: Option<std::path::PathBuf>,
+    /// PEM client certificate chain, for mutual TLS (with --key).
     #[arg(long)]
-    cert: Option<String>,
-    /// Client key for TLS (not supported yet).
+    cert: Option<std::path::PathBuf>,
+    /// PEM client private key, for mutual TLS (with --cert).
     #[arg(long)]
-    key: Option<String>,
+    key: Option<std::path::PathBuf>,
+    /// TLS without verifying the broker's certificate (self-signed test brokers only).
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl ConnArgs {
-    /// The broker endpoint, refusing transports not implemented yet.
+    /// The broker endpoint and its transport.
     fn endpoint(&self) -> Result<Endpoint> {
-        if self.cafile.is_some() || self.cert.is_some() || self.key.is_some() {
-            bail!("TLS (--cafile/--cert/--key) is not supported yet");
-        }
-        match &self.url {
-            Some(url) => Ok(Endpoint::parse_url(url)?),
-            None => Ok(Endpoint { host: self.host.clone(), port: self.port }),
-        }
+        let mut endpoint = match &self.url {
+            Some(url) => Endpoint::parse_url(url)?,
+            None => Endpoint::tcp(self.host.clone(), self.port),
+        };
+        endpoint.tls |= self.tls
+            || self.cafile.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.insecure;
+        Ok(endpoint)
+    }
+
+    /// The TLS and WebSocket layers `endpoint` asks for, with their settings loaded.
+    fn transport(&self, endpoint: &Endpoint) -> Result<Transport> {
+        let tls = if endpoint.tls {
+            let opts = tls::TlsOptions {
+                cafile: self.cafile.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                insecure: self.insecure,
+            };
+            Some(TlsTarget {
+                config: tls::client_config(&opts)?,
+                server_name: tls::server_name(&endpoint.host)?,
+            })
+        } else {
+            None
+        };
+        let ws = endpoint.ws_path.as_ref().map(|path| WsTarget {
+            host: if endpoint.host.contains(':') {
+                format!("[{}]:{}", endpoint.host, endpoint.port)
+            } else {
+                format!("{}:{}", endpoint.host, endpoint.port)
+            },
+            path: path.clone(),
+        });
+        Ok(Transport { tls, ws })
     }
 
     /// CONNECT settings with this login, a clean session and the given client id.
@@ -233,6 +273,7 @@ struct LoadArgs {
 fn run_load(scenario: Scenario, a: LoadArgs) -> Result<()> {
     let endpoint = a.conn.endpoint()?;
     let addr = endpoint.resolve()?;
+    let transport = a.conn.transport(&endpoint)?;
     if scenario != Scenario::Conn && a.payload < payload::STAMP_BYTES {
         bail!(
             "--payload must be at least {} bytes (the stamp each message carries)",
@@ -279,7 +320,7 @@ fn run_load(scenario: Scenario, a: LoadArgs) -> Result<()> {
     }
     let threads = a.threads.unwrap_or(if scenario == Scenario::Conn { 1 } else { 2 });
     let settings_json = json!({
-        "broker": format!("{}:{}", endpoint.host, endpoint.port),
+        "broker": endpoint.url(),
         "protocol": a.conn.protocol.to_string(),
         "qos": a.qos.bits(),
         "payload": a.payload,
@@ -295,6 +336,7 @@ fn run_load(scenario: Scenario, a: LoadArgs) -> Result<()> {
     });
     let settings = engine::Settings {
         addr,
+        transport,
         bind: a.bind.clone(),
         client,
         qos: a.qos,
@@ -368,11 +410,18 @@ mod tests {
     }
 
     #[test]
-    fn tls_flags_fail_clearly() {
-        let cli = Cli::try_parse_from(["shoal-loadgen", "pairs", "--cafile", "ca.pem"]).unwrap();
+    fn tls_flags_imply_tls_and_fail_clearly() {
+        let cli =
+            Cli::try_parse_from(["shoal-loadgen", "pairs", "--cafile", "/no/ca.pem"]).unwrap();
         let Command::Pairs(a) = cli.command else { panic!() };
-        let e = a.conn.endpoint().unwrap_err().to_string();
-        assert_eq!(e, "TLS (--cafile/--cert/--key) is not supported yet");
+        let endpoint = a.conn.endpoint().unwrap();
+        assert!(endpoint.tls);
+        let e = a.conn.transport(&endpoint).unwrap_err();
+        assert_eq!(e.to_string(), "cannot read /no/ca.pem");
+        let cli = Cli::try_parse_from(["shoal-loadgen", "conn", "--insecure", "--cert", "c.pem"]);
+        let Command::Conn(a) = cli.unwrap().command else { panic!() };
+        let e = a.conn.transport(&a.conn.endpoint().unwrap()).unwrap_err();
+        assert_eq!(e.to_string(), "--cert and --key go together (mutual TLS needs both)");
     }
 
     #[test]

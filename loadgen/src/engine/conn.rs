@@ -6,17 +6,22 @@
 //! stamp are patched) to one write buffer and writes it in large batches. A subscriber
 //! decodes every frame with the codec, checks its stamp and records latency. Neither
 //! allocates per message. The event loop that owns these is `super::worker`.
+//!
+//! TLS and WebSocket sit in [`Layers`], boxed and absent on plain connections: the plain
+//! read and write paths only test that the `Option` is `None`, so they cost what they
+//! did before either existed.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use shoal_core::codec::{self, PubAck, Publish, PublishProperties};
 use shoal_core::{Packet, PacketId, ProtocolVersion, QoS, TopicName};
 
-use crate::client::{self, ClientError};
+use crate::client::{self, ClientError, Transport};
 use crate::payload::{SeqTracker, Stamp};
 use crate::rate::RateLimiter;
+use crate::ws::WsLink;
 
 /// Write buffer size a publisher fills before writing.
 pub const BATCH_BYTES: usize = 64 * 1024;
@@ -283,6 +288,173 @@ pub struct Conn {
     pub last_write_ns: u64,
     /// Role.
     pub role: RoleState,
+    /// TLS and WebSocket state; `None` for plain MQTT over TCP.
+    pub layers: Option<Box<Layers>>,
+}
+
+/// Largest WebSocket frame a publisher's batch is cut into.
+const MAX_WS_FRAME: usize = BATCH_BYTES;
+
+/// The layers between the MQTT bytes and the socket: TLS, WebSocket, or WebSocket
+/// inside TLS. Writes go MQTT bytes → WebSocket frames → TLS records → socket; reads
+/// the other way.
+#[derive(Debug)]
+pub struct Layers {
+    tls: Option<rustls::ClientConnection>,
+    ws: Option<WsLink>,
+}
+
+/// Outcome of one read through [`Layers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Something was read (maybe not yet MQTT bytes: handshake, records, frames).
+    Data,
+    /// Nothing more to read until the next readiness event.
+    Blocked,
+    /// The broker closed the connection; MQTT bytes read just before are in `rbuf`.
+    Eof,
+}
+
+impl Layers {
+    /// New TLS / WebSocket sessions for one connection, or `None` for plain TCP.
+    ///
+    /// # Errors
+    /// rustls refusing a session, or no randomness for the WebSocket key.
+    pub fn for_transport(transport: &Transport) -> Result<Option<Box<Self>>, ClientError> {
+        if transport.tls.is_none() && transport.ws.is_none() {
+            return Ok(None);
+        }
+        let tls = transport.tls.as_ref().map(|t| t.session()).transpose()?;
+        let ws = transport.ws.as_ref().map(|w| w.link()).transpose()?;
+        Ok(Some(Box::new(Self { tls, ws })))
+    }
+
+    /// Whether bytes are waiting in the layers themselves (frames, records).
+    fn has_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+            || self.ws.as_ref().is_some_and(|w| !w.out.is_empty())
+    }
+
+    /// Bytes of MQTT data framed but not yet handed to TLS or the socket.
+    fn framed_bytes(&self) -> usize {
+        self.ws.as_ref().map_or(0, |w| w.out.len())
+    }
+
+    /// Moves `wbuf` down through the layers and out, until everything is written, the
+    /// socket is full, or a handshake must finish first.
+    fn flush(
+        &mut self,
+        stream: &mut TcpStream,
+        wbuf: &mut BytesMut,
+        wrote: &mut bool,
+    ) -> io::Result<Flush> {
+        loop {
+            if let Some(tls) = &mut self.tls {
+                while tls.wants_write() {
+                    match tls.write_tls(stream) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(_) => *wrote = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return Ok(Flush::Blocked)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            let pending = match &mut self.ws {
+                Some(ws) => {
+                    if ws.out.is_empty() && ws.is_upgraded() && !wbuf.is_empty() {
+                        let n = wbuf.len().min(MAX_WS_FRAME);
+                        ws.send_binary(wbuf.get(..n).unwrap_or_default());
+                        wbuf.advance(n);
+                    }
+                    &mut ws.out
+                }
+                None => &mut *wbuf,
+            };
+            if pending.is_empty() {
+                return Ok(if wbuf.is_empty() { Flush::Done } else { Flush::Waiting });
+            }
+            match &mut self.tls {
+                Some(tls) => {
+                    let n = tls.writer().write(pending)?;
+                    if n == 0 && !tls.wants_write() {
+                        // rustls holds all the early data it will before the handshake.
+                        return Ok(Flush::Waiting);
+                    }
+                    pending.advance(n);
+                }
+                None => match stream.write(pending) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        pending.advance(n);
+                        *wrote = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Reads once from the socket up through the layers; MQTT bytes go to `rbuf`.
+    fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        scratch: &mut [u8],
+        rbuf: &mut BytesMut,
+    ) -> Result<ReadStatus, String> {
+        let mut eof = false;
+        let n = match &mut self.tls {
+            None => match stream.read(scratch) {
+                Ok(0) => return Ok(ReadStatus::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadStatus::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(ReadStatus::Data),
+                Err(e) => return Err(format!("read failed: {e}")),
+            },
+            Some(tls) => {
+                match tls.read_tls(stream) {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(ReadStatus::Blocked)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        return Ok(ReadStatus::Data)
+                    }
+                    Err(e) => return Err(format!("read failed: {e}")),
+                }
+                if let Err(e) = tls.process_new_packets() {
+                    // Tell the broker why (the alert rustls queued), then give up.
+                    let _ = tls.write_tls(stream);
+                    return Err(format!("TLS: {e}{}", crate::tls::hint(&e)));
+                }
+                let mut n = 0;
+                while let Some(room) = scratch.get_mut(n..).filter(|r| !r.is_empty()) {
+                    match tls.reader().read(room) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(format!("TLS: {e}")),
+                    }
+                }
+                n
+            }
+        };
+        let data = scratch.get(..n).unwrap_or_default();
+        match &mut self.ws {
+            None => rbuf.extend_from_slice(data),
+            Some(ws) => ws.receive(data, rbuf).map_err(|e| e.to_string())?,
+        }
+        Ok(if eof { ReadStatus::Eof } else { ReadStatus::Data })
+    }
 }
 
 /// Outcome of writing out the buffer.
@@ -292,6 +464,8 @@ pub enum Flush {
     Done,
     /// The socket is full; wait for writable.
     Blocked,
+    /// Nothing more can go out until the broker answers a TLS or WebSocket handshake.
+    Waiting,
 }
 
 impl Conn {
@@ -307,6 +481,28 @@ impl Conn {
             started_ns: 0,
             last_write_ns: 0,
             role,
+            layers: None,
+        }
+    }
+
+    /// Whether anything waits to be written (MQTT bytes, frames or TLS records).
+    pub fn wants_flush(&self) -> bool {
+        !self.wbuf.is_empty() || self.layers.as_ref().is_some_and(|l| l.has_output())
+    }
+
+    /// Bytes of MQTT data not yet handed to the socket (nor to TLS).
+    pub fn unsent_bytes(&self) -> usize {
+        self.wbuf.len() + self.layers.as_ref().map_or(0, |l| l.framed_bytes())
+    }
+
+    /// Reads once through TLS / WebSocket (connections with [`Layers`] only).
+    ///
+    /// # Errors
+    /// A socket, TLS or WebSocket failure, in words.
+    pub fn read_layered(&mut self, scratch: &mut [u8]) -> Result<ReadStatus, String> {
+        match (self.stream.as_mut(), self.layers.as_deref_mut()) {
+            (Some(stream), Some(layers)) => layers.read(stream, scratch, &mut self.rbuf),
+            _ => Ok(ReadStatus::Blocked),
         }
     }
 
@@ -318,6 +514,17 @@ impl Conn {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
+        if let Some(layers) = self.layers.as_deref_mut() {
+            let mut wrote = false;
+            let result = layers.flush(stream, &mut self.wbuf, &mut wrote);
+            if wrote {
+                self.last_write_ns = now_ns;
+            }
+            if matches!(result, Ok(Flush::Blocked)) {
+                self.writable = false;
+            }
+            return result;
+        }
         while !self.wbuf.is_empty() {
             match stream.write(&self.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -35,6 +35,8 @@ use worker::{Worker, WorkerResult};
 pub struct Settings {
     /// Broker address.
     pub addr: SocketAddr,
+    /// TLS and WebSocket layers above TCP (none: plain MQTT).
+    pub transport: crate::client::Transport,
     /// Local source addresses, used round-robin (`--bind`).
     pub bind: Vec<IpAddr>,
     /// CONNECT template; the client id is set per connection.

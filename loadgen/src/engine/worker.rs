@@ -19,7 +19,9 @@ use mio::{Events, Interest, Poll, Token};
 use shoal_core::codec::{self, PubAck};
 use shoal_core::{Packet, QoS};
 
-use super::conn::{Conn, Flush, Publisher, RoleState, State, Subscriber, Template, BATCH_BYTES};
+use super::conn::{
+    Conn, Flush, Layers, Publisher, ReadStatus, RoleState, State, Subscriber, Template, BATCH_BYTES,
+};
 use super::{Phase, Settings, Shared};
 use crate::client::{self, ClientError, MAX_PACKET_BYTES};
 use crate::payload::{SeqTracker, Stamp};
@@ -307,6 +309,7 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         conn.state = State::Closed;
+        conn.layers = None;
         conn.wbuf = bytes::BytesMut::new();
         conn.rbuf = bytes::BytesMut::new();
         match was {
@@ -336,10 +339,10 @@ impl Worker {
             return None;
         }
         let mut result = None;
-        if !conn.wbuf.is_empty() {
+        if conn.wants_flush() {
             match conn.flush(now) {
                 Ok(Flush::Done) => {}
-                Ok(Flush::Blocked) => return None,
+                Ok(Flush::Blocked | Flush::Waiting) => return None,
                 Err(e) => {
                     self.fail(idx, format!("write failed: {e}"));
                     return None;
@@ -374,7 +377,7 @@ impl Worker {
             };
             match conn.flush(now) {
                 Ok(Flush::Done) => {}
-                Ok(Flush::Blocked) => return None,
+                Ok(Flush::Blocked | Flush::Waiting) => return None,
                 Err(e) => {
                     self.fail(idx, format!("write failed: {e}"));
                     return None;
@@ -404,6 +407,12 @@ impl Worker {
                 let _ = stream.set_nodelay(true);
                 conn.state = State::AwaitConnAck;
                 conn.writable = true;
+                // TLS and WebSocket handshakes run inside `AwaitConnAck`: CONNECT waits in
+                // the write buffer until they let it through.
+                match Layers::for_transport(&self.settings.transport) {
+                    Ok(layers) => conn.layers = layers,
+                    Err(e) => return self.fail(idx, e.to_string()),
+                }
                 let mut config = self.settings.client.clone();
                 config.client_id = self.client_id(idx);
                 let Some(conn) = self.conns.get_mut(idx) else { return };
@@ -420,7 +429,7 @@ impl Worker {
         if writable && conn.stream.is_some() {
             conn.writable = true;
         }
-        if conn.writable && !conn.wbuf.is_empty() {
+        if conn.writable && conn.wants_flush() {
             if let Err(e) = conn.flush(now) {
                 self.fail(idx, format!("write failed: {e}"));
             }
@@ -430,6 +439,22 @@ impl Worker {
     fn read(&mut self, idx: usize, now: u64, measuring: bool) {
         loop {
             let Some(conn) = self.conns.get_mut(idx) else { return };
+            if conn.layers.is_some() {
+                match conn.read_layered(&mut self.scratch) {
+                    Ok(ReadStatus::Data) => {
+                        if !self.process(idx, now, measuring) {
+                            return;
+                        }
+                    }
+                    Ok(ReadStatus::Blocked) => return,
+                    Ok(ReadStatus::Eof) => {
+                        self.process(idx, now, measuring);
+                        return self.fail(idx, "the broker closed the connection".into());
+                    }
+                    Err(msg) => return self.fail(idx, msg),
+                }
+                continue;
+            }
             let Some(stream) = conn.stream.as_mut() else { return };
             match stream.read(&mut self.scratch) {
                 Ok(0) => {
@@ -579,8 +604,8 @@ impl Worker {
             .pubs
             .iter()
             .filter_map(|&i| match self.conns.get(i) {
-                Some(Conn { role: RoleState::Pub(p), state: State::Ready, wbuf, .. }) => {
-                    Some(u64::from(p.inflight) + u64::from(!wbuf.is_empty()))
+                Some(c @ Conn { role: RoleState::Pub(p), state: State::Ready, .. }) => {
+                    Some(u64::from(p.inflight) + u64::from(c.wants_flush()))
                 }
                 _ => None,
             })
@@ -650,7 +675,7 @@ impl Worker {
             let mut unsent = 0;
             match &conn.role {
                 RoleState::Pub(p) => {
-                    unsent = (conn.wbuf.len() / p.frame_len().max(1)) as u64;
+                    unsent = (conn.unsent_bytes() / p.frame_len().max(1)) as u64;
                     result.pub_sent.push((p.id, p.seq.saturating_sub(unsent)));
                 }
                 RoleState::Sub(s) => result.subs.push((s.first, s.trackers.clone(), s.foreign)),
