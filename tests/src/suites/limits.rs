@@ -242,3 +242,61 @@ fn slow_consumer_does_not_stall_others_and_memory_stays_bounded() {
     slow_q1.ping_then_unread();
     drop(slow);
 }
+
+/// Regression: with never-reading subscribers attached and an unpaced publisher, the
+/// fast subscriber's backlog once drained one batch (8 × 16 KiB) per one-second timer
+/// tick instead of on write readiness, so 2000 messages took about a minute.
+#[test]
+fn fast_subscriber_backlog_drains_promptly_beside_a_stalled_subscriber() {
+    const MESSAGES: usize = 2000;
+    const WINDOW: usize = 32;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "workers = 2\n[limits]\nmax_outgoing_bytes = 262144\nmax_queued_messages = 100\n",
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&["--config", config.path().to_str().unwrap()]);
+    let mut stalled = RawClient::connect(broker.addr(), V5, "stalled-q1");
+    stalled.subscribe_one("burst/t", 1);
+    let mut stalled_q0 = RawClient::connect(broker.addr(), V3_1_1, "stalled-q0");
+    stalled_q0.subscribe_one("burst/t", 0);
+    let mut fast = RawClient::connect(broker.addr(), V5, "fast");
+    fast.subscribe_one("burst/t", 0);
+    fast.subscribe_one("burst/end", 1);
+    let addr = broker.addr();
+    let started = std::time::Instant::now();
+    let publisher = thread::spawn(move || {
+        let mut p = RawClient::connect(addr, V3_1_1, "burster");
+        let payload = vec![b'b'; 16 * 1024];
+        for _ in 0..MESSAGES / WINDOW {
+            for _ in 0..WINDOW {
+                p.publish_no_wait("burst/t", &payload, 1, false);
+            }
+            let mut acks = 0;
+            while acks < WINDOW {
+                if let Incoming::PubAck(..) = p.expect() {
+                    acks += 1;
+                }
+            }
+        }
+        p.publish("burst/end", b"end", 1, false);
+    });
+    let mut received = 0usize;
+    loop {
+        let got = fast.expect_publish_acked();
+        if got.topic == "burst/end" {
+            break;
+        }
+        received += 1;
+    }
+    let elapsed = started.elapsed();
+    publisher.join().unwrap();
+    assert!(
+        elapsed < std::time::Duration::from_secs(10),
+        "{received} of {} messages took {elapsed:?} to reach a reading subscriber",
+        MESSAGES / WINDOW * WINDOW
+    );
+    stalled.ping_then_unread();
+    drop(stalled_q0);
+}
