@@ -5,76 +5,12 @@
 // Harness helpers outside `#[test]` functions: a failure here is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_shoal-loadgen");
-
-fn mosquitto_binary() -> Option<PathBuf> {
-    ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// A Mosquitto process of our own, on a free port.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start(extra_config: &str) -> Option<Self> {
-        let Some(bin) = mosquitto_binary() else {
-            eprintln!("skipping: mosquitto is not installed");
-            return None;
-        };
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        let mut f = std::fs::File::create(&conf).unwrap();
-        writeln!(f, "listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true").unwrap();
-        writeln!(f, "log_dest stderr\nlog_type error\n{extra_config}").unwrap();
-        drop(f);
-        make_readable(dir.path(), &conf);
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let m = Self { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(m)
-    }
-}
-
-/// Mosquitto drops to its own user when started as root; let it read the config.
-fn make_readable(dir: &Path, conf: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    let _ = std::fs::set_permissions(conf, std::fs::Permissions::from_mode(0o644));
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn loadgen(args: &[&str]) -> Output {
-    Command::new(LOADGEN).args(args).output().unwrap()
-}
+use common::{loadgen, Mosquitto, LOADGEN};
 
 #[test]
 fn short_pairs_run_is_verified_clean() {
