@@ -19,7 +19,7 @@ use crate::store::{SessionKey, SessionStore};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SubValue {
     qos: QoS,
-    no_local: bool,
+    pub(super) no_local: bool,
     retain_as_published: bool,
     /// Subscription identifiers (v5); empty (no allocation) when unused.
     ids: Vec<u32>,
@@ -145,6 +145,7 @@ impl Worker {
             Event::Publish(msg) => self.route(msg, now),
             Event::Subscribe { filter, entry, existed } => {
                 self.trie.insert(&filter, key, SubValue::from(entry));
+                self.match_cache.clear();
                 let send_retained = match entry.options.retain_handling {
                     RetainHandling::OnSubscribe => true,
                     RetainHandling::OnNewSubscription => !existed,
@@ -164,6 +165,7 @@ impl Worker {
             }
             Event::Unsubscribe(filter) => {
                 self.trie.remove(&filter, &key);
+                self.match_cache.clear();
             }
             Event::Close { reason, will } => self.finish_link(key, reason, will, false, now),
         }
@@ -190,14 +192,35 @@ impl Worker {
         }
     }
 
-    /// Delivers a message to this worker's matching sessions.
+    /// Delivers a message to this worker's matching sessions: the cached matches of
+    /// its topic when there are (the usual case), else one trie walk.
     pub(super) fn deliver_local(&mut self, msg: &Arc<Message>, now: Instant) {
+        let cached = match self.match_cache.get(&msg.topic) {
+            Some(c) => c,
+            None => {
+                self.walk_trie(msg, false);
+                self.match_cache.insert(&msg.topic, self.matches.as_slice())
+            }
+        };
+        if cached.any_no_local && msg.publisher.is_some() {
+            self.walk_trie(msg, true);
+            let matches = std::mem::take(&mut self.matches);
+            self.deliver_matches(msg, matches.as_slice(), now);
+            self.matches = matches;
+        } else {
+            self.deliver_matches(msg, &cached.subscribers, now);
+        }
+    }
+
+    /// Collects the merged matches of `msg`'s topic into `self.matches`, leaving out
+    /// the publisher's own No Local subscriptions when `no_local` is set.
+    fn walk_trie(&mut self, msg: &Arc<Message>, no_local: bool) {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         let sessions = &self.sessions;
         self.trie.for_each_match(&msg.topic, |k, v| {
             // [MQTT-3.8.3-3] No Local: not back to the publisher's own client id.
-            if v.no_local {
+            if no_local && v.no_local {
                 let own = msg.publisher.as_deref().is_some_and(|p| {
                     sessions.get(*k).is_some_and(|s| s.session.client_id().as_ref() == p)
                 });
@@ -207,7 +230,16 @@ impl Worker {
             }
             matches.add(k, v);
         });
-        for (k, v) in matches.as_slice() {
+        self.matches = matches;
+    }
+
+    fn deliver_matches(
+        &mut self,
+        msg: &Arc<Message>,
+        matches: &[(SessionKey, SubValue)],
+        now: Instant,
+    ) {
+        for (k, v) in matches {
             let d = Delivery {
                 message: msg.clone(),
                 qos: msg.qos.min(v.qos),
@@ -218,7 +250,6 @@ impl Worker {
             };
             self.deliver(*k, d, now);
         }
-        self.matches = matches;
     }
 
     fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
@@ -272,6 +303,7 @@ impl Worker {
         if let Some(slot) = self.sessions.remove(key) {
             for (filter, _) in slot.session.subscriptions() {
                 self.trie.remove(filter, &key);
+                self.match_cache.clear();
             }
         }
     }

@@ -16,6 +16,7 @@ mod conn;
 mod connect;
 mod delivery;
 mod listener;
+mod match_cache;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,6 +37,37 @@ use crate::route::{Peer, WorkerMsg, CHANNEL_BATCHES};
 use crate::store::{MemorySessionStore, RetainedStore, SessionKey, SessionStore};
 use conn::{Conn, ConnState, Pressure, WriteOutcome};
 use delivery::SubValue;
+use match_cache::MatchCache;
+
+/// Hashes `SessionKey`s (small slab indices chosen by the server, not by peers) with
+/// one multiply instead of SipHash.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(0)
+    }
+}
+
+/// The state of [`KeyHasher`].
+#[derive(Debug, Default)]
+struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// Token of the worker's `Waker`.
 const WAKER: Token = Token(0);
@@ -91,8 +123,10 @@ pub(crate) struct Worker {
     conns: Slab<Conn>,
     sessions: MemorySessionStore,
     trie: SubscriptionTrie<SessionKey, SubValue>,
-    /// Reused for every publish's matches.
-    matches: MatchSet<SessionKey, SubValue>,
+    /// Reused for every trie walk's matches.
+    matches: MatchSet<SessionKey, SubValue, KeyHasher>,
+    /// Matches by topic, cleared on every change to `trie`.
+    match_cache: MatchCache,
     /// Publishes for each other worker, sent at the end of the iteration.
     outbox: Vec<Vec<Arc<Message>>>,
     /// Some outbox reached `OUTBOX_BATCH_MESSAGES`: send it before reading more.
@@ -154,7 +188,8 @@ impl Worker {
             conns: Slab::new(),
             sessions: MemorySessionStore::default(),
             trie: SubscriptionTrie::new(),
-            matches: MatchSet::new(),
+            matches: MatchSet::with_hasher(KeyHasher),
+            match_cache: MatchCache::default(),
             outbox: Vec::new(),
             outbox_full: false,
             scratch: vec![0; conn::READ_CHUNK_BYTES].into_boxed_slice(),
