@@ -15,7 +15,7 @@ mod worker;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) delivered: AtomicU64,
     /// Per worker: publishes not yet acknowledged (or not yet written).
     pub(crate) inflight: Vec<AtomicU64>,
+    /// Workers that have seen the drain phase and published their final `sent`.
+    pub(crate) settled: AtomicUsize,
     pub(crate) first_attempt_ns: AtomicU64,
     pub(crate) last_ready_ns: AtomicU64,
     pub(crate) samples: Mutex<Vec<String>>,
@@ -121,6 +123,7 @@ impl Shared {
             sent: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             inflight: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            settled: AtomicUsize::new(0),
             first_attempt_ns: AtomicU64::new(u64::MAX),
             last_ready_ns: AtomicU64::new(0),
             samples: Mutex::new(Vec::new()),
@@ -400,9 +403,12 @@ fn drain(shared: &Shared, plan: &Plan, settings: &Settings, ticker: &mut Ticker)
         if delivered != last.0 {
             last = (delivered, Instant::now());
         }
+        // `sent` is final only once every worker has seen the drain phase; before that
+        // a stale total could make the last publishes look delivered.
+        let settled = shared.settled.load(Ordering::Acquire) >= shared.inflight.len();
         let expected = shared.sent.load(Ordering::Relaxed) * u64::from(plan.copies);
         let quiet = last.1.elapsed() > Duration::from_millis(300);
-        shared.inflight() == 0 && (delivered >= expected || quiet)
+        shared.inflight() == 0 && (settled && delivered >= expected || quiet)
     });
 }
 

@@ -171,12 +171,20 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         // Publishers start their rate schedules when sending starts.
         let mut schedules_started = false;
+        let mut settled = false;
         loop {
             let phase = self.shared.phase();
             if phase == Phase::Stop {
                 break;
             }
             let mut now = self.shared.now_ns();
+            if phase == Phase::Drain && !settled {
+                // Nothing more is appended from here on: publish the final counts.
+                settled = true;
+                self.last_house_ns = 0;
+                self.housekeeping(now);
+                self.shared.settled.fetch_add(1, Ordering::Release);
+            }
             self.start_connects(now);
             let sending = matches!(phase, Phase::Warmup | Phase::Measure);
             if sending && !schedules_started {
