@@ -41,6 +41,7 @@ pub fn cases() -> Vec<Case> {
         },
         Case { name: "encode/publish/v5/qos1/256B", iterations: 20_000, prepare: encode_v5_qos1 },
         Case { name: "trie/match/mixed/10k", iterations: 5_000, prepare: trie_match_mixed },
+        Case { name: "fanout/qos0/100-subscribers", iterations: 2_000, prepare: fanout_qos0_100 },
     ]
 }
 
@@ -155,4 +156,18 @@ fn trie_match_mixed(iterations: u64) -> Run {
         }
         black_box(hits);
     })
+}
+
+/// One QoS 0 publish matched and encoded to 100 subscriber sessions on one worker, by
+/// the broker's own code (`shoal_server::bench_support`); counted per publish.
+fn fanout_qos0_100(iterations: u64) -> Run {
+    match shoal_server::bench_support::Fanout::new(100, QoS::AtMostOnce) {
+        Ok(mut bench) => Box::new(move || {
+            for _ in 0..iterations {
+                black_box(bench.publish());
+            }
+        }),
+        // Seen at once as a zero count.
+        Err(_) => Box::new(|| {}),
+    }
 }

@@ -15,6 +15,8 @@
 //!
 //! See `docs/ARCHITECTURE.md` for who owns what.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod config;
 mod route;
 pub mod store;

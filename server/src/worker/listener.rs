@@ -49,7 +49,7 @@ impl Worker {
 
     /// Puts a connection in the slab and registers it for reads and writes (edge
     /// triggered; writable events only matter while `wbuf` is non-empty).
-    fn register(&mut self, conn: Conn) -> Option<usize> {
+    pub(super) fn register(&mut self, conn: Conn) -> Option<usize> {
         let entry = self.conns.vacant_entry();
         let idx = entry.key();
         let conn = entry.insert(conn);

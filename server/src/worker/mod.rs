@@ -12,6 +12,7 @@
 //! sockets `listener.rs`; CONNECT, client ids and takeover `connect.rs`; routing and
 //! delivery `delivery.rs`.
 
+mod bench;
 mod conn;
 mod connect;
 mod delivery;
