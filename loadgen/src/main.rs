@@ -77,9 +77,9 @@ pub struct ConnArgs {
     /// Broker host.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Broker port.
-    #[arg(short = 'p', long, default_value_t = 1883)]
-    port: u16,
+    /// Broker port [default: 1883, with TLS 8883].
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
     /// Broker URL (overrides --host/--port): `mqtt://host:port`, `mqtts://host:port`,
     /// `ws://host:port/path` or `wss://host:port/path` (path default `/mqtt`).
     #[arg(long)]
@@ -117,15 +117,19 @@ pub struct ConnArgs {
 impl ConnArgs {
     /// The broker endpoint and its transport.
     fn endpoint(&self) -> Result<Endpoint> {
-        let mut endpoint = match &self.url {
-            Some(url) => Endpoint::parse_url(url)?,
-            None => Endpoint::tcp(self.host.clone(), self.port),
-        };
-        endpoint.tls |= self.tls
+        let tls = self.tls
             || self.cafile.is_some()
             || self.cert.is_some()
             || self.key.is_some()
             || self.insecure;
+        let mut endpoint = match &self.url {
+            Some(url) => Endpoint::parse_url(url)?,
+            None => {
+                let port = self.port.unwrap_or(if tls { 8883 } else { 1883 });
+                Endpoint::tcp(self.host.clone(), port)
+            }
+        };
+        endpoint.tls |= tls;
         Ok(endpoint)
     }
 
@@ -416,6 +420,7 @@ mod tests {
         let Command::Pairs(a) = cli.command else { panic!() };
         let endpoint = a.conn.endpoint().unwrap();
         assert!(endpoint.tls);
+        assert_eq!(endpoint.url(), "mqtts://127.0.0.1:8883");
         let e = a.conn.transport(&endpoint).unwrap_err();
         assert_eq!(e.to_string(), "cannot read /no/ca.pem");
         let cli = Cli::try_parse_from(["shoal-loadgen", "conn", "--insecure", "--cert", "c.pem"]);

@@ -459,7 +459,11 @@ impl Worker {
                         self.process(idx, now, measuring);
                         return self.fail(idx, "the broker closed the connection".into());
                     }
-                    Err(msg) => return self.fail(idx, msg),
+                    Err(msg) => {
+                        // Best effort: a WebSocket close reply may be waiting.
+                        let _ = conn.flush(now);
+                        return self.fail(idx, msg);
+                    }
                 }
                 continue;
             }
