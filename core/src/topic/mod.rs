@@ -11,6 +11,7 @@
 //! Both are single-threaded data owned by one thread; the locking and ownership around
 //! them is the server's (`server/src/shard.rs`).
 
+mod arena;
 mod filter;
 mod level_map;
 mod match_set;

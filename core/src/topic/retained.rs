@@ -10,14 +10,9 @@
 //! exhaust the thread's stack; they allocate that stack once per call, which is fine on
 //! the subscribe path.
 
+use super::arena::{Arena, NodeId, ROOT};
 use super::level_map::LevelMap;
 use super::{TopicFilter, TopicName};
-
-/// Index of a node in the arena.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct NodeId(usize);
-
-const ROOT: NodeId = NodeId(0);
 
 #[derive(Debug, Clone)]
 struct Node<V> {
@@ -50,14 +45,13 @@ enum Visit<'f> {
 /// has children. `len` counts the values.
 #[derive(Debug, Clone)]
 pub struct RetainedTree<V> {
-    nodes: Vec<Node<V>>,
-    free: Vec<NodeId>,
+    nodes: Arena<Node<V>>,
     len: usize,
 }
 
 impl<V> Default for RetainedTree<V> {
     fn default() -> Self {
-        Self { nodes: vec![Node::default()], free: Vec::new(), len: 0 }
+        Self { nodes: Arena::default(), len: 0 }
     }
 }
 
@@ -79,7 +73,7 @@ impl<V> RetainedTree<V> {
 
     /// Live nodes, the root included (1 for an empty tree).
     pub fn node_count(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.nodes.live()
     }
 
     /// Retains `value` on `topic`, returning the value it replaces. The empty topic of an
@@ -93,7 +87,7 @@ impl<V> RetainedTree<V> {
             node = match self.node(node).children.get(level) {
                 Some(child) => child,
                 None => {
-                    let child = self.alloc();
+                    let child = self.nodes.alloc();
                     self.node_mut(node).children.insert(level, child);
                     child
                 }
@@ -182,7 +176,7 @@ impl<V> RetainedTree<V> {
     pub fn for_each(&self, mut f: impl FnMut(&TopicName, &V)) {
         // Every live node is either free-listed (empty) or reachable, so a scan of the
         // arena sees each value once.
-        for node in &self.nodes {
+        for node in self.nodes.slots() {
             if let Some((topic, value)) = &node.value {
                 f(topic, value);
             }
@@ -218,33 +212,17 @@ impl<V> RetainedTree<V> {
             let Some(id) = next else { break };
             next = level.and_then(|level| self.node(id).children.get(level));
             debug_assert!(self.node(id).value.is_none());
-            self.release(id);
+            self.nodes.release(id);
         }
-    }
-
-    fn alloc(&mut self) -> NodeId {
-        match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.nodes.push(Node::default());
-                NodeId(self.nodes.len() - 1)
-            }
-        }
-    }
-
-    fn release(&mut self, id: NodeId) {
-        debug_assert_ne!(id, ROOT);
-        *self.node_mut(id) = Node::default();
-        self.free.push(id);
     }
 
     // Ids come only from this tree's edges, which point at live nodes (see Invariants).
     fn node(&self, id: NodeId) -> &Node<V> {
-        &self.nodes[id.0]
+        self.nodes.get(id)
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node<V> {
-        &mut self.nodes[id.0]
+        self.nodes.get_mut(id)
     }
 }
 

@@ -5,7 +5,7 @@
 //! matching rule is [`TopicFilter::matches`].
 //!
 //! # Layout
-//! Nodes live in an arena (`Vec` plus a free list) and refer to each other by index, so
+//! Nodes live in an arena (`arena.rs`: a `Vec` plus a free list) and refer to each other by index, so
 //! the whole trie is a few large allocations plus one key and one subscriber vector per
 //! node, and freeing a branch is pushing indices on the free list. A node stands for a
 //! filter prefix; its edges are the exact next levels ([`LevelMap`]), a `+` child and a
@@ -22,15 +22,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 
+use super::arena::{Arena, NodeId, ROOT};
 use super::level_map::LevelMap;
 use super::match_set::{MatchSet, MergeSubscription};
 use super::{TopicFilter, TopicName};
-
-/// Index of a node in the arena.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct NodeId(usize);
-
-const ROOT: NodeId = NodeId(0);
 
 /// A node's subscribers are indexed by key once there are more than this many, so that
 /// `#` with 100k subscribers does not make each insert or remove a linear scan.
@@ -176,14 +171,13 @@ impl<K, V> Node<K, V> {
 /// number of subscribers over all nodes.
 #[derive(Debug, Clone)]
 pub struct SubscriptionTrie<K, V> {
-    nodes: Vec<Node<K, V>>,
-    free: Vec<NodeId>,
+    nodes: Arena<Node<K, V>>,
     len: usize,
 }
 
 impl<K, V> Default for SubscriptionTrie<K, V> {
     fn default() -> Self {
-        Self { nodes: vec![Node::default()], free: Vec::new(), len: 0 }
+        Self { nodes: Arena::default(), len: 0 }
     }
 }
 
@@ -205,7 +199,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
 
     /// Live nodes, the root included (1 for an empty trie). For memory metrics and tests.
     pub fn node_count(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.nodes.live()
     }
 
     /// Removes every subscription and releases the arena.
@@ -339,7 +333,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
         if let Some(child) = self.edge(id, level) {
             return child;
         }
-        let child = self.alloc();
+        let child = self.nodes.alloc();
         let node = self.node_mut(id);
         match level {
             "+" => node.plus = Some(child),
@@ -376,34 +370,17 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
             next = level.and_then(|level| self.edge(id, level));
             debug_assert!(self.node(id).subscribers.is_empty());
             debug_assert!(self.node(id).edge_count() <= 1);
-            self.release(id);
+            self.nodes.release(id);
         }
     }
 
-    fn alloc(&mut self) -> NodeId {
-        match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.nodes.push(Node::default());
-                NodeId(self.nodes.len() - 1)
-            }
-        }
-    }
-
-    fn release(&mut self, id: NodeId) {
-        debug_assert_ne!(id, ROOT);
-        *self.node_mut(id) = Node::default();
-        self.free.push(id);
-    }
-
-    // Ids come only from this trie's edges, which point at live nodes (see Invariants),
-    // so indexing cannot go out of bounds.
+    // Ids come only from this tree's edges, which point at live nodes (see Invariants).
     fn node(&self, id: NodeId) -> &Node<K, V> {
-        &self.nodes[id.0]
+        self.nodes.get(id)
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node<K, V> {
-        &mut self.nodes[id.0]
+        self.nodes.get_mut(id)
     }
 }
 
@@ -554,9 +531,9 @@ mod tests {
         assert_eq!(trie.node_count(), 4);
         assert_eq!(matches(&trie, "a/b"), [(1, QoS::AtMostOnce)]);
         assert_eq!(matches(&trie, "a/x"), [(1, QoS::AtMostOnce)]);
-        let arena = trie.nodes.len();
+        let arena = trie.nodes.slot_count();
         trie.insert(&filter("q/r"), 2, QoS::AtMostOnce);
-        assert_eq!(trie.nodes.len(), arena, "freed nodes are reused");
+        assert_eq!(trie.nodes.slot_count(), arena, "freed nodes are reused");
     }
 
     #[test]
