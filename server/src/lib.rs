@@ -20,6 +20,7 @@ pub mod bench_support;
 pub mod config;
 mod route;
 pub mod store;
+pub mod tls;
 pub mod ws;
 mod worker;
 
