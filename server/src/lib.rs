@@ -15,6 +15,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for who owns what.
 
+pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
 pub mod config;
