@@ -22,8 +22,8 @@ pub mod config;
 mod route;
 pub mod store;
 pub mod tls;
-pub mod ws;
 mod worker;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,13 +1,15 @@
 //! `shoal`: the broker binary. Parses the command line, loads the config, starts the
 //! broker, prints one `listening on tcp://ADDR` line per listener, and shuts down
-//! gracefully on SIGINT or SIGTERM.
+//! gracefully on SIGINT or SIGTERM. `shoal passwd` edits a Mosquitto-compatible password
+//! file instead.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use shoal_server::auth::passwd::PasswdCommand;
 use shoal_server::config::{ListenerConfig, Transport, DEFAULT_BIND};
 use shoal_server::{Broker, Config};
 
@@ -24,12 +26,45 @@ struct Cli {
     /// Number of event-loop threads (default: available cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update a password file (the format of mosquitto_passwd).
+    Passwd(PasswdArgs),
+}
+
+/// `shoal passwd [-c | -D] [-b] FILE USER [PASSWORD]`, as mosquitto_passwd.
+#[derive(Debug, clap::Args)]
+struct PasswdArgs {
+    /// Create a new password file, replacing an existing one.
+    #[arg(short = 'c', conflicts_with = "delete")]
+    create: bool,
+    /// Delete USER instead of setting a password.
+    #[arg(short = 'D')]
+    delete: bool,
+    /// Batch mode: take PASSWORD from the command line (visible to other local users in
+    /// the process list; prefer piping it on standard input).
+    #[arg(short = 'b', requires = "password")]
+    batch: bool,
+    /// The password file.
+    file: PathBuf,
+    /// The username.
+    user: String,
+    /// The password (with -b only). Without -b it is read from standard input.
+    password: Option<String>,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        Some(Command::Passwd(ref args)) => passwd(args),
+        None => run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -41,6 +76,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn passwd(args: &PasswdArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let password = if args.delete {
+        None
+    } else if args.batch {
+        args.password.clone()
+    } else if args.password.is_some() {
+        return Err("a password on the command line needs -b".into());
+    } else {
+        Some(read_password()?)
+    };
+    let command = PasswdCommand {
+        file: args.file.clone(),
+        user: args.user.clone(),
+        create: args.create,
+        delete: args.delete,
+        password,
+    };
+    command.run()?;
+    Ok(())
+}
+
+/// The first line of standard input. A terminal is refused: without turning echo off
+/// the password would show on screen.
+fn read_password() -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err("interactive password entry is not supported yet: use -b FILE USER \
+                    PASSWORD, or pipe the password on standard input"
+            .into());
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("no password on standard input".into());
+    }
+    Ok(password.to_owned())
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

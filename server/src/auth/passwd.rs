@@ -416,6 +416,95 @@ impl PasswordFileEditor {
     }
 }
 
+/// One run of `shoal passwd`, mirroring `mosquitto_passwd`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswdCommand {
+    /// The password file.
+    pub file: PathBuf,
+    /// The user to add, update or delete.
+    pub user: String,
+    /// Start a new file, replacing any existing one (`-c`).
+    pub create: bool,
+    /// Delete the user instead of setting a password (`-D`).
+    pub delete: bool,
+    /// The new password; required unless deleting. Never logged.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for PasswdCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswdCommand")
+            .field("file", &self.file)
+            .field("user", &self.user)
+            .field("create", &self.create)
+            .field("delete", &self.delete)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why `shoal passwd` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdCommandError {
+    /// The file could not be read, parsed or written.
+    #[error(transparent)]
+    File(#[from] PasswdError),
+    /// `-D` for a user the file does not have.
+    #[error("user {user:?} not found in {}", path.display())]
+    UnknownUser {
+        /// The file.
+        path: PathBuf,
+        /// The username.
+        user: String,
+    },
+    /// The username is empty, starts with `#` or holds `:` or a line break.
+    #[error("invalid username {0:?}: it must be non-empty, not start with '#' and not contain ':' or line breaks")]
+    InvalidUsername(String),
+    /// `-c` together with `-D`.
+    #[error("-c and -D cannot be used together")]
+    CreateAndDelete,
+    /// No password given for an add or update.
+    #[error("no password given")]
+    MissingPassword,
+    /// The random source failed while making a salt.
+    #[error("cannot get random bytes for a salt")]
+    Random,
+}
+
+impl PasswdCommand {
+    /// Applies the change to the file.
+    ///
+    /// # Errors
+    /// [`PasswdCommandError`]; the file is left as it was.
+    pub fn run(&self) -> Result<(), PasswdCommandError> {
+        if self.create && self.delete {
+            return Err(PasswdCommandError::CreateAndDelete);
+        }
+        if !is_valid_username(&self.user) {
+            return Err(PasswdCommandError::InvalidUsername(self.user.clone()));
+        }
+        let mut editor = if self.create {
+            PasswordFileEditor::new()
+        } else {
+            PasswordFileEditor::load(&self.file)?
+        };
+        if self.delete {
+            if !editor.remove(&self.user) {
+                return Err(PasswdCommandError::UnknownUser {
+                    path: self.file.clone(),
+                    user: self.user.clone(),
+                });
+            }
+        } else {
+            let password = self.password.as_deref().ok_or(PasswdCommandError::MissingPassword)?;
+            let hash = PasswordHash::new_pbkdf2(password.as_bytes())
+                .map_err(|_| PasswdCommandError::Random)?;
+            editor.set(&self.user, &hash);
+        }
+        editor.save(&self.file)?;
+        Ok(())
+    }
+}
+
 /// Whether a username can be written to a password file.
 pub fn is_valid_username(user: &str) -> bool {
     !user.is_empty() && !user.contains([':', '\n', '\r']) && !user.starts_with('#')
@@ -564,6 +653,60 @@ mod tests {
         ed.save(&file).unwrap();
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn command_creates_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        let cmd = |user: &str, create: bool, delete: bool, password: Option<&str>| PasswdCommand {
+            file: file.clone(),
+            user: user.into(),
+            create,
+            delete,
+            password: password.map(str::to_owned),
+        };
+        cmd("alice", true, false, Some("one")).run().unwrap();
+        cmd("bob", false, false, Some("two")).run().unwrap();
+        cmd("alice", false, false, Some("three")).run().unwrap();
+        let pw = PasswordFile::load(&file).unwrap();
+        assert!(pw.verify("alice", b"three") && pw.verify("bob", b"two"));
+        cmd("bob", false, true, None).run().unwrap();
+        assert!(!PasswordFile::load(&file).unwrap().contains("bob"));
+        assert!(matches!(
+            cmd("bob", false, true, None).run(),
+            Err(PasswdCommandError::UnknownUser { .. })
+        ));
+        assert!(matches!(
+            cmd("x", true, true, None).run(),
+            Err(PasswdCommandError::CreateAndDelete)
+        ));
+        assert!(matches!(
+            cmd("a:b", false, false, Some("p")).run(),
+            Err(PasswdCommandError::InvalidUsername(_))
+        ));
+        assert!(matches!(
+            cmd("carol", false, false, None).run(),
+            Err(PasswdCommandError::MissingPassword)
+        ));
+        // -c replaces the file.
+        cmd("dave", true, false, Some("four")).run().unwrap();
+        let pw = PasswordFile::load(&file).unwrap();
+        assert_eq!(pw.len(), 1);
+        assert!(!format!("{:?}", cmd("u", false, false, Some("hidden"))).contains("hidden"));
+    }
+
+    #[test]
+    fn command_on_a_missing_file_without_create_names_it() {
+        let cmd = PasswdCommand {
+            file: PathBuf::from("/nonexistent/dir/pw"),
+            user: "u".into(),
+            create: false,
+            delete: false,
+            password: Some("p".into()),
+        };
+        let err = cmd.run().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/dir/pw"), "{err}");
     }
 
     #[test]
