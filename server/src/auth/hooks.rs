@@ -19,6 +19,63 @@
 //! Every method has a default that allows everything, so an implementation overrides only
 //! what it needs. [`HookChain`] runs several hook objects in order (for example an
 //! application's hooks, then [`FileAuth`]).
+//!
+//! # Example
+//! An application that refuses one network, lets each user publish under
+//! `users/<username>/` only, lets everyone use `public/`, and still checks passwords with
+//! a Mosquitto password file:
+//!
+//! ```no_run
+//! use std::net::{IpAddr, SocketAddr};
+//! use std::sync::Arc;
+//! use shoal_core::{QoS, ReasonCode, TopicFilter, TopicName};
+//! use shoal_server::auth::{
+//!     ClientInfo, FileAuth, FileAuthSettings, HookChain, Hooks, PublishDecision,
+//!     SubscribeDecision,
+//! };
+//!
+//! struct MyRules;
+//!
+//! impl MyRules {
+//!     fn may_use(client: &ClientInfo, topic: &str) -> bool {
+//!         if topic.starts_with("public/") {
+//!             return true;
+//!         }
+//!         let own = client.identity.username.as_deref().map(|u| format!("users/{u}/"));
+//!         own.is_some_and(|prefix| topic.starts_with(&prefix))
+//!     }
+//! }
+//!
+//! impl Hooks for MyRules {
+//!     fn on_accept(&self, peer: SocketAddr) -> bool {
+//!         !matches!(peer.ip(), IpAddr::V4(ip) if ip.octets()[..3] == [198, 51, 100])
+//!     }
+//!     fn on_subscribe(&self, c: &ClientInfo, f: &TopicFilter, qos: QoS) -> SubscribeDecision {
+//!         if Self::may_use(c, f.as_str()) {
+//!             SubscribeDecision::Grant(qos)
+//!         } else {
+//!             SubscribeDecision::Refuse(ReasonCode::NotAuthorized)
+//!         }
+//!     }
+//!     fn on_publish(&self, c: &ClientInfo, t: &TopicName, _: QoS, _: bool) -> PublishDecision {
+//!         if Self::may_use(c, t.as_str()) {
+//!             PublishDecision::Allow
+//!         } else {
+//!             PublishDecision::Drop(ReasonCode::NotAuthorized)
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = FileAuth::new(FileAuthSettings {
+//!     password_file: Some("/etc/shoal/passwd".into()),
+//!     ..FileAuthSettings::default()
+//! })?;
+//! let hooks = HookChain::new().with(Arc::new(MyRules)).with(Arc::new(files));
+//! # let _ = hooks;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,7 +182,8 @@ pub trait Hooks: Send + Sync {
         ReasonCode::Success
     }
 
-    /// Decides one filter of a SUBSCRIBE.
+    /// Decides one filter of a SUBSCRIBE. For a shared subscription
+    /// (`$share/<group>/<filter>`) `filter` is the part after the group.
     fn on_subscribe(
         &self,
         client: &ClientInfo,
