@@ -82,7 +82,15 @@ impl Message {
         self.expires_at.is_some_and(|t| now >= t)
     }
 
-    /// The PUBLISH for one delivery of this message.
+    /// The Message Expiry Interval to forward at `now`: the remaining lifetime, not
+    /// the original one [MQTT-3.3.2-6], at least 1; `None` when it was not set.
+    pub fn expiry_left(&self, now: Instant) -> Option<u32> {
+        let t = self.expires_at?;
+        let left = t.saturating_duration_since(now).as_secs();
+        Some(u32::try_from(left).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// The PUBLISH for one delivery of this message at `now`.
     pub fn to_publish(
         &self,
         version: ProtocolVersion,
@@ -91,13 +99,24 @@ impl Message {
         subscription_ids: &[u32],
         now: Instant,
     ) -> Publish {
+        self.publish_for(version, qos, retain, subscription_ids, self.expiry_left(now))
+    }
+
+    /// The PUBLISH for one delivery, with the expiry interval already worked out
+    /// ([`Message::expiry_left`]).
+    pub fn publish_for(
+        &self,
+        version: ProtocolVersion,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: &[u32],
+        expiry_secs: Option<u32>,
+    ) -> Publish {
         let properties = if version.is_v5() {
             let mut p = self.properties.clone();
             p.subscription_identifiers.extend_from_slice(subscription_ids);
-            if let Some(t) = self.expires_at {
-                // [MQTT-3.3.2-6] forward the remaining lifetime, not the original one.
-                let left = t.saturating_duration_since(now).as_secs();
-                p.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
+            if expiry_secs.is_some() {
+                p.message_expiry_interval = expiry_secs;
             }
             p
         } else {

@@ -23,20 +23,25 @@
 
 mod inflight;
 mod message;
+mod transmit;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+
 use crate::codec::{
-    AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, LastWill, Packet, PubAckLike,
-    Publish, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    AckKind, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, LastWill, Packet,
+    PubAckLike, Publish, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::limits::Limits;
 use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
 use crate::topic::TopicFilter;
 use inflight::{InboundQos2, Inflight, OutState};
 pub use message::{Delivery, Message};
+pub use transmit::PublishCache;
+use transmit::Transmit;
 
 /// Longest client id MQTT 3.1 allows [MQTT 3.1, 3.1 CONNECT payload].
 pub const MAX_V31_CLIENT_ID_BYTES: usize = 23;
@@ -144,10 +149,15 @@ pub struct Session {
     link: Option<Link>,
     /// Set by the broker while the connection's write buffer is full.
     write_blocked: bool,
-    transmit: VecDeque<Packet>,
+    transmit: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Messages dropped for this session (queue full, or QoS 0 while blocked/offline).
     dropped: u64,
+}
+
+/// The encoded size of a delivery's PUBLISH (without a packet id).
+fn encoded_len(d: &Delivery, version: ProtocolVersion, now: Instant) -> usize {
+    d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now).encoded_len(version)
 }
 
 /// Checks a CONNECT before a session is looked up.
@@ -300,11 +310,11 @@ impl Session {
         } else {
             ConnAckProperties::default()
         };
-        self.transmit.push_back(Packet::ConnAck(ConnAck {
+        self.transmit.push_back(Transmit::Other(Box::new(Packet::ConnAck(ConnAck {
             session_present: answer.session_present,
             reason_code: ReasonCode::Success,
             properties,
-        }));
+        }))));
         self.redeliver(now);
         self.pump(now);
     }
@@ -315,15 +325,14 @@ impl Session {
         let version = link.version;
         for e in self.inflight.iter() {
             let packet = match e.state {
-                OutState::Published => {
-                    let d = &e.delivery;
-                    let mut p =
-                        d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
-                    p.dup = true;
-                    p.packet_id = Some(e.id);
-                    Packet::Publish(p)
-                }
-                OutState::Released => Packet::PubRel(PubAckLike::new(e.id)),
+                OutState::Published => Transmit::Publish {
+                    delivery: e.delivery.clone(),
+                    version,
+                    packet_id: Some(e.id),
+                    dup: true,
+                    expiry_secs: e.delivery.message.expiry_left(now),
+                },
+                OutState::Released => Transmit::Ack(AckKind::PubRel, PubAckLike::new(e.id)),
             };
             self.transmit.push_back(packet);
         }
@@ -347,14 +356,16 @@ impl Session {
     /// Sends a QoS 1/2 delivery under a new packet id; drops it (counted) if it is
     /// larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
     fn send_qos12(&mut self, version: ProtocolVersion, max: usize, d: Delivery, now: Instant) {
-        let mut p = d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
         // Account for the two-byte packet id not yet set.
-        if p.encoded_len(version).saturating_add(2) > max {
+        if max < usize::MAX && encoded_len(&d, version, now).saturating_add(2) > max {
             self.dropped += 1;
             return;
         }
-        p.packet_id = Some(self.inflight.push(d));
-        self.transmit.push_back(Packet::Publish(p));
+        let mut t = Transmit::publish(d.clone(), version, now);
+        if let Transmit::Publish { packet_id, .. } = &mut t {
+            *packet_id = Some(self.inflight.push(d));
+        }
+        self.transmit.push_back(t);
     }
 
     /// Tells the session whether the connection's write buffer is full. While it is,
@@ -380,14 +391,11 @@ impl Session {
         if delivery.qos == QoS::AtMostOnce {
             return match online {
                 Some((version, _, max)) if !self.write_blocked => {
-                    let d = &delivery;
-                    let p =
-                        d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now);
-                    if p.encoded_len(version) > max {
+                    if max < usize::MAX && encoded_len(&delivery, version, now) > max {
                         self.dropped += 1;
                         return false;
                     }
-                    self.transmit.push_back(Packet::Publish(p));
+                    self.transmit.push_back(Transmit::publish(delivery, version, now));
                     true
                 }
                 _ => {
@@ -436,7 +444,7 @@ impl Session {
                     if !self.inflight.rec(a.packet_id) {
                         rel.reason_code = ReasonCode::PacketIdentifierNotFound;
                     }
-                    self.transmit.push_back(Packet::PubRel(rel));
+                    self.transmit.push_back(Transmit::Ack(AckKind::PubRel, rel));
                     Ok(())
                 }
             }
@@ -451,7 +459,7 @@ impl Session {
                 if !self.inbound_qos2.remove(a.packet_id) {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
                 }
-                self.transmit.push_back(Packet::PubComp(comp));
+                self.transmit.push_back(Transmit::Ack(AckKind::PubComp, comp));
                 Ok(())
             }
             Packet::Subscribe(s) => self.handle_subscribe(version, s),
@@ -460,7 +468,7 @@ impl Session {
                 Ok(())
             }
             Packet::PingReq => {
-                self.transmit.push_back(Packet::PingResp);
+                self.transmit.push_back(Transmit::PingResp);
                 Ok(())
             }
             Packet::Disconnect(d) => self.handle_disconnect(now, d),
@@ -496,7 +504,7 @@ impl Session {
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.route(now, p);
-                self.transmit.push_back(Packet::PubAck(PubAckLike::new(id)));
+                self.transmit.push_back(Transmit::Ack(AckKind::PubAck, PubAckLike::new(id)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if !self.inbound_qos2.contains(id) {
@@ -507,7 +515,7 @@ impl Session {
                     self.inbound_qos2.insert(id);
                     self.route(now, p);
                 }
-                self.transmit.push_back(Packet::PubRec(PubAckLike::new(id)));
+                self.transmit.push_back(Transmit::Ack(AckKind::PubRec, PubAckLike::new(id)));
             }
             // The codec guarantees a packet id for QoS > 0; be safe anyway.
             (_, None) => return Err(ReasonCode::MalformedPacket),
@@ -530,11 +538,11 @@ impl Session {
         for f in s.filters {
             codes.push(self.subscribe_one(version, &f.filter, f.options, identifier));
         }
-        self.transmit.push_back(Packet::SubAck(SubAck {
+        self.transmit.push_back(Transmit::Other(Box::new(Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             reason_codes: codes,
             properties: AckProperties::default(),
-        }));
+        }))));
         Ok(())
     }
 
@@ -583,11 +591,11 @@ impl Session {
                 None => ReasonCode::NoSubscriptionExisted,
             });
         }
-        self.transmit.push_back(Packet::UnsubAck(UnsubAck {
+        self.transmit.push_back(Transmit::Other(Box::new(Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reason_codes: codes,
             properties: AckProperties::default(),
-        }));
+        }))));
     }
 
     fn handle_disconnect(&mut self, now: Instant, d: Disconnect) -> Result<(), ReasonCode> {
@@ -623,10 +631,10 @@ impl Session {
     fn end_link(&mut self, now: Instant, reason: ReasonCode, send_disconnect: bool, will: bool) {
         let Some(link) = self.link.take() else { return };
         if send_disconnect && link.version.is_v5() {
-            self.transmit.push_back(Packet::Disconnect(Disconnect {
+            self.transmit.push_back(Transmit::Other(Box::new(Packet::Disconnect(Disconnect {
                 reason_code: reason,
                 properties: Default::default(),
-            }));
+            }))));
         }
         self.offline_since = Some(now);
         self.write_blocked = false;
@@ -654,7 +662,29 @@ impl Session {
 
     /// The next packet to write to the client.
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        self.transmit.pop_front()
+        self.transmit.pop_front().map(Transmit::into_packet)
+    }
+
+    /// Drains every pending packet into `out`, encoded for `version` (the link's, or
+    /// the one the connection had if it just ended): the same bytes, in the same order,
+    /// as encoding each [`Session::poll_transmit`] result, without building a `Packet`
+    /// per delivery; QoS 0 PUBLISHes of one message go through `cache`, so a fan-out
+    /// encodes each wire form once.
+    ///
+    /// Returns how many packets could not be encoded (and were skipped).
+    pub fn encode_transmit(
+        &mut self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+        cache: &mut PublishCache,
+    ) -> usize {
+        let mut failed = 0;
+        while let Some(t) = self.transmit.pop_front() {
+            if t.encode(version, out, cache).is_err() {
+                failed += 1;
+            }
+        }
+        failed
     }
 
     /// The next thing the broker must do.

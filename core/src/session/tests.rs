@@ -400,3 +400,38 @@ fn client_sent_subscription_identifier_is_a_protocol_error() {
         matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
     );
 }
+
+/// `encode_transmit` writes exactly what encoding each `poll_transmit` packet writes,
+/// for QoS 0 (through the shared-frame cache, twice for the same message, then for a
+/// second session of another version), QoS 1, subscription ids and acks.
+#[test]
+fn encode_transmit_matches_poll_transmit_encoding() {
+    let now = Instant::now();
+    let shared = message("a/b", QoS::AtLeastOnce);
+    let feed = |s: &mut Session| {
+        for (qos, ids) in [
+            (QoS::AtMostOnce, vec![]),
+            (QoS::AtMostOnce, vec![]),
+            (QoS::AtLeastOnce, vec![]),
+            (QoS::AtMostOnce, vec![7]),
+        ] {
+            let d = Delivery { message: shared.clone(), qos, retain: false, subscription_ids: ids };
+            assert!(s.handle_delivery(now, d));
+        }
+        s.handle_packet(now, Packet::PingReq);
+    };
+    let mut cache = PublishCache::default();
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5, ProtocolVersion::V3_1_1] {
+        let (mut a, mut b) = (online(version, true, now), online(version, true, now));
+        feed(&mut a);
+        feed(&mut b);
+        let mut expected = BytesMut::new();
+        for p in drain(&mut a) {
+            p.encode(version, &mut expected).unwrap();
+        }
+        let mut got = BytesMut::new();
+        assert_eq!(b.encode_transmit(version, &mut got, &mut cache), 0);
+        assert_eq!(got, expected, "{version}");
+        assert!(b.poll_transmit().is_none());
+    }
+}

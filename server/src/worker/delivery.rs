@@ -108,10 +108,13 @@ impl Worker {
         let before = conn.wbuf.len();
         let max_queued = self.shared.limits.max_queued_messages;
         for _ in 0..2 {
-            while let Some(p) = slot.session.poll_transmit() {
-                if let Err(e) = p.encode(version, &mut conn.wbuf) {
-                    log::debug!("cannot encode {} for {}: {e}", p.name(), slot.session.client_id());
-                }
+            let failed =
+                slot.session.encode_transmit(version, &mut conn.wbuf, &mut self.publish_cache);
+            if failed > 0 {
+                log::debug!(
+                    "{failed} packets for {} could not be encoded",
+                    slot.session.client_id()
+                );
             }
             // Unblocking may move queued messages into the window: drain once more.
             slot.session.set_write_blocked(now, conn.wbuf.len() >= max_out);

@@ -28,7 +28,7 @@ use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use shoal_core::session::{LinkLoss, Message};
+use shoal_core::session::{LinkLoss, Message, PublishCache};
 use shoal_core::topic::MatchSet;
 use shoal_core::{Limits, SubscriptionTrie};
 use slab::Slab;
@@ -128,6 +128,9 @@ pub(crate) struct Worker {
     matches: MatchSet<SessionKey, SubValue, KeyHasher>,
     /// Matches by topic, cleared on every change to `trie`.
     match_cache: MatchCache,
+    /// The last QoS 0 PUBLISH encoded, reused for every subscriber of the same message
+    /// and wire form.
+    publish_cache: PublishCache,
     /// Publishes for each other worker, sent at the end of the iteration.
     outbox: Vec<Vec<Arc<Message>>>,
     /// Some outbox reached `OUTBOX_BATCH_MESSAGES`: send it before reading more.
@@ -191,6 +194,7 @@ impl Worker {
             trie: SubscriptionTrie::new(),
             matches: MatchSet::with_hasher(KeyHasher),
             match_cache: MatchCache::default(),
+            publish_cache: PublishCache::default(),
             outbox: Vec::new(),
             outbox_full: false,
             scratch: vec![0; conn::READ_CHUNK_BYTES].into_boxed_slice(),
@@ -437,6 +441,8 @@ impl Worker {
 
     /// Once a second: CONNECT timeouts, keep-alive, session expiry, idle buffers.
     fn tick(&mut self, now: Instant) {
+        // Releases the last published message (and the read buffer its payload shares).
+        self.publish_cache.clear();
         let connect_timeout = self.shared.broker_limits.connect_timeout;
         let mut timed_out = Vec::new();
         let mut active = Vec::new();

@@ -1,0 +1,136 @@
+//! What a session has to send, kept small until it is encoded.
+//!
+//! The queue holds [`Transmit`] entries of about 64 bytes rather than `Packet`s (over
+//! 200): a delivery stays a shared `Arc<Message>` plus its per-subscriber fields, and
+//! its PUBLISH is built only when the broker encodes it. [`PublishCache`] lets a
+//! broker encode a QoS 0 PUBLISH once per message and wire form and copy the same bytes
+//! to every subscriber that receives that form.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::message::{Delivery, Message};
+use crate::codec::{AckKind, Packet, PubAckLike, Publish};
+use crate::protocol::{PacketId, ProtocolVersion, QoS};
+
+/// One packet waiting to be written.
+#[derive(Debug)]
+pub(crate) enum Transmit {
+    /// A delivery, encoded as a PUBLISH for `version`.
+    Publish {
+        delivery: Delivery,
+        version: ProtocolVersion,
+        /// Set for QoS 1/2.
+        packet_id: Option<PacketId>,
+        /// Redelivery [MQTT-3.3.1-1].
+        dup: bool,
+        /// Message Expiry Interval left when it was queued (v5).
+        expiry_secs: Option<u32>,
+    },
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP.
+    Ack(AckKind, PubAckLike),
+    /// PINGRESP.
+    PingResp,
+    /// Anything else (CONNACK, SUBACK, UNSUBACK, DISCONNECT): rare, so boxed.
+    Other(Box<Packet>),
+}
+
+impl Transmit {
+    /// The PUBLISH of a delivery.
+    pub(crate) fn publish(
+        delivery: Delivery,
+        version: ProtocolVersion,
+        now: std::time::Instant,
+    ) -> Self {
+        let expiry_secs = delivery.message.expiry_left(now);
+        Self::Publish { delivery, version, packet_id: None, dup: false, expiry_secs }
+    }
+
+    /// The packet this entry stands for.
+    pub(crate) fn into_packet(self) -> Packet {
+        match self {
+            Self::Publish { delivery, version, packet_id, dup, expiry_secs } => {
+                Packet::Publish(build_publish(&delivery, version, packet_id, dup, expiry_secs))
+            }
+            Self::Ack(AckKind::PubAck, a) => Packet::PubAck(a),
+            Self::Ack(AckKind::PubRec, a) => Packet::PubRec(a),
+            Self::Ack(AckKind::PubRel, a) => Packet::PubRel(a),
+            Self::Ack(AckKind::PubComp, a) => Packet::PubComp(a),
+            Self::PingResp => Packet::PingResp,
+            Self::Other(p) => *p,
+        }
+    }
+
+    /// Appends this entry's encoding to `out`.
+    pub(crate) fn encode(
+        self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+        cache: &mut PublishCache,
+    ) -> Result<(), crate::codec::EncodeError> {
+        match self {
+            Self::Publish { delivery, version: _, packet_id, dup, expiry_secs } => {
+                let shareable = delivery.qos == QoS::AtMostOnce
+                    && delivery.subscription_ids.is_empty()
+                    && expiry_secs.is_none();
+                if !shareable {
+                    let p = build_publish(&delivery, version, packet_id, dup, expiry_secs);
+                    return p.encode(version, out);
+                }
+                let form = (version, delivery.retain);
+                if let Some((m, f)) = &cache.key {
+                    if *f == form && Arc::ptr_eq(m, &delivery.message) {
+                        out.extend_from_slice(&cache.frame);
+                        return Ok(());
+                    }
+                }
+                let start = out.len();
+                build_publish(&delivery, version, None, false, None).encode(version, out)?;
+                cache.frame.clear();
+                if let Some(frame) = out.get(start..) {
+                    cache.frame.extend_from_slice(frame);
+                    // Holding the Arc keeps its address from being reused by another
+                    // message while the cache is keyed by it.
+                    cache.key = Some((delivery.message, form));
+                }
+                Ok(())
+            }
+            Self::Ack(kind, a) => a.encode(kind, version, out),
+            Self::PingResp => Packet::PingResp.encode(version, out),
+            Self::Other(p) => p.encode(version, out),
+        }
+    }
+}
+
+fn build_publish(
+    d: &Delivery,
+    version: ProtocolVersion,
+    packet_id: Option<PacketId>,
+    dup: bool,
+    expiry_secs: Option<u32>,
+) -> Publish {
+    let mut p = d.message.publish_for(version, d.qos, d.retain, &d.subscription_ids, expiry_secs);
+    p.packet_id = packet_id;
+    p.dup = dup;
+    p
+}
+
+/// The last QoS 0 PUBLISH a broker thread encoded, by message and wire form (protocol
+/// version, RETAIN flag), so that fan-out to many subscribers encodes it once.
+///
+/// Only QoS 0 deliveries without subscription identifiers or a remaining expiry are
+/// shared: everything else differs per subscriber. Keep one per thread and pass it to
+/// [`super::Session::encode_transmit`].
+#[derive(Debug, Default)]
+pub struct PublishCache {
+    key: Option<(Arc<Message>, (ProtocolVersion, bool))>,
+    frame: BytesMut,
+}
+
+impl PublishCache {
+    /// Forgets the cached frame (and releases its message).
+    pub fn clear(&mut self) {
+        self.key = None;
+    }
+}
