@@ -15,10 +15,12 @@
 //!
 //! See `docs/ARCHITECTURE.md` for who owns what.
 
+pub mod admin;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
 pub mod config;
+pub mod metrics;
 mod route;
 pub mod store;
 pub mod tls;
