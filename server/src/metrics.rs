@@ -175,7 +175,7 @@ pub struct WorkerCounters {
 }
 
 impl WorkerCounters {
-    /// Counts one PUBLISH received of `bytes` wire bytes (also a packet received).
+    /// Counts one PUBLISH received (its bytes and packet are counted where it was read).
     #[inline]
     pub fn on_publish_received(&mut self, qos: QoS) {
         let i = qos_index(qos);

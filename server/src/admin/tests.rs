@@ -562,6 +562,30 @@ fn a_silent_client_does_not_block_other_requests() {
 }
 
 #[test]
+fn connections_beyond_the_cap_get_503_at_once() {
+    let f = fixture();
+    // Each silent connection holds a connection thread until it times out.
+    let idle: Vec<TcpStream> =
+        (0..MAX_CONCURRENT).map(|_| TcpStream::connect(f.server.local_addr()).unwrap()).collect();
+    // The accept thread counts a connection when it accepts it: wait until all are.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut status = 0;
+    while std::time::Instant::now() < deadline {
+        status = get(&f, "/api/stats").status;
+        if status == 503 {
+            break;
+        }
+    }
+    assert_eq!(status, 503);
+    drop(idle);
+    // Closed connections end their threads (read sees EOF), and service resumes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&f, "/api/stats").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+    }
+}
+
+#[test]
 fn shutdown_stops_accepting() {
     let f = fixture();
     let addr = f.server.local_addr();

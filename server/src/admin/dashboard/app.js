@@ -310,6 +310,30 @@ function debounce(fn, ms) {
   return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
 }
 
+// A destructive button asks again in place (no native dialog, which would also block
+// a headless browser driving the page): first click arms it for 3 s, second acts.
+function confirmButton(label, action) {
+  const b = el("button", { class: "danger small" }, label);
+  b.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    if (b.dataset.armed) {
+      delete b.dataset.armed;
+      b.disabled = true;
+      action();
+      return;
+    }
+    b.dataset.armed = "1";
+    b.textContent = "Confirm?";
+    b.classList.add("armed");
+    setTimeout(() => {
+      delete b.dataset.armed;
+      b.textContent = label;
+      b.classList.remove("armed");
+    }, 3000);
+  });
+  return b;
+}
+
 function emptyRow(cols, text) {
   return el("tr", {}, el("td", { class: "empty", colspan: String(cols) }, text));
 }
@@ -347,7 +371,7 @@ function clientRow(c) {
     : el("span", { class: "badge off" }, "offline");
   const tr = el(
     "tr",
-    { class: "clickable" + (c.id === selectedClient ? " selected" : ""), onclick: () => showClient(c.id) },
+    { class: "clickable" + (c.id === selectedClient ? " selected" : ""), "data-client": c.id, onclick: () => showClient(c.id) },
     el("td", { class: "mono" }, c.id),
     el("td", {}, c.username || "–"),
     el("td", { class: "mono" }, c.address || "–"),
@@ -357,14 +381,13 @@ function clientRow(c) {
     el("td", { class: "num" }, fmt(c.queued)),
     el("td", { class: "num" }, `${fmtBytes(c.bytes_in)} / ${fmtBytes(c.bytes_out)}`),
     el("td", { class: "actions" }, c.connected
-      ? el("button", { class: "danger small", onclick: (ev) => { ev.stopPropagation(); disconnectClient(c.id); } }, "Disconnect")
+      ? confirmButton("Disconnect", () => disconnectClient(c.id))
       : ""),
   );
   return tr;
 }
 
 async function disconnectClient(id) {
-  if (!confirm(`Disconnect client "${id}"?`)) return;
   try {
     await api("DELETE", `/api/clients/${encodeURIComponent(id)}`);
     toast(`Disconnected ${id}`);
@@ -376,6 +399,7 @@ async function disconnectClient(id) {
 
 async function showClient(id) {
   selectedClient = id;
+  history.replaceState(null, "", `#tab=clients&client=${encodeURIComponent(id)}`);
   const box = $("client-detail");
   let d;
   try {
@@ -402,7 +426,7 @@ async function showClient(id) {
     : el("p", { class: "muted" }, "No subscriptions.");
   box.replaceChildren(
     el("h3", {}, d.id, el("span", { class: "spacer" }),
-      el("button", { class: "ghost small", onclick: () => { selectedClient = null; box.hidden = true; box.parentElement.classList.remove("with-detail"); } }, "Close")),
+      el("button", { class: "ghost small", onclick: () => { selectedClient = null; history.replaceState(null, "", "#tab=clients"); box.hidden = true; box.parentElement.classList.remove("with-detail"); } }, "Close")),
     dl, el("h3", {}, "Subscriptions"), subs);
   box.hidden = false;
   box.parentElement.classList.add("with-detail");
@@ -447,12 +471,11 @@ async function loadRetained() {
         el("td", { class: "num" }, String(r.qos)),
         el("td", { class: "num" }, fmtBytes(r.size)),
         el("td", { class: "mono payload", title: r.payload ?? "" }, r.binary ? el("span", { class: "badge" }, "binary") : r.payload),
-        el("td", { class: "actions" }, el("button", { class: "danger small", onclick: () => deleteRetained(r.topic) }, "Delete"))))
+        el("td", { class: "actions" }, confirmButton("Delete", () => deleteRetained(r.topic)))))
     : [emptyRow(5, "No retained messages match.")]));
 }
 
 async function deleteRetained(topic) {
-  if (!confirm(`Delete the retained message on "${topic}"?`)) return;
   try {
     await api("DELETE", `/api/retained/${topic.split("/").map(encodeURIComponent).join("/")}`);
     toast(`Deleted ${topic}`);
@@ -543,6 +566,7 @@ async function start() {
 
 document.addEventListener("DOMContentLoaded", () => {
   const tab = location.hash.match(/(?:^#|&)tab=(\w+)/);
+  const linked = location.hash.match(/(?:^#|&)client=([^&]+)/);
   takeTokenFromFragment();
   setupCharts();
   document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => showTab(t.dataset.tab)));
@@ -563,5 +587,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sub-filter").addEventListener("input", debounce(loadSubs, 250));
   $("ret-filter").addEventListener("input", debounce(loadRetained, 300));
   if (tab) showTab(tab[1]);
+  // `#tab=clients&client=<id>` links straight to one client's details.
+  if (linked && token) showClient(decodeURIComponent(linked[1]));
   if (token) start(); else showLogin();
 });
