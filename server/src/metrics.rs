@@ -592,6 +592,94 @@ pub fn sys_values(
     out
 }
 
+/// Prefix of the client lifecycle event topics. Mosquitto has no such events; they sit
+/// in a subtree of their own so that `$SYS/broker/clients/+` keeps Mosquitto's meaning.
+pub const CLIENT_EVENTS_PREFIX: &str = "$SYS/broker/events/clients";
+
+/// A client lifecycle event, published (not retained, QoS 0) when switched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEvent<'a> {
+    /// CONNACK success was sent.
+    Connected {
+        /// Peer address.
+        address: &'a str,
+        /// Protocol version of the CONNECT.
+        protocol: ProtocolVersion,
+        /// Negotiated keep-alive.
+        keep_alive_secs: u16,
+        /// Clean Start / Clean Session.
+        clean_start: bool,
+        /// Username, if any.
+        username: Option<&'a str>,
+    },
+    /// The connection ended.
+    Disconnected {
+        /// Why, in words (`client disconnected`, `keep-alive timeout`, a reason code name).
+        reason: &'a str,
+    },
+    /// A subscription was granted.
+    Subscribed {
+        /// The filter.
+        filter: &'a str,
+        /// Granted QoS.
+        qos: QoS,
+    },
+    /// A subscription was removed.
+    Unsubscribed {
+        /// The filter.
+        filter: &'a str,
+    },
+}
+
+/// Makes a client id usable as one topic level: `%`, `/`, `+`, `#` and NUL are
+/// percent-encoded (a client id may contain any of them; a topic level may not).
+pub fn escape_topic_level(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for ch in id.chars() {
+        match ch {
+            '%' | '/' | '+' | '#' | '\0' => {
+                let _ = write!(out, "%{:02X}", u32::from(ch));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The topic and JSON payload of a lifecycle event: topic
+/// `$SYS/broker/events/clients/<escaped id>/<event>`, payload with the client id as
+/// given, `ts` in Unix milliseconds and the event's fields.
+pub fn client_event(client_id: &str, event: &ClientEvent<'_>, unix_ms: u64) -> SysValue {
+    let (name, payload) = match *event {
+        ClientEvent::Connected { address, protocol, keep_alive_secs, clean_start, username } => (
+            "connected",
+            serde_json::json!({
+                "client_id": client_id, "ts": unix_ms, "address": address,
+                "protocol": version_label(protocol), "keep_alive_secs": keep_alive_secs,
+                "clean_start": clean_start, "username": username,
+            }),
+        ),
+        ClientEvent::Disconnected { reason } => (
+            "disconnected",
+            serde_json::json!({ "client_id": client_id, "ts": unix_ms, "reason": reason }),
+        ),
+        ClientEvent::Subscribed { filter, qos } => (
+            "subscribed",
+            serde_json::json!({
+                "client_id": client_id, "ts": unix_ms, "filter": filter, "qos": qos.bits(),
+            }),
+        ),
+        ClientEvent::Unsubscribed { filter } => (
+            "unsubscribed",
+            serde_json::json!({ "client_id": client_id, "ts": unix_ms, "filter": filter }),
+        ),
+    };
+    SysValue {
+        topic: format!("{CLIENT_EVENTS_PREFIX}/{}/{name}", escape_topic_level(client_id)),
+        payload: payload.to_string(),
+    }
+}
+
 /// Escapes a label value: backslash, double quote and line feed.
 fn escape_label(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
@@ -940,6 +1028,62 @@ mod tests {
         for t in &topics {
             shoal_core::TopicName::try_from(t.as_str()).unwrap_or_else(|e| panic!("{t}: {e:?}"));
         }
+    }
+
+    #[test]
+    fn client_events_escape_the_id_into_one_valid_topic_level() {
+        assert_eq!(escape_topic_level("plain-id"), "plain-id");
+        assert_eq!(escape_topic_level("a/b+c#d%e\0"), "a%2Fb%2Bc%23d%25e%00");
+        assert_eq!(escape_topic_level("é"), "é");
+        let ev = ClientEvent::Connected {
+            address: "127.0.0.1:5000",
+            protocol: ProtocolVersion::V5,
+            keep_alive_secs: 30,
+            clean_start: true,
+            username: None,
+        };
+        for id in ["a/b", "+", "#", "", "x%2F"] {
+            let v = client_event(id, &ev, 1);
+            shoal_core::TopicName::try_from(v.topic.as_str())
+                .unwrap_or_else(|e| panic!("{id}: {} {e:?}", v.topic));
+            let p: serde_json::Value = serde_json::from_str(&v.payload).unwrap();
+            assert_eq!(p["client_id"], id);
+        }
+        // Distinct ids never share a topic.
+        assert_ne!(client_event("a/b", &ev, 1).topic, client_event("a%2Fb", &ev, 1).topic);
+    }
+
+    #[test]
+    fn client_event_payloads_carry_the_event_fields() {
+        let v = client_event(
+            "dev/1",
+            &ClientEvent::Connected {
+                address: "10.0.0.1:40000",
+                protocol: ProtocolVersion::V3_1_1,
+                keep_alive_secs: 60,
+                clean_start: false,
+                username: Some("alice"),
+            },
+            1_700_000_000_123,
+        );
+        assert_eq!(v.topic, "$SYS/broker/events/clients/dev%2F1/connected");
+        let p: serde_json::Value = serde_json::from_str(&v.payload).unwrap();
+        assert_eq!(p["ts"], 1_700_000_000_123u64);
+        assert_eq!(p["protocol"], "3.1.1");
+        assert_eq!(p["keep_alive_secs"], 60);
+        assert_eq!(p["clean_start"], false);
+        assert_eq!(p["username"], "alice");
+        assert_eq!(p["address"], "10.0.0.1:40000");
+        let v = client_event("c", &ClientEvent::Disconnected { reason: "keep-alive timeout" }, 5);
+        assert_eq!(v.topic, "$SYS/broker/events/clients/c/disconnected");
+        assert!(v.payload.contains("\"reason\":\"keep-alive timeout\""));
+        let v =
+            client_event("c", &ClientEvent::Subscribed { filter: "a/#", qos: QoS::ExactlyOnce }, 5);
+        assert_eq!(v.topic, "$SYS/broker/events/clients/c/subscribed");
+        let p: serde_json::Value = serde_json::from_str(&v.payload).unwrap();
+        assert_eq!((p["filter"].as_str(), p["qos"].as_u64()), (Some("a/#"), Some(2)));
+        let v = client_event("c", &ClientEvent::Unsubscribed { filter: "a/#" }, 5);
+        assert!(v.topic.ends_with("/unsubscribed") && v.payload.contains("\"filter\":\"a/#\""));
     }
 
     #[test]
