@@ -406,6 +406,12 @@ impl FrameDecoder {
         Self { max_frame_bytes, data: None, in_message: false, closed: false }
     }
 
+    /// A decoder for a listener whose MQTT maximum packet size is `max_packet_bytes`:
+    /// frames may be up to [`FRAME_SLACK_BYTES`] larger.
+    pub const fn for_max_packet(max_packet_bytes: usize) -> Self {
+        Self::new(max_packet_bytes.saturating_add(FRAME_SLACK_BYTES))
+    }
+
     /// Whether a close frame has been received (further input is ignored).
     pub const fn is_closed(&self) -> bool {
         self.closed
@@ -993,6 +999,52 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Messages cut into fragments at random, with pings between frames, fed in random
+        /// chunks: the MQTT stream is the messages' bytes in order and every ping gets
+        /// its pong.
+        #[test]
+        fn random_fragmentation_and_chunking_give_the_same_stream(
+            messages in proptest::collection::vec(
+                (proptest::collection::vec(proptest::num::u8::ANY, 0..300), 1usize..4, proptest::bool::ANY),
+                1..6,
+            ),
+            mask in proptest::array::uniform4(proptest::num::u8::ANY),
+            chunk in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            let mut pings = 0;
+            for (payload, pieces, ping) in &messages {
+                want.extend_from_slice(payload);
+                let step = payload.len() / pieces + 1;
+                let parts: Vec<&[u8]> = if payload.is_empty() {
+                    vec![&[][..]]
+                } else {
+                    payload.chunks(step).collect()
+                };
+                for (i, part) in parts.iter().enumerate() {
+                    let op = if i == 0 { opcode::BINARY } else { opcode::CONTINUATION };
+                    wire.extend(client_frame(i + 1 == parts.len(), op, part, mask));
+                    if *ping {
+                        wire.extend(client_frame(true, opcode::PING, b"p", mask));
+                        pings += 1;
+                    }
+                }
+            }
+            let mut dec = FrameDecoder::for_max_packet(1024);
+            let (mut input, mut mqtt, mut replies) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
+            for piece in wire.chunks(chunk) {
+                input.extend_from_slice(piece);
+                proptest::prop_assert_eq!(
+                    dec.decode(&mut input, &mut mqtt, &mut replies),
+                    Ok(WsStatus::Open)
+                );
+            }
+            proptest::prop_assert!(input.is_empty());
+            proptest::prop_assert_eq!(&mqtt[..], &want[..]);
+            proptest::prop_assert_eq!(replies.len(), pings * 3);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let mut dec = FrameDecoder::new(100);
