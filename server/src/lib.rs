@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bench_support;
 pub mod config;
 pub mod metrics;
+pub mod persist;
 mod route;
 pub mod store;
 pub mod tls;

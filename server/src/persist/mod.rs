@@ -1,0 +1,730 @@
+//! The durable store: sessions, offline queues, in-flight state, QoS 2 received-marks
+//! and retained messages in one redb file, written by one persister thread with group
+//! commit, so that what the broker acknowledged survives `kill -9` and the event loops
+//! never wait on the disk.
+//!
+//! # Data model
+//! Workers describe changes as write [`Intent`]s. A message body is stored once
+//! ([`Intent::PutMessage`], keyed by a [`MessageId`] from
+//! [`PersistLink::next_message_id`]) and referred to by id from every queue entry
+//! ([`Intent::Enqueue`] / [`Intent::Dequeue`]), in-flight entry
+//! ([`Intent::PutInflight`] / [`Intent::DeleteInflight`]) and retained topic
+//! ([`Intent::PutRetained`] / [`Intent::DeleteRetained`]) that holds it. The store
+//! counts the references and deletes a body in the transaction that drops its last
+//! one; recovery recounts them by reachability, so a wrong count can never lose or
+//! leak a body for good. Sessions ([`Intent::PutSession`], [`SessionRecord`]: protocol
+//! version, expiry interval, subscriptions with options, will) and QoS 2 marks
+//! ([`Intent::MarkQos2Received`]) are keyed by client id; [`Intent::DeleteSession`]
+//! removes a session with everything it holds. Table layout: `table.rs`; byte
+//! layout: `record.rs`.
+//!
+//! # Threads and channels
+//! [`Persister::start`] opens (or creates) `shoal.redb` in the data directory,
+//! recovers everything ([`Recovered`]) and spawns one thread, the only one that ever
+//! touches the database. Each worker gets a [`PersistLink`] ([`PersisterHandle::link`])
+//! with its own completion channel and a wake-up closure (the worker's `mio::Waker`):
+//!
+//! 1. the worker collects a loop iteration's intents into one batch and calls
+//!    [`PersistLink::try_submit`] with a [`Ticket`] of its choosing, and parks the acks
+//!    (PUBACK, PUBREC, SUBACK, CONNACK) that depend on it;
+//! 2. the persister blocks for the first submission, then drains **everything** queued
+//!    (up to [`PersistOptions::max_group_intents`]), applies it in one write
+//!    transaction and commits it with full durability (one fsync). Under load the
+//!    queue grows while the previous fsync runs, so the next group is larger: group size
+//!    follows load with no timer;
+//! 3. only after `commit` returned `Ok` does it send [`Completion::Committed`] with the
+//!    tickets to each worker that had one in the group and call its wake-up closure once;
+//!    a failed commit sends [`Completion::Failed`] instead, and those acks are never sent.
+//!
+//! **Full policy.** The submission channel is bounded
+//! ([`PersistOptions::channel_capacity`] batches). `try_submit` never blocks: when the
+//! channel is full it hands the batch and ticket back ([`Rejected`]); the worker keeps
+//! them, stops reading from publishers that need the disk (their acks are parked
+//! anyway) and submits again on its next iteration. The completion channels are
+//! unbounded: the persister must never wait on a worker, and each completion answers a
+//! submission that the bounded channel already admitted.
+//!
+//! **Degraded state.** A failed commit (full disk, failing fsync, I/O error) sets
+//! [`PersistLink::is_degraded`]; the database is reopened before the next group (redb
+//! refuses all work after an I/O error until then), and the first commit that succeeds
+//! clears the flag. While degraded the broker stops acknowledging QoS 1/2 work that
+//! needs the disk (v5 0x97, v3 no PUBACK) and keeps serving the rest.
+//!
+//! **Shutdown.** Dropping the [`PersisterHandle`] (or [`PersisterHandle::shutdown`])
+//! commits what was submitted before it and joins the thread; stop the workers first.
+//!
+//! What is not here: deciding what must be written (the workers' and sessions' job),
+//! encoding MQTT properties (callers pass them as bytes), compacting the file (redb
+//! reuses freed pages; `Database::compact` in idle periods is future work).
+
+mod record;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use redb::{Database, Durability};
+use shoal_core::{PacketId, QoS, TopicName};
+
+pub use record::{
+    CorruptRecord, InflightRecord, Intent, MessageId, SessionRecord, StoredMessage,
+    StoredSubscription, StoredWill,
+};
+use table::{Counts, DbError, FormatCheck, Tables};
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE_NAME: &str = "shoal.redb";
+
+/// Wakes the worker that owns a [`PersistLink`] (typically `mio::Waker::wake`).
+pub type WakeFn = Arc<dyn Fn() + Send + Sync>;
+
+/// Chosen by the submitter to recognise its batch in a [`Completion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// The outcome of submitted batches, one per commit and worker.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// These batches are on disk: their acks may be sent.
+    Committed(Vec<Ticket>),
+    /// These batches are not on disk (the whole group was rolled back): never ack them.
+    Failed(Vec<Ticket>, Arc<PersistError>),
+}
+
+/// Why a store could not be opened, or a commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {dir}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file could not be opened: not a redb file, damaged, or locked by
+    /// another process.
+    #[error("cannot open data file {path} (damaged, not a Shoal data file, or in use)")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The file is a redb database, but not one Shoal wrote.
+    #[error("{path} is a database that Shoal did not write; refusing to touch it")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by a Shoal with another store layout.
+    #[error("{path} has store format {found}, this Shoal reads format {expected}")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// Format found.
+        found: u64,
+        /// Format this build reads.
+        expected: u64,
+    },
+    /// A record in the file could not be decoded.
+    #[error("{path} holds a corrupt record")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which record and why.
+        #[source]
+        source: CorruptRecord,
+    },
+    /// Reading or writing failed (I/O error, full disk, failing fsync).
+    #[error("database error")]
+    Database(#[source] Box<redb::Error>),
+    /// The storage engine panicked on the file's contents (damaged file) while opening,
+    /// reading or committing.
+    #[error("{path} could not be used (the storage engine failed on its contents)")]
+    EnginePanicked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A commit failed on purpose ([`FaultInjector`]).
+    #[error("injected commit failure")]
+    Injected,
+    /// The persister thread could not be started.
+    #[error("cannot start the persister thread")]
+    Spawn(#[source] std::io::Error),
+    /// The persister stopped before this batch was committed.
+    #[error("the persister has stopped")]
+    Stopped,
+}
+
+impl From<DbError> for PersistError {
+    fn from(e: DbError) -> Self {
+        PersistError::Database(e.0)
+    }
+}
+
+/// Tuning of the persister.
+#[derive(Clone)]
+pub struct PersistOptions {
+    /// Submitted batches the channel holds before [`PersistLink::try_submit`] refuses.
+    pub channel_capacity: usize,
+    /// Most intents in one transaction: bounds the memory and latency of one group.
+    pub max_group_intents: usize,
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+    /// Fault injection for tests; `None` in production.
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl Default for PersistOptions {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 1024,
+            max_group_intents: 64 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
+            faults: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PersistOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistOptions")
+            .field("channel_capacity", &self.channel_capacity)
+            .field("max_group_intents", &self.max_group_intents)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+/// Makes commits fail or wait, to test what callers do about it.
+#[derive(Default)]
+pub struct FaultInjector {
+    /// The next this-many commits fail (the transaction is aborted, nothing written).
+    pub fail_next_commits: AtomicU32,
+    /// Called on the persister thread after the group is applied, just before commit.
+    pub before_commit: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultInjector")
+            .field("fail_next_commits", &self.fail_next_commits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultInjector {
+    fn take_failure(&self) -> bool {
+        self.fail_next_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// A session as recovered, with its queue, in-flight window and QoS 2 marks.
+#[derive(Debug, Clone)]
+pub struct RecoveredSession {
+    /// Client id.
+    pub client_id: String,
+    /// The record (`disconnected_at` is set: a session connected at the crash counts as
+    /// disconnected at recovery).
+    pub record: SessionRecord,
+    /// Queued messages in `seq` order; a body shared by several queues is one `Arc`.
+    pub queue: Vec<(u64, Arc<StoredMessage>)>,
+    /// Outgoing in-flight state by packet id, in packet id order.
+    pub inflight: Vec<(PacketId, RecoveredInflight)>,
+    /// Incoming QoS 2 packet ids received and not yet released.
+    pub qos2_received: Vec<PacketId>,
+}
+
+/// In-flight state of one outgoing packet id, as recovered.
+#[derive(Debug, Clone)]
+pub enum RecoveredInflight {
+    /// PUBLISH sent, not acknowledged: resend with DUP.
+    Publish {
+        /// The message.
+        message: Arc<StoredMessage>,
+        /// QoS it was delivered with.
+        qos: QoS,
+    },
+    /// PUBREL sent, waiting for PUBCOMP: resend PUBREL.
+    Released,
+}
+
+/// What recovery found and dropped.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Time from opening the file to the end of the cleanup commit.
+    pub duration: Duration,
+    /// Sessions recovered.
+    pub sessions: usize,
+    /// Queue entries recovered.
+    pub queued: usize,
+    /// Distinct message bodies recovered.
+    pub messages: usize,
+    /// Retained messages recovered.
+    pub retained: usize,
+    /// Expired message bodies dropped (with every reference to them).
+    pub expired_messages: u64,
+    /// Expired sessions dropped (with everything they held).
+    pub expired_sessions: u64,
+    /// Queue, in-flight and QoS 2 entries of clients without a session, dropped.
+    pub orphans: u64,
+}
+
+/// Everything the store held at start, expired state already dropped.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// Persistent sessions.
+    pub sessions: Vec<RecoveredSession>,
+    /// Retained messages by topic.
+    pub retained: Vec<(TopicName, Arc<StoredMessage>)>,
+    /// What recovery did and how long it took.
+    pub report: RecoveryReport,
+}
+
+/// Counters of the persister, readable from any thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PersistStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Submitted batches committed.
+    pub batches: u64,
+    /// Intents committed.
+    pub intents: u64,
+    /// Commits that failed.
+    pub failed_commits: u64,
+    /// References to messages the store did not hold, skipped.
+    pub dangling: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    batches: AtomicU64,
+    intents: AtomicU64,
+    failed_commits: AtomicU64,
+    dangling: AtomicU64,
+}
+
+/// State shared by the handle, the links and the persister thread.
+#[derive(Debug)]
+struct Shared {
+    degraded: AtomicBool,
+    next_message_id: AtomicU64,
+    counters: Counters,
+}
+
+impl Shared {
+    fn stats(&self) -> PersistStats {
+        let c = &self.counters;
+        PersistStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            intents: c.intents.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+            dangling: c.dangling.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Where a link's completions go.
+struct LinkSink {
+    completions: Sender<Completion>,
+    wake: WakeFn,
+}
+
+enum Command {
+    Submit { sink: Arc<LinkSink>, batch: Vec<Intent>, ticket: Ticket },
+    Stop,
+}
+
+/// Starts the durable store.
+#[derive(Debug)]
+pub struct Persister;
+
+impl Persister {
+    /// Opens or creates the store in `dir`, recovers it (dropping expired sessions and
+    /// messages, and writing that down) and spawns the persister thread.
+    ///
+    /// # Errors
+    /// [`PersistError::CreateDir`] when `dir` cannot be created; [`PersistError::Open`],
+    /// [`PersistError::Foreign`], [`PersistError::UnsupportedFormat`],
+    /// [`PersistError::Corrupt`] or [`PersistError::EnginePanicked`] when the file is
+    /// not a sound Shoal store; [`PersistError::Database`] on I/O errors;
+    /// [`PersistError::Spawn`] when the thread cannot start.
+    pub fn start(
+        dir: &Path,
+        options: PersistOptions,
+    ) -> Result<(PersisterHandle, Recovered), PersistError> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)
+            .map_err(|source| PersistError::CreateDir { dir: dir.to_owned(), source })?;
+        let path = dir.join(DB_FILE_NAME);
+        // redb validates what it reads, but the contents come from disk, and redb 2.6
+        // asserts on some damaged files (a truncated one, for instance): that panic must
+        // become an error, never take the broker down. (Needs `panic = "unwind"`, which
+        // the workspace profiles set.)
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = open_db(&path, &options)?;
+            let loaded = recover(&db, &path)?;
+            Ok::<_, PersistError>((db, loaded))
+        }));
+        let (db, loaded) = match opened {
+            Ok(r) => r?,
+            Err(_) => return Err(PersistError::EnginePanicked { path }),
+        };
+        let queued = loaded.sessions.iter().map(|s| s.queue.len()).sum();
+        let report = RecoveryReport {
+            duration: started.elapsed(),
+            sessions: loaded.sessions.len(),
+            queued,
+            messages: loaded.messages,
+            retained: loaded.retained.len(),
+            expired_messages: loaded.expired_messages,
+            expired_sessions: loaded.expired_sessions,
+            orphans: loaded.orphans,
+        };
+        log::info!(
+            "store {}: recovered {} sessions, {} queued messages, {} retained in {:?} \
+             (dropped {} expired messages, {} expired sessions)",
+            path.display(),
+            report.sessions,
+            report.queued,
+            report.retained,
+            report.duration,
+            report.expired_messages,
+            report.expired_sessions,
+        );
+        let first_id = loaded.max_message_id.map_or(1, |m| m.saturating_add(1));
+        let shared = Arc::new(Shared {
+            degraded: AtomicBool::new(false),
+            next_message_id: AtomicU64::new(first_id),
+            counters: Counters::default(),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity.max(1));
+        let mut worker =
+            Writer { db: Some(db), path, options, shared: shared.clone(), counts: loaded.counts };
+        let thread = std::thread::Builder::new()
+            .name("shoal-persister".into())
+            .spawn(move || worker.run(&rx))
+            .map_err(PersistError::Spawn)?;
+        let handle = PersisterHandle { tx, shared, thread: Some(thread) };
+        let recovered = Recovered { sessions: loaded.sessions, retained: loaded.retained, report };
+        Ok((handle, recovered))
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn open_db(path: &Path, options: &PersistOptions) -> Result<Database, PersistError> {
+    let db = Database::builder()
+        .set_cache_size(options.cache_bytes)
+        .create(path)
+        .map_err(|source| PersistError::Open { path: path.to_owned(), source })?;
+    let txn = db.begin_write().map_err(DbError::from)?;
+    match table::check_format(&txn)? {
+        FormatCheck::Ok => {}
+        FormatCheck::Foreign => return Err(PersistError::Foreign { path: path.to_owned() }),
+        FormatCheck::Unsupported(found) => {
+            return Err(PersistError::UnsupportedFormat {
+                path: path.to_owned(),
+                found,
+                expected: table::STORE_FORMAT,
+            })
+        }
+    }
+    // Create every table so that readers can open them.
+    drop(Tables::open(&txn, &Counts::new())?);
+    txn.commit().map_err(DbError::from)?;
+    Ok(db)
+}
+
+fn recover(db: &Database, path: &Path) -> Result<table::Loaded, PersistError> {
+    let map = |e| match e {
+        table::RecoverError::Db(e) => PersistError::from(e),
+        table::RecoverError::Corrupt(source) => {
+            PersistError::Corrupt { path: path.to_owned(), source: *source }
+        }
+    };
+    let read = db.begin_read().map_err(DbError::from)?;
+    let loaded = table::load(&read, now_unix()).map_err(map)?;
+    drop(read);
+    if !loaded.cleanup.is_empty() {
+        let mut txn = db.begin_write().map_err(DbError::from)?;
+        txn.set_durability(Durability::Immediate);
+        loaded.cleanup.apply(&txn)?;
+        txn.commit().map_err(DbError::from)?;
+    }
+    Ok(loaded)
+}
+
+/// Owns the persister thread. Dropping it commits what was submitted, then joins.
+#[derive(Debug)]
+pub struct PersisterHandle {
+    tx: Sender<Command>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PersisterHandle {
+    /// A submission link for one worker: its completions arrive on the link, and
+    /// `wake` is called (on the persister thread) after each one.
+    pub fn link(&self, wake: WakeFn) -> PersistLink {
+        let (completions_tx, completions) = crossbeam_channel::unbounded();
+        PersistLink {
+            tx: self.tx.clone(),
+            sink: Arc::new(LinkSink { completions: completions_tx, wake }),
+            completions,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// True while the last commit failed.
+    pub fn is_degraded(&self) -> bool {
+        self.shared.degraded.load(Ordering::Acquire)
+    }
+
+    /// The persister's counters.
+    pub fn stats(&self) -> PersistStats {
+        self.shared.stats()
+    }
+
+    /// Commits what was submitted so far, stops the thread and joins it.
+    ///
+    /// # Errors
+    /// [`PersistError::Stopped`] when the thread had panicked (a bug).
+    pub fn shutdown(mut self) -> Result<(), PersistError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), PersistError> {
+        let Some(thread) = self.thread.take() else { return Ok(()) };
+        // Blocking is fine here: shutdown, and the thread drains the channel.
+        let _ = self.tx.send(Command::Stop);
+        thread.join().map_err(|_| PersistError::Stopped)
+    }
+}
+
+impl Drop for PersisterHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::error!("persister: {e}");
+        }
+    }
+}
+
+/// One worker's way to the persister: submit batches, receive completions.
+pub struct PersistLink {
+    tx: Sender<Command>,
+    sink: Arc<LinkSink>,
+    completions: Receiver<Completion>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PersistLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistLink").finish_non_exhaustive()
+    }
+}
+
+/// Why [`PersistLink::try_submit`] handed a batch back.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The batch, to submit again.
+    pub batch: Vec<Intent>,
+    /// Its ticket.
+    pub ticket: Ticket,
+    /// True when the persister has stopped for good; false when the channel was full.
+    pub closed: bool,
+}
+
+impl PersistLink {
+    /// Queues `batch` for the next group commit without blocking; its outcome arrives
+    /// later as a [`Completion`] carrying `ticket`.
+    ///
+    /// # Errors
+    /// [`Rejected`] with the batch when the channel is full (keep it, stop
+    /// acknowledging, retry next iteration) or the persister has stopped.
+    pub fn try_submit(&self, batch: Vec<Intent>, ticket: Ticket) -> Result<(), Rejected> {
+        let cmd = Command::Submit { sink: self.sink.clone(), batch, ticket };
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(cmd)) => Err(rejected(cmd, false)),
+            Err(TrySendError::Disconnected(cmd)) => Err(rejected(cmd, true)),
+        }
+    }
+
+    /// The next completion, if one arrived.
+    pub fn poll_completion(&self) -> Option<Completion> {
+        self.completions.try_recv().ok()
+    }
+
+    /// A fresh message id, unique for the life of the data directory.
+    pub fn next_message_id(&self) -> MessageId {
+        MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// True while the last commit failed: stop acknowledging work that needs the disk.
+    pub fn is_degraded(&self) -> bool {
+        self.shared.degraded.load(Ordering::Acquire)
+    }
+}
+
+fn rejected(cmd: Command, closed: bool) -> Rejected {
+    match cmd {
+        Command::Submit { batch, ticket, .. } => Rejected { batch, ticket, closed },
+        Command::Stop => Rejected { batch: Vec::new(), ticket: Ticket(0), closed },
+    }
+}
+
+/// The persister thread's state.
+struct Writer {
+    /// `None` after an I/O error, until it is reopened.
+    db: Option<Database>,
+    path: PathBuf,
+    options: PersistOptions,
+    shared: Arc<Shared>,
+    /// References to each stored body, as committed (see `table.rs`).
+    counts: Counts,
+}
+
+struct Group {
+    items: Vec<(Arc<LinkSink>, Vec<Intent>, Ticket)>,
+    intents: usize,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &Receiver<Command>) {
+        let mut stopping = false;
+        while !stopping {
+            let Ok(first) = rx.recv() else { break };
+            let mut group = Group { items: Vec::new(), intents: 0 };
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Stop => {
+                        stopping = true;
+                        break;
+                    }
+                    Command::Submit { sink, batch, ticket } => {
+                        group.intents += batch.len();
+                        group.items.push((sink, batch, ticket));
+                    }
+                }
+                if group.intents < self.options.max_group_intents {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !group.items.is_empty() {
+                let outcome = self.commit(&group);
+                self.report(group, outcome);
+            }
+        }
+        // Whatever slipped in after Stop is answered, so that no ticket waits for ever.
+        let mut late = Group { items: Vec::new(), intents: 0 };
+        while let Ok(cmd) = rx.try_recv() {
+            if let Command::Submit { sink, batch, ticket } = cmd {
+                late.items.push((sink, batch, ticket));
+            }
+        }
+        if !late.items.is_empty() {
+            self.report(late, Err(PersistError::Stopped));
+        }
+    }
+
+    fn commit(&mut self, group: &Group) -> Result<(), PersistError> {
+        if self.db.is_none() {
+            self.db = Some(open_db(&self.path, &self.options)?);
+        }
+        // A panic in the storage engine (it can assert on damaged pages) fails this
+        // group like an I/O error would, instead of killing the thread and leaving every
+        // later ticket unanswered.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.try_commit(group)))
+                .unwrap_or_else(|_| Err(PersistError::EnginePanicked { path: self.path.clone() }));
+        if matches!(result, Err(PersistError::Database(_) | PersistError::EnginePanicked { .. })) {
+            // redb refuses all work after an I/O error until the file is reopened.
+            self.db = None;
+        }
+        result
+    }
+
+    fn try_commit(&mut self, group: &Group) -> Result<(), PersistError> {
+        let db = self.db.as_ref().ok_or(PersistError::Stopped)?;
+        let mut txn = db.begin_write().map_err(DbError::from)?;
+        txn.set_durability(Durability::Immediate);
+        let (delta, dangling) = {
+            let mut tables = Tables::open(&txn, &self.counts)?;
+            for (_, batch, _) in &group.items {
+                for intent in batch {
+                    tables.apply(intent)?;
+                }
+            }
+            tables.finish()?
+        };
+        if let Some(faults) = &self.options.faults {
+            if let Some(hook) = &faults.before_commit {
+                hook();
+            }
+            if faults.take_failure() {
+                txn.abort().map_err(DbError::from)?;
+                return Err(PersistError::Injected);
+            }
+        }
+        txn.commit().map_err(DbError::from)?;
+        table::merge_counts(&mut self.counts, delta);
+        let c = &self.shared.counters;
+        c.dangling.fetch_add(dangling, Ordering::Relaxed);
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.batches.fetch_add(group.items.len() as u64, Ordering::Relaxed);
+        c.intents.fetch_add(group.intents as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends each link its tickets (one completion and one wake-up per link).
+    fn report(&self, group: Group, outcome: Result<(), PersistError>) {
+        let error = match outcome {
+            Ok(()) => {
+                self.shared.degraded.store(false, Ordering::Release);
+                None
+            }
+            Err(e) => {
+                log::error!("store {}: commit failed: {e}", self.path.display());
+                self.shared.degraded.store(true, Ordering::Release);
+                self.shared.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+                Some(Arc::new(e))
+            }
+        };
+        let mut per_link: Vec<(Arc<LinkSink>, Vec<Ticket>)> = Vec::new();
+        for (sink, _, ticket) in group.items {
+            match per_link.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &sink)) {
+                Some((_, tickets)) => tickets.push(ticket),
+                None => per_link.push((sink, vec![ticket])),
+            }
+        }
+        for (sink, tickets) in per_link {
+            let completion = match &error {
+                None => Completion::Committed(tickets),
+                Some(e) => Completion::Failed(tickets, e.clone()),
+            };
+            // A dropped link (its worker is gone) has nobody to tell.
+            if sink.completions.send(completion).is_ok() {
+                (sink.wake)();
+            }
+        }
+    }
+}
