@@ -46,8 +46,9 @@
 //!
 //! **Degraded state.** A failed commit (full disk, failing fsync, I/O error) sets
 //! [`PersistLink::is_degraded`]; the database is reopened before the next group (redb
-//! refuses all work after an I/O error until then), and the first commit that succeeds
-//! clears the flag. While degraded the broker stops acknowledging QoS 1/2 work that
+//! refuses all work after an I/O error until then) and the reference counts are
+//! rebuilt from it (a failed commit may have reached the disk after all); the first
+//! commit that succeeds clears the flag. While degraded the broker stops acknowledging QoS 1/2 work that
 //! needs the disk (v5 0x97, v3 no PUBACK) and keeps serving the rest.
 //!
 //! **Shutdown.** Dropping the [`PersisterHandle`] (or [`PersisterHandle::shutdown`])
@@ -210,7 +211,8 @@ impl std::fmt::Debug for PersistOptions {
 /// Makes commits fail or wait, to test what callers do about it.
 #[derive(Default)]
 pub struct FaultInjector {
-    /// The next this-many commits fail (the transaction is aborted, nothing written).
+    /// The next this-many commits fail like an I/O error would: the transaction is
+    /// aborted, nothing is written, and the file is reopened before the next group.
     pub fail_next_commits: AtomicU32,
     /// Called on the persister thread after the group is applied, just before commit.
     pub before_commit: Option<Box<dyn Fn() + Send + Sync>>,
@@ -453,15 +455,18 @@ fn open_db(path: &Path, options: &PersistOptions) -> Result<Database, PersistErr
     Ok(db)
 }
 
-fn recover(db: &Database, path: &Path) -> Result<table::Loaded, PersistError> {
-    let map = |e| match e {
+fn recover_error(e: table::RecoverError, path: &Path) -> PersistError {
+    match e {
         table::RecoverError::Db(e) => PersistError::from(e),
         table::RecoverError::Corrupt(source) => {
             PersistError::Corrupt { path: path.to_owned(), source: *source }
         }
-    };
+    }
+}
+
+fn recover(db: &Database, path: &Path) -> Result<table::Loaded, PersistError> {
     let read = db.begin_read().map_err(DbError::from)?;
-    let loaded = table::load(&read, now_unix()).map_err(map)?;
+    let loaded = table::load(&read, now_unix()).map_err(|e| recover_error(e, path))?;
     drop(read);
     if !loaded.cleanup.is_empty() {
         let mut txn = db.begin_write().map_err(DbError::from)?;
@@ -647,20 +652,37 @@ impl Writer {
     }
 
     fn commit(&mut self, group: &Group) -> Result<(), PersistError> {
-        if self.db.is_none() {
-            self.db = Some(open_db(&self.path, &self.options)?);
-        }
         // A panic in the storage engine (it can assert on damaged pages) fails this
         // group like an I/O error would, instead of killing the thread and leaving every
         // later ticket unanswered.
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.try_commit(group)))
-                .unwrap_or_else(|_| Err(PersistError::EnginePanicked { path: self.path.clone() }));
-        if matches!(result, Err(PersistError::Database(_) | PersistError::EnginePanicked { .. })) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.db.is_none() {
+                self.reopen()?;
+            }
+            self.try_commit(group)
+        }))
+        .unwrap_or_else(|_| Err(PersistError::EnginePanicked { path: self.path.clone() }));
+        if matches!(
+            result,
+            Err(PersistError::Database(_)
+                | PersistError::EnginePanicked { .. }
+                | PersistError::Injected)
+        ) {
             // redb refuses all work after an I/O error until the file is reopened.
             self.db = None;
         }
         result
+    }
+
+    /// Reopens the file after an error and recounts references from it: the failed
+    /// commit may have reached the disk after all.
+    fn reopen(&mut self) -> Result<(), PersistError> {
+        let db = open_db(&self.path, &self.options)?;
+        let read = db.begin_read().map_err(DbError::from)?;
+        self.counts = table::recount(&read).map_err(|e| recover_error(e, &self.path))?;
+        drop(read);
+        self.db = Some(db);
+        Ok(())
     }
 
     fn try_commit(&mut self, group: &Group) -> Result<(), PersistError> {

@@ -524,6 +524,36 @@ pub(super) fn load(txn: &ReadTransaction, now_unix: u64) -> Result<Loaded, Recov
     Ok(out)
 }
 
+/// Counts the references to every body, as on disk now. Used after the file was
+/// reopened on an error: a failed commit may still have reached the disk, so the
+/// counts in memory are not trusted any more.
+pub(super) fn recount(txn: &ReadTransaction) -> Result<Counts, RecoverError> {
+    let mut counts = Counts::new();
+    for entry in txn.open_table(MESSAGES)?.iter()? {
+        counts.insert(entry?.0.value(), 0);
+    }
+    let mut add = |id: u64| {
+        if let Some(c) = counts.get_mut(&id) {
+            *c = c.saturating_add(1);
+        }
+    };
+    for entry in txn.open_table(QUEUES)?.iter()? {
+        add(entry?.1.value());
+    }
+    for entry in txn.open_table(RETAINED)?.iter()? {
+        add(entry?.1.value());
+    }
+    for entry in txn.open_table(INFLIGHT)?.iter()? {
+        let rec = decode_inflight(entry?.1.value()).map_err(corrupt_record)?;
+        if let Some(id) = inflight_message(&rec) {
+            add(id.0);
+        }
+    }
+    // A body nobody refers to keeps count 0: the next group that touches it, or the
+    // next recovery, deletes it.
+    Ok(counts)
+}
+
 /// Every stored body's id, for tests that look at the file.
 #[cfg(test)]
 pub(super) fn stored_bodies(db: &redb::Database) -> Vec<u64> {

@@ -149,12 +149,22 @@ fn no_completion_is_released_before_its_commit_returns_and_failures_are_reported
     assert!(link.is_degraded() && handle.is_degraded());
     assert_eq!(handle.stats().failed_commits, 1);
 
-    // ... until the next commit succeeds.
-    let batch = vec![Intent::PutMessage(message(3, "x", b"3")), enqueue("a", 3, 2)];
+    // ... until the next commit succeeds (on the reopened file, counts rebuilt from it).
+    let batch = vec![
+        Intent::PutMessage(message(3, "x", b"3")),
+        enqueue("a", 3, 2),
+        Intent::PutMessage(message(4, "x", b"4")),
+        enqueue("a", 4, 3),
+    ];
     commit(&link, &woken, batch, 3);
     assert!(!link.is_degraded());
+    faults.fail_next_commits.store(1, Ordering::SeqCst);
+    link.try_submit(vec![dequeue("a", 2)], Ticket(4)).unwrap();
+    assert!(matches!(next_completion(&link, &woken), Completion::Failed(..)));
+    commit(&link, &woken, vec![dequeue("a", 3)], 5);
     drop(link);
     drop(handle);
+    assert_eq!(raw_bodies(dir.path()), vec![3], "body 4 deleted with its last reference");
 
     // Nothing of the failed batch reached the disk.
     let (_handle, recovered) = start(dir.path());
