@@ -52,6 +52,13 @@ impl Inflight {
         self.entries.len()
     }
 
+    /// Drops the window's allocation when it is empty (the next id is kept).
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+        }
+    }
+
     /// Adds `delivery` under a fresh packet id and returns the id.
     ///
     /// The caller keeps the window at most 65,535 entries, so a free id exists.
@@ -122,6 +129,13 @@ pub(crate) struct InboundQos2 {
 }
 
 impl InboundQos2 {
+    /// Drops the set's allocation when it is empty.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.ids.is_empty() && self.ids.capacity() > 0 {
+            self.ids = Vec::new();
+        }
+    }
+
     pub(crate) fn contains(&self, id: PacketId) -> bool {
         self.ids.contains(&id)
     }

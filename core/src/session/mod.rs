@@ -124,6 +124,16 @@ struct Link {
     max_packet_bytes: usize,
 }
 
+/// The parts of a session that idle clients do not use (see `Session::stored`).
+#[derive(Debug, Default)]
+struct Stored {
+    subscriptions: HashMap<TopicFilter, SubscriptionEntry>,
+    inflight: Inflight,
+    /// QoS 1/2 deliveries waiting for window, socket or reconnect, oldest first.
+    queue: VecDeque<Delivery>,
+    inbound_qos2: InboundQos2,
+}
+
 /// The session state of one client id, and its connection while attached.
 ///
 /// # Invariants
@@ -141,11 +151,9 @@ pub struct Session {
     expiry_secs: u32,
     /// When the last connection ended; `None` while connected.
     offline_since: Option<Instant>,
-    subscriptions: HashMap<TopicFilter, SubscriptionEntry>,
-    inflight: Inflight,
-    /// QoS 1/2 deliveries waiting for window, socket or reconnect, oldest first.
-    queue: VecDeque<Delivery>,
-    inbound_qos2: InboundQos2,
+    /// Subscriptions and QoS 1/2 state, allocated on first use: an idle client that
+    /// never subscribes nor exchanges QoS 1/2 messages pays one pointer for them.
+    stored: Option<Box<Stored>>,
     link: Option<Link>,
     /// Set by the broker while the connection's write buffer is full.
     write_blocked: bool,
@@ -189,10 +197,7 @@ impl Session {
             persistent: false,
             expiry_secs: 0,
             offline_since: None,
-            subscriptions: HashMap::new(),
-            inflight: Inflight::default(),
-            queue: VecDeque::new(),
-            inbound_qos2: InboundQos2::default(),
+            stored: None,
             link: None,
             write_blocked: false,
             transmit: VecDeque::new(),
@@ -228,17 +233,17 @@ impl Session {
 
     /// The session's subscriptions.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &SubscriptionEntry)> + '_ {
-        self.subscriptions.iter()
+        self.stored.iter().flat_map(|s| s.subscriptions.iter())
     }
 
     /// Messages waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.stored.as_ref().map_or(0, |s| s.queue.len())
     }
 
     /// Outgoing messages awaiting acknowledgement.
     pub fn inflight(&self) -> usize {
-        self.inflight.len()
+        self.stored.as_ref().map_or(0, |s| s.inflight.len())
     }
 
     /// True when an offline session has outlived its expiry interval.
@@ -323,7 +328,8 @@ impl Session {
     fn redeliver(&mut self, now: Instant) {
         let Some(link) = &self.link else { return };
         let version = link.version;
-        for e in self.inflight.iter() {
+        let Some(stored) = &self.stored else { return };
+        for e in stored.inflight.iter() {
             let packet = match e.state {
                 OutState::Published => Transmit::Publish {
                     delivery: e.delivery.clone(),
@@ -344,8 +350,8 @@ impl Session {
         let Some(link) = &self.link else { return };
         let (version, max) = (link.version, link.max_packet_bytes);
         let window = usize::from(link.send_window);
-        while !self.write_blocked && self.inflight.len() < window {
-            let Some(d) = self.queue.pop_front() else { break };
+        while !self.write_blocked && self.inflight() < window {
+            let Some(d) = self.stored.as_mut().and_then(|s| s.queue.pop_front()) else { break };
             if d.message.is_expired(now) {
                 continue;
             }
@@ -363,7 +369,7 @@ impl Session {
         }
         let mut t = Transmit::publish(d.clone(), version, now);
         if let Transmit::Publish { packet_id, .. } = &mut t {
-            *packet_id = Some(self.inflight.push(d));
+            *packet_id = Some(self.stored_mut().inflight.push(d));
         }
         self.transmit.push_back(t);
     }
@@ -405,16 +411,16 @@ impl Session {
             };
         }
         if let Some((version, window, max)) = online {
-            if !self.write_blocked && self.queue.is_empty() && self.inflight.len() < window {
+            if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
                 self.send_qos12(version, max, delivery, now);
                 return true;
             }
         }
-        if self.queue.len() >= self.limits.max_queued_messages {
+        if self.queued() >= self.limits.max_queued_messages {
             self.dropped += 1;
             return false;
         }
-        self.queue.push_back(delivery);
+        self.stored_mut().queue.push_back(delivery);
         true
     }
 
@@ -426,7 +432,7 @@ impl Session {
         let result = match packet {
             Packet::Publish(p) => self.handle_publish(now, p),
             Packet::PubAck(a) => {
-                if self.inflight.ack(a.packet_id) {
+                if self.stored.as_mut().is_some_and(|s| s.inflight.ack(a.packet_id)) {
                     self.pump(now);
                 }
                 // An unknown id is ignored: it may be a duplicate ack after redelivery.
@@ -435,13 +441,13 @@ impl Session {
             Packet::PubRec(a) => {
                 if a.reason_code.is_error() {
                     // v5: the receiver refused the message; the exchange ends here.
-                    if self.inflight.comp(a.packet_id) {
+                    if self.stored.as_mut().is_some_and(|s| s.inflight.comp(a.packet_id)) {
                         self.pump(now);
                     }
                     Ok(())
                 } else {
                     let mut rel = PubAckLike::new(a.packet_id);
-                    if !self.inflight.rec(a.packet_id) {
+                    if !self.stored.as_mut().is_some_and(|s| s.inflight.rec(a.packet_id)) {
                         rel.reason_code = ReasonCode::PacketIdentifierNotFound;
                     }
                     self.transmit.push_back(Transmit::Ack(AckKind::PubRel, rel));
@@ -449,14 +455,14 @@ impl Session {
                 }
             }
             Packet::PubComp(a) => {
-                if self.inflight.comp(a.packet_id) {
+                if self.stored.as_mut().is_some_and(|s| s.inflight.comp(a.packet_id)) {
                     self.pump(now);
                 }
                 Ok(())
             }
             Packet::PubRel(a) => {
                 let mut comp = PubAckLike::new(a.packet_id);
-                if !self.inbound_qos2.remove(a.packet_id) {
+                if !self.stored.as_mut().is_some_and(|s| s.inbound_qos2.remove(a.packet_id)) {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
                 }
                 self.transmit.push_back(Transmit::Ack(AckKind::PubComp, comp));
@@ -507,12 +513,14 @@ impl Session {
                 self.transmit.push_back(Transmit::Ack(AckKind::PubAck, PubAckLike::new(id)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                if !self.inbound_qos2.contains(id) {
+                if !self.stored.as_ref().is_some_and(|s| s.inbound_qos2.contains(id)) {
+                    let max_inflight = usize::from(self.limits.max_inflight);
+                    let stored = self.stored_mut();
                     // [MQTT-3.3.4-9] the client may not exceed our Receive Maximum.
-                    if self.inbound_qos2.len() >= usize::from(self.limits.max_inflight) {
+                    if stored.inbound_qos2.len() >= max_inflight {
                         return Err(ReasonCode::ReceiveMaximumExceeded);
                     }
-                    self.inbound_qos2.insert(id);
+                    stored.inbound_qos2.insert(id);
                     self.route(now, p);
                 }
                 self.transmit.push_back(Transmit::Ack(AckKind::PubRec, PubAckLike::new(id)));
@@ -563,12 +571,14 @@ impl Session {
             }
             Err(_) => return ReasonCode::TopicFilterInvalid,
         };
-        let existed = self.subscriptions.contains_key(&parsed);
-        if !existed && self.subscriptions.len() >= self.limits.max_subscriptions {
+        let max_subscriptions = self.limits.max_subscriptions;
+        let subscriptions = &mut self.stored_mut().subscriptions;
+        let existed = subscriptions.contains_key(&parsed);
+        if !existed && subscriptions.len() >= max_subscriptions {
             return ReasonCode::QuotaExceeded;
         }
         let entry = SubscriptionEntry { options, identifier };
-        self.subscriptions.insert(parsed.clone(), entry);
+        subscriptions.insert(parsed.clone(), entry);
         self.events.push_back(Event::Subscribe { filter: parsed, entry, existed });
         match options.qos {
             QoS::AtMostOnce => ReasonCode::Success,
@@ -580,9 +590,9 @@ impl Session {
     fn handle_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
-            let removed = TopicFilter::parse(f)
-                .ok()
-                .and_then(|filter| self.subscriptions.remove(&filter).map(|_| filter));
+            let removed = TopicFilter::parse(f).ok().and_then(|filter| {
+                self.stored.as_mut()?.subscriptions.remove(&filter).map(|_| filter)
+            });
             codes.push(match removed {
                 Some(filter) => {
                     self.events.push_back(Event::Unsubscribe(filter));
@@ -639,9 +649,11 @@ impl Session {
         self.offline_since = Some(now);
         self.write_blocked = false;
         if !self.persistent {
-            self.inflight = Inflight::default();
-            self.queue.clear();
-            self.inbound_qos2 = InboundQos2::default();
+            if let Some(stored) = self.stored.as_mut() {
+                stored.inflight = Inflight::default();
+                stored.queue.clear();
+                stored.inbound_qos2 = InboundQos2::default();
+            }
         }
         let will = if will { link.will } else { None };
         self.events.push_back(Event::Close { reason, will });
@@ -690,6 +702,29 @@ impl Session {
     /// The next thing the broker must do.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Releases the memory of empty queues (the transmit and event queues keep the
+    /// capacity of their busiest moment otherwise). For the broker's periodic sweep of
+    /// idle connections; changes no state.
+    pub fn release_idle_memory(&mut self) {
+        fn release<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        release(&mut self.transmit);
+        release(&mut self.events);
+        if let Some(stored) = self.stored.as_mut() {
+            release(&mut stored.queue);
+            stored.inflight.release_idle_memory();
+            stored.inbound_qos2.release_idle_memory();
+        }
+    }
+
+    /// The subscription and QoS 1/2 state, allocated on first use.
+    fn stored_mut(&mut self) -> &mut Stored {
+        self.stored.get_or_insert_with(Box::default)
     }
 }
 

@@ -435,3 +435,30 @@ fn encode_transmit_matches_poll_transmit_encoding() {
         assert!(b.poll_transmit().is_none());
     }
 }
+
+#[test]
+fn idle_session_holds_no_queue_memory_and_keeps_its_state() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, true, now);
+    // Connected, nothing exchanged beyond CONNACK: no subscription or QoS state.
+    assert!(s.stored.is_none());
+    s.release_idle_memory();
+    assert_eq!(s.transmit.capacity(), 0);
+    assert_eq!(s.events.capacity(), 0);
+    // A QoS 1 window in use survives the sweep; once acknowledged it is released
+    // but packet ids carry on.
+    for _ in 0..3 {
+        assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    }
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false), (2, false)]);
+    s.release_idle_memory();
+    assert_eq!((s.inflight(), s.queued()), (2, 1));
+    for id in 1..=3 {
+        s.handle_packet(now, Packet::PubAck(PubAckLike::new(pid(id))));
+    }
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(3, false)]);
+    s.release_idle_memory();
+    assert_eq!((s.inflight(), s.queued()), (0, 0));
+    assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(4, false)]);
+}

@@ -470,6 +470,7 @@ impl Worker {
         }
         for key in active {
             if let Some(slot) = self.sessions.get_mut(key) {
+                slot.session.release_idle_memory();
                 if slot.session.poll_timeout().is_some_and(|t| now >= t) {
                     slot.session.handle_timeout(now);
                     self.service_session(key, now);
