@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{loadgen, Mosquitto, LOADGEN};
+use common::{loadgen, publish_until_subscriber_exits, Mosquitto};
 
 #[test]
 fn short_pairs_run_is_verified_clean() {
@@ -57,30 +54,10 @@ fn short_pairs_run_is_verified_clean() {
 fn console_sub_prints_what_pub_sends() {
     let Some(broker) = Mosquitto::start("allow_anonymous true") else { return };
     let port = broker.port.to_string();
-    let sub = Command::new(LOADGEN)
-        .args(["sub", "--port", &port, "-t", "lg/console/#", "-C", "2", "-v", "-q", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Publish until the subscriber has subscribed and exits after two messages.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sub = Some(sub);
-    let mut output = None;
-    while output.is_none() {
-        assert!(Instant::now() < deadline, "sub did not receive two messages");
-        let out =
-            loadgen(&["pub", "--port", &port, "-t", "lg/console/a", "-m", "hello", "-q", "1"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(mut child) = sub.take() {
-            match child.try_wait().unwrap() {
-                Some(_) => output = Some(child.wait_with_output().unwrap()),
-                None => sub = Some(child),
-            }
-        }
-    }
-    let out = output.unwrap();
+    let out = publish_until_subscriber_exits(
+        &["--port", &port, "-t", "lg/console/#", "-C", "2", "-v", "-q", "1"],
+        &["--port", &port, "-t", "lg/console/a", "-m", "hello", "-q", "1"],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(text.lines().next(), Some("lg/console/a hello"));

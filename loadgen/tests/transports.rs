@@ -10,10 +10,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{free_port, loadgen, require, Mosquitto, LOADGEN};
+use common::{free_port, loadgen, publish_until_subscriber_exits, require, Mosquitto};
 
 /// Mosquitto with a TLS, a mutual-TLS, a WebSocket and a wss listener.
 struct Broker {
@@ -158,31 +157,10 @@ fn console_pub_to_sub_over_wss() {
     let Some(b) = start() else { return };
     let url = format!("wss://localhost:{}", b.wss);
     let ca = b.ca();
-    let sub = Command::new(LOADGEN)
-        .args(["sub", "--url", &url, "--cafile", &ca, "-t", "lg/wss/#", "-C", "2", "-v", "-q", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Publish until the subscriber has subscribed and exits after two messages.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sub = Some(sub);
-    let mut output = None;
-    while output.is_none() {
-        assert!(Instant::now() < deadline, "sub did not receive two messages");
-        let out = loadgen(&[
-            "pub", "--url", &url, "--cafile", &ca, "-t", "lg/wss/a", "-m", "over wss", "-q", "1",
-        ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(mut child) = sub.take() {
-            match child.try_wait().unwrap() {
-                Some(_) => output = Some(child.wait_with_output().unwrap()),
-                None => sub = Some(child),
-            }
-        }
-    }
-    let out = output.unwrap();
+    let out = publish_until_subscriber_exits(
+        &["--url", &url, "--cafile", &ca, "-t", "lg/wss/#", "-C", "2", "-v", "-q", "1"],
+        &["--url", &url, "--cafile", &ca, "-t", "lg/wss/a", "-m", "over wss", "-q", "1"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().next(), Some("lg/wss/a over wss"));

@@ -101,3 +101,28 @@ impl Drop for Mosquitto {
 pub fn loadgen(args: &[&str]) -> Output {
     Command::new(LOADGEN).args(args).output().unwrap()
 }
+
+/// Runs `shoal-loadgen sub SUB_ARGS` (which must end by itself, e.g. with `-C`) and
+/// keeps running `shoal-loadgen pub PUB_ARGS` until it has, since the subscriber may
+/// not have subscribed when the first message goes out. Returns the subscriber's output.
+pub fn publish_until_subscriber_exits(sub_args: &[&str], pub_args: &[&str]) -> Output {
+    let mut sub = Command::new(LOADGEN)
+        .arg("sub")
+        .args(sub_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "sub did not end (did it receive its messages?)");
+        let mut args = vec!["pub"];
+        args.extend_from_slice(pub_args);
+        let out = loadgen(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(50));
+        if sub.try_wait().unwrap().is_some() {
+            return sub.wait_with_output().unwrap();
+        }
+    }
+}
