@@ -342,6 +342,7 @@ fn run_load(scenario: Scenario, a: LoadArgs) -> Result<()> {
         addr,
         transport,
         bind: a.bind.clone(),
+        source_port_offset: source_port_offset(),
         client,
         qos: a.qos,
         payload: a.payload.max(payload::STAMP_BYTES),
@@ -363,6 +364,16 @@ fn run_load(scenario: Scenario, a: LoadArgs) -> Result<()> {
         print!("{}", summary.to_text());
     }
     Ok(())
+}
+
+/// A start for this run's explicit source ports (see `engine::SOURCE_PORTS`), from the
+/// clock: consecutive runs start far apart.
+fn source_port_offset() -> u16 {
+    let span = u128::from(engine::SOURCE_PORTS.end - engine::SOURCE_PORTS.start);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    u16::try_from(nanos % span).unwrap_or(0)
 }
 
 /// A short tag unique to this run, so concurrent or repeated runs against one broker use

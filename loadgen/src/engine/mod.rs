@@ -39,6 +39,9 @@ pub struct Settings {
     pub transport: crate::client::Transport,
     /// Local source addresses, used round-robin (`--bind`).
     pub bind: Vec<IpAddr>,
+    /// Where this run's explicit source ports start within [`SOURCE_PORTS`] (varied per
+    /// run, so a rerun does not meet its predecessor's TIME_WAIT sockets first).
+    pub source_port_offset: u16,
     /// CONNECT template; the client id is set per connection.
     pub client: ClientConfig,
     /// Publish and subscribe QoS.
@@ -66,6 +69,11 @@ pub struct Settings {
     /// Print a progress line every second.
     pub progress: bool,
 }
+
+/// Source ports the load generator assigns itself under `--bind`: binding to port 0
+/// makes the kernel search for a free port on every connect, which for tens of
+/// thousands of loopback connections costs more than the broker's whole connect work.
+pub const SOURCE_PORTS: std::ops::Range<u16> = 10_000..61_000;
 
 /// The run phase, shared by all threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -283,7 +283,13 @@ impl Worker {
             Some(socket2::Protocol::TCP),
         )?;
         socket.set_nonblocking(true)?;
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
+        // An explicit port spares the kernel its free-port search; a port still taken
+        // (TIME_WAIT from an earlier run, another program) falls back to that search.
+        let port = source_port(spec, self.settings.bind.len(), self.settings.source_port_offset);
+        socket.set_reuse_address(true)?;
+        if socket.bind(&SocketAddr::new(ip, port).into()).is_err() {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+        }
         match socket.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -759,10 +765,37 @@ impl Worker {
     }
 }
 
+/// The source port for connection `spec` under `--bind`: connections sharing a source
+/// address get consecutive ports from `offset`, wrapping within `SOURCE_PORTS`.
+fn source_port(spec: usize, addrs: usize, offset: u16) -> u16 {
+    let range = super::SOURCE_PORTS;
+    let span = usize::from(range.end - range.start);
+    let slot = (spec / addrs.max(1) + usize::from(offset)) % span;
+    range.start + u16::try_from(slot).unwrap_or(0)
+}
+
 /// The local address for connection `spec` under `--bind`, round-robin.
 fn pick(bind: &[IpAddr], spec: usize) -> Option<IpAddr> {
     if bind.is_empty() {
         return None;
     }
     bind.get(spec % bind.len()).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ports_are_distinct_per_address_and_stay_in_range() {
+        let addrs = 4;
+        let offset = super::super::SOURCE_PORTS.end - super::super::SOURCE_PORTS.start - 3;
+        let mut seen = std::collections::HashSet::new();
+        for spec in 0..40_000 {
+            let port = source_port(spec, addrs, offset);
+            assert!(super::super::SOURCE_PORTS.contains(&port), "port {port}");
+            // (address, port) pairs never repeat within one run of this size.
+            assert!(seen.insert((spec % addrs, port)), "spec {spec} reused port {port}");
+        }
+    }
 }
