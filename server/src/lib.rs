@@ -50,6 +50,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The durable store could not be opened (bad or foreign file, unwritable
+    /// directory, I/O error).
+    #[error("cannot open the durable store (use --in-memory to run without one)")]
+    Persist(#[source] persist::PersistError),
     /// An event loop could not be created or a thread spawned.
     #[error("cannot start worker {worker}")]
     Worker {
@@ -84,6 +88,9 @@ pub struct Broker {
     peers: Vec<Peer>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The durable store's thread; stopped after the workers (it commits what they
+    /// submitted last).
+    persister: Option<persist::PersisterHandle>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -109,6 +116,18 @@ impl Broker {
             listeners.push(listener);
         }
         let workers = config.workers.max(1);
+        let store = if config.persistence.enabled {
+            let dir = &config.persistence.data_dir;
+            let (handle, recovered) =
+                persist::Persister::start(dir, Default::default()).map_err(StartError::Persist)?;
+            Some((handle, recovered))
+        } else {
+            None
+        };
+        let (persister, _recovered) = match store {
+            Some((h, r)) => (Some(h), Some(r)),
+            None => (None, None),
+        };
         let shutdown = Arc::new(AtomicBool::new(false));
         let shared = worker::Shared {
             retained: Arc::new(MemoryRetainedStore::default()),
@@ -125,7 +144,8 @@ impl Broker {
             prepared.push(w);
         }
         let peers: Vec<Peer> = prepared.iter().map(worker::Worker::peer).collect();
-        let mut broker = Broker { addrs, peers: peers.clone(), shutdown, threads: Vec::new() };
+        let mut broker =
+            Broker { addrs, peers: peers.clone(), shutdown, threads: Vec::new(), persister };
         for mut w in prepared {
             let id = w.id();
             w.set_peers(peers.clone());
@@ -173,6 +193,12 @@ impl Broker {
             };
             if result.is_ok() {
                 result = outcome;
+            }
+        }
+        // Workers first, then the store: it commits what they submitted last.
+        if let Some(persister) = self.persister.take() {
+            if let Err(e) = persister.shutdown() {
+                log::error!("durable store: {e}");
             }
         }
         result

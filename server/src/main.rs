@@ -26,6 +26,12 @@ struct Cli {
     /// Number of event-loop threads (default: available cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+    /// Keep everything in memory: no data directory, nothing survives a restart.
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// Directory of the durable store (default ./shoal-data); turns persistence on.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -137,6 +143,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(w) = cli.workers {
         config.workers = usize::from(w);
+    }
+    if cli.in_memory {
+        config.persistence.enabled = false;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.persistence.enabled = true;
+        config.persistence.data_dir = dir;
     }
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,

@@ -14,6 +14,7 @@ use super::*;
 fn broker(workers: usize) -> Broker {
     let mut config = Config { workers, ..Config::default() };
     config.listeners[0].bind = "127.0.0.1:0".parse().unwrap();
+    config.persistence.enabled = false;
     Broker::start(config).unwrap()
 }
 
@@ -266,6 +267,7 @@ fn shutdown_sends_v5_clients_server_shutting_down() {
 fn slow_subscriber_does_not_block_publisher() {
     let mut config = Config { workers: 2, ..Config::default() };
     config.listeners[0].bind = "127.0.0.1:0".parse().unwrap();
+    config.persistence.enabled = false;
     config.broker_limits.max_outgoing_bytes = 4096;
     let b = Broker::start(config).unwrap();
     let (mut slow, _) = Client::connect(&b, "slow", ProtocolVersion::V3_1_1, true);

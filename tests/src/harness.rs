@@ -26,6 +26,9 @@ use shoal_server::{Broker, Config};
 /// merged over it table by table (`[limits]` keys add to or replace these).
 pub const DEFAULT_CONFIG: &str = r#"
 workers = 2
+# Tests that need the durable store give it a temporary data_dir; the rest must not
+# write into the working directory.
+persistence = false
 
 [[listener]]
 bind = "127.0.0.1:0"
@@ -189,14 +192,15 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     /// Starts `shoal --listen 127.0.0.1:0 <extra args>` and waits for its
-    /// `listening on tcp://<addr>` line.
+    /// `listening on tcp://<addr>` line. Without `--data-dir` in `extra_args` it runs
+    /// `--in-memory`, so that tests never write into the working directory.
     pub fn start(extra_args: &[&str]) -> Self {
         let mut cmd = Command::new(shoal_binary());
-        cmd.args(["--listen", "127.0.0.1:0"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(["--listen", "127.0.0.1:0"]).args(extra_args);
+        if !extra_args.contains(&"--data-dir") {
+            cmd.arg("--in-memory");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn shoal: {e}"));
         let stderr = capture(child.stderr.take());
         let (tx, rx) = mpsc::channel();

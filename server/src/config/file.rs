@@ -12,7 +12,10 @@ use shoal_core::limits::PROTOCOL_MAX_PACKET_BYTES;
 use shoal_core::Limits;
 use toml::Spanned;
 
-use super::{default_workers, BrokerLimits, Config, ConfigError, ListenerConfig, Transport};
+use super::{
+    default_workers, BrokerLimits, Config, ConfigError, ListenerConfig, PersistenceConfig,
+    Transport,
+};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -22,6 +25,8 @@ struct FileConfig {
     #[serde(default)]
     listener: Vec<FileListener>,
     limits: Option<FileLimits>,
+    persistence: Option<bool>,
+    data_dir: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]` table.
@@ -184,7 +189,17 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
                 src.int(v, "limits.max_keep_alive_secs", 1, 65_535)?;
         }
     }
-    Ok(Config { workers, listeners, limits, broker_limits })
+    let mut persistence = PersistenceConfig::default();
+    if let Some(enabled) = raw.persistence {
+        persistence.enabled = enabled;
+    }
+    if let Some(dir) = &raw.data_dir {
+        if dir.get_ref().trim().is_empty() {
+            return Err(src.invalid(dir.span(), "data_dir", "an empty path is not a directory"));
+        }
+        persistence.data_dir = dir.get_ref().into();
+    }
+    Ok(Config { workers, listeners, limits, broker_limits, persistence })
 }
 
 #[cfg(test)]
@@ -221,6 +236,27 @@ max_keep_alive_secs = 60
         assert_eq!(c.broker_limits.max_outgoing_bytes, 65536);
         assert_eq!(c.broker_limits.connect_timeout, Duration::from_secs(3));
         assert_eq!(c.broker_limits.max_keep_alive_secs, 60);
+    }
+
+    #[test]
+    fn persistence_keys_parse_and_default_on() {
+        let c = Config::from_toml_str("", "t.toml").unwrap();
+        assert!(c.persistence.enabled);
+        assert_eq!(c.persistence.data_dir, std::path::PathBuf::from("./shoal-data"));
+        let c = Config::from_toml_str("persistence = false\ndata_dir = \"/var/lib/shoal\"\n", "t")
+            .unwrap();
+        assert!(!c.persistence.enabled);
+        assert_eq!(c.persistence.data_dir, std::path::PathBuf::from("/var/lib/shoal"));
+    }
+
+    #[test]
+    fn bad_persistence_values_name_line_and_key() {
+        let msg = Config::from_toml_str("workers = 1\npersistence = \"yes\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("f.toml:2:") && msg.contains("persistence"), "{msg}");
+        let msg = Config::from_toml_str("\ndata_dir = \"\"\n", "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:2:") && msg.contains("`data_dir`"), "{msg}");
     }
 
     #[test]

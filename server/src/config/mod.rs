@@ -4,14 +4,15 @@
 //! A TOML file is parsed into a raw, serde-shaped `FileConfig` (in `file.rs`)
 //! (unknown keys refused), then validated into a typed [`Config`] with every default
 //! resolved. Errors name the file, the line and the key. The CLI overrides
-//! (`--listen`, `--workers`) are applied by `main.rs` on the typed `Config`.
+//! (`--listen`, `--workers`, `--in-memory`, `--data-dir`) are applied by `main.rs` on
+//! the typed `Config`.
 //! Components never see the whole `Config`: the worker gets [`Limits`] and
 //! [`BrokerLimits`] at construction.
 
 mod file;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_core::Limits;
@@ -19,6 +20,27 @@ use shoal_core::Limits;
 /// Default bind address when nothing is configured: loopback only, so that a broker
 /// started by accident is not reachable from the network.
 pub const DEFAULT_BIND: &str = "127.0.0.1:1883";
+
+/// Where the durable store lives when nothing is configured (relative to the working
+/// directory).
+pub const DEFAULT_DATA_DIR: &str = "./shoal-data";
+
+/// The durable store (issue 7): on by default, so that acknowledged messages, sessions
+/// and retained messages survive a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistenceConfig {
+    /// Write sessions, queues, in-flight state and retained messages to disk. When
+    /// false, everything lives in memory only and a restart starts empty.
+    pub enabled: bool,
+    /// Directory of the store file (`shoal.redb`); created at start if missing.
+    pub data_dir: PathBuf,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+    }
+}
 
 /// The transport a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +102,8 @@ pub struct Config {
     pub limits: Limits,
     /// Server-side limits.
     pub broker_limits: BrokerLimits,
+    /// The durable store.
+    pub persistence: PersistenceConfig,
 }
 
 impl Default for Config {
@@ -93,6 +117,7 @@ impl Default for Config {
             }],
             limits: Limits::default(),
             broker_limits: BrokerLimits::default(),
+            persistence: PersistenceConfig::default(),
         }
     }
 }
