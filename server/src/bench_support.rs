@@ -34,6 +34,7 @@ fn shared(workers: usize) -> Shared {
         limits: config.limits,
         broker_limits: config.broker_limits,
         workers,
+        share_strategy: config.mqtt.share_strategy,
     }
 }
 

@@ -136,6 +136,7 @@ impl Broker {
             limits: config.limits,
             broker_limits: config.broker_limits,
             workers,
+            share_strategy: config.mqtt.share_strategy,
         };
         let mut prepared = Vec::with_capacity(workers);
         for id in 0..workers {

@@ -30,6 +30,8 @@ pub(crate) enum WorkerMsg {
     Publish(Vec<Arc<Message>>),
     /// A connection whose client id lives on the receiver.
     Handoff(Box<Handoff>),
+    /// Shared-subscription membership and deliveries (`worker/shared.rs`), in order.
+    Share(Vec<crate::worker::ShareMsg>),
 }
 
 /// A connection moving to its client id's home worker after CONNECT was decoded.

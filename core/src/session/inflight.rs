@@ -114,6 +114,22 @@ impl Inflight {
         }
     }
 
+    /// Removes the entries still waiting for PUBACK/PUBREC whose delivery `take`
+    /// selects, and returns their deliveries in send order.
+    pub(crate) fn take_published(&mut self, take: impl Fn(&Delivery) -> bool) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            if e.state == OutState::Published && take(&e.delivery) {
+                taken.push(e.delivery);
+            } else {
+                kept.push_back(e);
+            }
+        }
+        self.entries = kept;
+        taken
+    }
+
     /// Entries in send order, for redelivery after a reconnect.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &OutEntry> + '_ {
         self.entries.iter()

@@ -146,4 +146,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (v5); usually empty.
     pub subscription_ids: Vec<u32>,
+    /// The shared-subscription group that chose this session for the message, as an
+    /// opaque tag set by the broker; `None` for ordinary subscriptions. A QoS 1/2
+    /// delivery with a tag that is not acknowledged when the connection ends is handed
+    /// back in [`super::Event::Orphaned`] for another member of the group.
+    pub share: Option<u64>,
 }

@@ -72,6 +72,12 @@ pub enum Event {
     },
     /// Remove a subscription of this session.
     Unsubscribe(TopicFilter),
+    /// QoS 1/2 deliveries made through a shared subscription (they carry
+    /// [`Delivery::share`]) that were not acknowledged when the connection ended: they
+    /// were taken out of this session, and the broker should give each to another
+    /// member of its group [MQTT-4.8.2]. Emitted just before [`Event::Close`], and on
+    /// [`Session::take_shared`].
+    Orphaned(Vec<Delivery>),
     /// The network connection is over: write what is queued, then close the socket.
     /// `reason` is `Success` for a normal DISCONNECT from the client.
     Close {
@@ -306,7 +312,7 @@ impl Session {
                 assigned_client_identifier: answer.assigned_client_id,
                 topic_alias_maximum: Some(0),
                 server_keep_alive,
-                shared_subscription_available: Some(false),
+                shared_subscription_available: Some(true),
                 subscription_identifiers_available: Some(true),
                 wildcard_subscription_available: Some(true),
                 retain_available: Some(true),
@@ -544,7 +550,11 @@ impl Session {
         let identifier = s.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(s.filters.len());
         for f in s.filters {
-            codes.push(self.subscribe_one(version, &f.filter, f.options, identifier));
+            let code = self.subscribe_one(version, &f.filter, f.options, identifier);
+            if code == ReasonCode::ProtocolError {
+                return Err(code);
+            }
+            codes.push(code);
         }
         self.transmit.push_back(Transmit::Other(Box::new(Packet::SubAck(SubAck {
             packet_id: s.packet_id,
@@ -561,13 +571,22 @@ impl Session {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> ReasonCode {
-        let _ = version;
         let max_levels = self.limits.max_topic_levels;
         let parsed = match crate::topic::Subscription::parse_with_max_levels(filter, max_levels) {
             Ok(crate::topic::Subscription::Plain(f)) => f,
-            // Shared subscriptions are not implemented yet: refused per filter (3.x: 0x80).
+            // A shared subscription is kept under its whole `$share/{group}/{filter}`
+            // string (itself a valid filter), so it sits beside a plain subscription to
+            // the same filter and UNSUBSCRIBE finds it by the same string. The broker
+            // tells the two apart in `Event::Subscribe` by the `$share/` prefix.
             Ok(crate::topic::Subscription::Shared(_)) => {
-                return ReasonCode::SharedSubscriptionsNotSupported
+                // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+                if options.no_local && version.is_v5() {
+                    return ReasonCode::ProtocolError;
+                }
+                match TopicFilter::try_from(filter.to_owned()) {
+                    Ok(f) => f,
+                    Err(_) => return ReasonCode::TopicFilterInvalid,
+                }
             }
             Err(_) => return ReasonCode::TopicFilterInvalid,
         };
@@ -648,6 +667,7 @@ impl Session {
         }
         self.offline_since = Some(now);
         self.write_blocked = false;
+        self.take_shared();
         if !self.persistent {
             if let Some(stored) = self.stored.as_mut() {
                 stored.inflight = Inflight::default();
@@ -657,6 +677,25 @@ impl Session {
         }
         let will = if will { link.will } else { None };
         self.events.push_back(Event::Close { reason, will });
+    }
+
+    /// Takes every shared-subscription delivery (one with [`Delivery::share`]) that is
+    /// queued or waiting for PUBACK/PUBREC out of the session and emits them as one
+    /// [`Event::Orphaned`], so that other members of their groups get them. Called when
+    /// the connection ends, and by the broker before it discards an offline session.
+    /// A QoS 2 message whose PUBREC arrived stays: the client has it.
+    pub fn take_shared(&mut self) {
+        let Some(stored) = self.stored.as_mut() else { return };
+        let mut orphans = stored.inflight.take_published(|d| d.share.is_some());
+        if stored.queue.iter().any(|d| d.share.is_some()) {
+            let (shared, kept): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut stored.queue).into_iter().partition(|d| d.share.is_some());
+            stored.queue = kept;
+            orphans.extend(shared);
+        }
+        if !orphans.is_empty() {
+            self.events.push_back(Event::Orphaned(orphans));
+        }
     }
 
     /// Keep-alive check; call at or after [`Session::poll_timeout`].

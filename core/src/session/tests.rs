@@ -55,7 +55,13 @@ fn message(topic: &str, qos: QoS) -> Arc<Message> {
 }
 
 fn delivery(qos: QoS) -> Delivery {
-    Delivery { message: message("a/b", qos), qos, retain: false, subscription_ids: Vec::new() }
+    Delivery {
+        message: message("a/b", qos),
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+        share: None,
+    }
 }
 
 fn publish(qos: QoS, id: Option<u16>) -> Packet {
@@ -115,7 +121,7 @@ fn v5_connack_advertises_limits_and_assigned_id() {
     let Some(Packet::ConnAck(ack)) = s.poll_transmit() else { panic!("no CONNACK") };
     assert_eq!(ack.properties.receive_maximum, Some(2));
     assert_eq!(ack.properties.topic_alias_maximum, Some(0));
-    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(ack.properties.shared_subscription_available, Some(true));
     assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("auto-1"));
 }
 
@@ -282,9 +288,9 @@ fn second_connect_is_a_protocol_error() {
 }
 
 #[test]
-fn subscribe_limits_and_shared_refusal() {
+fn subscribe_limits_and_shared_subscriptions() {
     let now = Instant::now();
-    let mut s = Session::new(Arc::from("c"), Limits { max_subscriptions: 1, ..limits() });
+    let mut s = Session::new(Arc::from("c"), Limits { max_subscriptions: 2, ..limits() });
     s.handle_connect(now, &connect(ProtocolVersion::V5, "c", true, 0), answer());
     drain(&mut s);
     let filter = |f: &str, qos| SubscribeFilter {
@@ -297,8 +303,8 @@ fn subscribe_limits_and_shared_refusal() {
             packet_id: pid(1),
             filters: vec![
                 filter("a/#", QoS::AtLeastOnce),
+                filter("$share/g/a/#", QoS::AtMostOnce),
                 filter("b", QoS::AtMostOnce),
-                filter("$share/g/c", QoS::AtMostOnce),
             ],
             properties: SubscribeProperties::default(),
         }),
@@ -306,23 +312,74 @@ fn subscribe_limits_and_shared_refusal() {
     let Some(Packet::SubAck(ack)) = s.poll_transmit() else { panic!("no SUBACK") };
     assert_eq!(
         ack.reason_codes,
-        vec![
-            ReasonCode::GrantedQoS1,
-            ReasonCode::QuotaExceeded,
-            ReasonCode::SharedSubscriptionsNotSupported
-        ]
+        vec![ReasonCode::GrantedQoS1, ReasonCode::Success, ReasonCode::QuotaExceeded]
     );
-    assert_eq!(events(&mut s).len(), 1);
+    // The shared subscription sits beside the plain one, under its whole name.
+    let subscribed: Vec<String> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Subscribe { filter, .. } => Some(filter.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscribed, vec!["a/#".to_owned(), "$share/g/a/#".to_owned()]);
     s.handle_packet(
         now,
         Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(2),
-            filters: vec!["a/#".into(), "zzz".into()],
+            filters: vec!["$share/g/a/#".into(), "zzz".into()],
             properties: UnsubscribeProperties::default(),
         }),
     );
     let Some(Packet::UnsubAck(ack)) = s.poll_transmit() else { panic!("no UNSUBACK") };
     assert_eq!(ack.reason_codes, vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted]);
+    assert!(
+        matches!(events(&mut s).as_slice(), [Event::Unsubscribe(f)] if f.as_str() == "$share/g/a/#")
+    );
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    let options =
+        SubscriptionOptions { qos: QoS::AtLeastOnce, no_local: true, ..Default::default() };
+    s.handle_packet(
+        now,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![SubscribeFilter { filter: "$share/g/x".into(), options }],
+            properties: SubscribeProperties::default(),
+        }),
+    );
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+}
+
+#[test]
+fn unacknowledged_shared_deliveries_are_handed_back_when_the_link_ends() {
+    let now = Instant::now();
+    // Persistent, window 2, queue 3: two shared in flight, one plain and one shared queued.
+    let mut s = online(ProtocolVersion::V3_1_1, false, now);
+    let shared = |n: u64| Delivery { share: Some(n), ..delivery(QoS::AtLeastOnce) };
+    assert!(s.handle_delivery(now, shared(1)));
+    assert!(s.handle_delivery(now, shared(2)));
+    assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    assert!(s.handle_delivery(now, shared(3)));
+    let sent = drain(&mut s);
+    assert_eq!(sent_ids(&sent), vec![(1, false), (2, false)]);
+    // The first is acknowledged: the client has it, it is not handed back.
+    s.handle_packet(now, Packet::PubAck(PubAckLike::new(pid(1))));
+    events(&mut s);
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
+    let evs = events(&mut s);
+    let Some(Event::Orphaned(orphans)) = evs.first() else { panic!("no Orphaned: {evs:?}") };
+    let tags: Vec<_> = orphans.iter().map(|d| d.share).collect();
+    assert_eq!(tags, vec![Some(2), Some(3)]);
+    assert!(matches!(evs.get(1), Some(Event::Close { .. })));
+    // The plain delivery stays with the persistent session (it moved into the window).
+    assert_eq!(s.inflight() + s.queued(), 1);
 }
 
 #[test]
@@ -415,7 +472,13 @@ fn encode_transmit_matches_poll_transmit_encoding() {
             (QoS::AtLeastOnce, vec![]),
             (QoS::AtMostOnce, vec![7]),
         ] {
-            let d = Delivery { message: shared.clone(), qos, retain: false, subscription_ids: ids };
+            let d = Delivery {
+                message: shared.clone(),
+                qos,
+                retain: false,
+                subscription_ids: ids,
+                share: None,
+            };
             assert!(s.handle_delivery(now, d));
         }
         s.handle_packet(now, Packet::PingReq);

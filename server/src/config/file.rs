@@ -13,8 +13,8 @@ use shoal_core::Limits;
 use toml::Spanned;
 
 use super::{
-    default_workers, BrokerLimits, Config, ConfigError, ListenerConfig, PersistenceConfig,
-    Transport,
+    default_workers, BrokerLimits, Config, ConfigError, ListenerConfig, MqttSettings,
+    PersistenceConfig, ShareStrategy, Transport,
 };
 
 /// The whole file.
@@ -27,6 +27,14 @@ struct FileConfig {
     limits: Option<FileLimits>,
     persistence: Option<bool>,
     data_dir: Option<Spanned<String>>,
+    mqtt: Option<FileMqtt>,
+}
+
+/// The `[mqtt]` table; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMqtt {
+    shared_subscription_strategy: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]` table.
@@ -199,7 +207,24 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
         }
         persistence.data_dir = dir.get_ref().into();
     }
-    Ok(Config { workers, listeners, limits, broker_limits, persistence })
+    let mut mqtt = MqttSettings::default();
+    if let Some(m) = raw.mqtt {
+        if let Some(v) = &m.shared_subscription_strategy {
+            mqtt.share_strategy = match v.get_ref().as_str() {
+                "round_robin" => ShareStrategy::RoundRobin,
+                "random" => ShareStrategy::Random,
+                "sticky" => ShareStrategy::Sticky,
+                other => {
+                    return Err(src.invalid(
+                        v.span(),
+                        "mqtt.shared_subscription_strategy",
+                        format!("`{other}` is not one of `round_robin`, `random`, `sticky`"),
+                    ))
+                }
+            };
+        }
+    }
+    Ok(Config { workers, listeners, limits, broker_limits, persistence, mqtt })
 }
 
 #[cfg(test)]
@@ -257,6 +282,17 @@ max_keep_alive_secs = 60
         assert!(msg.starts_with("f.toml:2:") && msg.contains("persistence"), "{msg}");
         let msg = Config::from_toml_str("\ndata_dir = \"\"\n", "f.toml").unwrap_err().to_string();
         assert!(msg.starts_with("f.toml:2:") && msg.contains("`data_dir`"), "{msg}");
+    }
+
+    #[test]
+    fn share_strategy_is_read_and_checked() {
+        let c = Config::from_toml_str("[mqtt]\nshared_subscription_strategy = \"sticky\"\n", "t")
+            .unwrap();
+        assert_eq!(c.mqtt.share_strategy, ShareStrategy::Sticky);
+        let text = "[mqtt]\nshared_subscription_strategy = \"first\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:2:") && msg.contains("mqtt.shared_subscription_strategy"));
+        assert_eq!(Config::default().mqtt.share_strategy, ShareStrategy::RoundRobin);
     }
 
     #[test]

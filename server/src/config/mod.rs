@@ -91,6 +91,26 @@ impl Default for BrokerLimits {
     }
 }
 
+/// How a shared subscription group (`$share/{group}/{filter}`) picks the member that
+/// gets a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareStrategy {
+    /// Each online member in turn.
+    #[default]
+    RoundRobin,
+    /// An online member at random.
+    Random,
+    /// The same member while it stays online; then the next one.
+    Sticky,
+}
+
+/// MQTT 5 and shared-subscription settings (`[mqtt]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MqttSettings {
+    /// Member choice of shared subscription groups.
+    pub share_strategy: ShareStrategy,
+}
+
 /// The validated broker configuration, every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -104,6 +124,8 @@ pub struct Config {
     pub broker_limits: BrokerLimits,
     /// The durable store.
     pub persistence: PersistenceConfig,
+    /// MQTT 5 and shared-subscription settings.
+    pub mqtt: MqttSettings,
 }
 
 impl Default for Config {
@@ -118,6 +140,7 @@ impl Default for Config {
             limits: Limits::default(),
             broker_limits: BrokerLimits::default(),
             persistence: PersistenceConfig::default(),
+            mqtt: MqttSettings::default(),
         }
     }
 }

@@ -88,7 +88,7 @@ impl Worker {
             Some(key) if !connect.clean_start => (key, true),
             other => {
                 if let Some(old) = other {
-                    self.discard_session(old);
+                    self.discard_session(old, now);
                 }
                 let session = Session::new(client_id.clone(), self.shared.limits);
                 (self.sessions.insert(SessionSlot { session, conn: None }), false)
@@ -110,6 +110,9 @@ impl Worker {
             connect.clean_start
         );
         self.service_session(key, now);
+        if session_present {
+            self.share_presence(key, true, now);
+        }
     }
 
     /// Refuses a CONNECT with `rc` and closes the connection.

@@ -25,6 +25,29 @@ pub(crate) struct SubValue {
     ids: Vec<u32>,
 }
 
+impl SubValue {
+    /// A subscription at `qos` with no options and no identifier.
+    #[cfg(test)]
+    pub(crate) fn plain(qos: QoS) -> Self {
+        Self { qos, no_local: false, retain_as_published: false, ids: Vec::new() }
+    }
+
+    /// Granted QoS.
+    pub(crate) fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// Retain As Published (v5).
+    pub(crate) fn retain_as_published(&self) -> bool {
+        self.retain_as_published
+    }
+
+    /// Subscription identifiers (v5).
+    pub(crate) fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+}
+
 impl From<SubscriptionEntry> for SubValue {
     fn from(e: SubscriptionEntry) -> Self {
         Self {
@@ -147,6 +170,11 @@ impl Worker {
         match ev {
             Event::Publish(msg) => self.route(msg, now),
             Event::Subscribe { filter, entry, existed } => {
+                if let Some(shared) = super::shared::as_shared(&filter) {
+                    // [MQTT-4.8.2] no retained messages on a shared subscribe.
+                    self.share_join(key, &filter, shared, SubValue::from(entry), now);
+                    return;
+                }
                 self.trie.insert(&filter, key, SubValue::from(entry));
                 self.match_cache.clear();
                 let send_retained = match entry.options.retain_handling {
@@ -161,15 +189,21 @@ impl Worker {
                         let qos = message.qos.min(entry.options.qos);
                         let subscription_ids = entry.identifier.into_iter().collect();
                         // [MQTT-3.3.1-8] retained on subscribe: RETAIN set.
-                        let d = Delivery { message, qos, retain: true, subscription_ids };
+                        let d =
+                            Delivery { message, qos, retain: true, subscription_ids, share: None };
                         self.deliver(key, d, now);
                     }
                 }
             }
             Event::Unsubscribe(filter) => {
+                if super::shared::as_shared(&filter).is_some() {
+                    self.share_leave(key, &filter, now);
+                    return;
+                }
                 self.trie.remove(&filter, &key);
                 self.match_cache.clear();
             }
+            Event::Orphaned(orphans) => self.share_orphans(key, orphans, now),
             Event::Close { reason, will } => self.finish_link(key, reason, will, false, now),
         }
     }
@@ -198,6 +232,9 @@ impl Worker {
     /// Delivers a message to this worker's matching sessions: the cached matches of
     /// its topic when there are (the usual case), else one trie walk.
     pub(super) fn deliver_local(&mut self, msg: &Arc<Message>, now: Instant) {
+        if !self.share.is_empty() {
+            self.deliver_shared(msg, now);
+        }
         let cached = match self.match_cache.get(&msg.topic) {
             Some(c) => c,
             None => {
@@ -250,12 +287,13 @@ impl Worker {
                 // Retain As Published asks to keep it.
                 retain: v.retain_as_published && msg.retain,
                 subscription_ids: v.ids.clone(),
+                share: None,
             };
             self.deliver(*k, d, now);
         }
     }
 
-    fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
+    pub(super) fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else { return };
         if !slot.session.handle_delivery(now, d) {
             self.counters.dropped += 1;
@@ -293,7 +331,9 @@ impl Worker {
             self.close_later(ci);
         }
         if discard {
-            self.discard_session(key);
+            self.discard_session(key, now);
+        } else {
+            self.share_presence(key, false, now);
         }
         if let Some(will) = will {
             let msg = Message::from_will(*will, Some(client_id), now);
@@ -301,8 +341,29 @@ impl Worker {
         }
     }
 
-    /// Removes a session and its subscriptions.
-    pub(super) fn discard_session(&mut self, key: SessionKey) {
+    /// Removes a session and its subscriptions; its shared groups lose the member and
+    /// get back the messages it still held for them.
+    pub(super) fn discard_session(&mut self, key: SessionKey, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        slot.session.take_shared();
+        let mut orphans = Vec::new();
+        while let Some(ev) = slot.session.poll_event() {
+            if let Event::Orphaned(mut o) = ev {
+                orphans.append(&mut o);
+            }
+        }
+        let shared: Vec<_> = slot
+            .session
+            .subscriptions()
+            .filter(|(f, _)| super::shared::as_shared(f).is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        if !orphans.is_empty() {
+            self.share_orphans(key, orphans, now);
+        }
+        for filter in &shared {
+            self.share_leave(key, filter, now);
+        }
         if let Some(slot) = self.sessions.remove(key) {
             for (filter, _) in slot.session.subscriptions() {
                 self.trie.remove(filter, &key);

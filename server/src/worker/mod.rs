@@ -1,10 +1,10 @@
 //! One event loop thread: a `mio::Poll`, its share of the connections, the sessions of
 //! the client ids it is home to, and its subscription trie.
 //!
-//! Per iteration: poll → accept / read at most a read budget per connection (decode
-//! every complete frame, feed the session, encode its output into the connection's
-//! write buffer), including the connections left on the ready list last iteration →
-//! drain a bounded number of batches from other workers → timers (once a second) →
+//! Per iteration: poll → drain a bounded number of batches from other workers →
+//! accept / read at most a read budget per connection (decode every complete frame,
+//! feed the session, encode its output into the connection's write buffer), including
+//! the connections left on the ready list last iteration → timers (once a second) →
 //! send this iteration's publish batches to the other workers (one wake-up each) →
 //! write every connection that has bytes owed → close what ended.
 //!
@@ -18,6 +18,7 @@ mod connect;
 mod delivery;
 mod listener;
 mod match_cache;
+mod shared;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,6 +40,7 @@ use crate::store::{MemorySessionStore, RetainedStore, SessionKey, SessionStore};
 use conn::{Conn, ConnState, Pressure, WriteOutcome};
 use delivery::SubValue;
 use match_cache::MatchCache;
+pub(crate) use shared::ShareMsg;
 
 /// Hashes `SessionKey`s (small slab indices chosen by the server, not by peers) with
 /// one multiply instead of SipHash.
@@ -101,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) broker_limits: BrokerLimits,
     pub(crate) workers: usize,
+    /// How a shared subscription group picks the member for a message.
+    pub(crate) share_strategy: crate::config::ShareStrategy,
 }
 
 /// Plain per-worker counters (logged at shutdown; `$SYS` later).
@@ -161,6 +165,10 @@ pub(crate) struct Worker {
     /// Counter behind broker-assigned client ids.
     next_assigned: u64,
     counters: Counters,
+    /// Shared subscription groups this worker is home to.
+    share: shared::ShareGroups,
+    /// Share messages for each other worker, sent at the end of the iteration.
+    share_out: Vec<Vec<shared::ShareMsg>>,
 }
 
 impl Worker {
@@ -205,9 +213,11 @@ impl Worker {
             congested: Vec::new(),
             channel_pending: false,
             peers_full: false,
-            shared,
             next_assigned: 0,
             counters: Counters::default(),
+            share: shared::ShareGroups::new(id, shared.share_strategy),
+            share_out: Vec::new(),
+            shared,
         })
     }
 
@@ -223,6 +233,7 @@ impl Worker {
     /// Every worker's peer handle, indexed by worker id (this one included).
     pub(crate) fn set_peers(&mut self, peers: Vec<Peer>) {
         self.outbox = peers.iter().map(|_| Vec::new()).collect();
+        self.share_out = peers.iter().map(|_| Vec::new()).collect();
         self.peers = peers;
     }
 
@@ -248,6 +259,10 @@ impl Worker {
             }
             let now = Instant::now();
             self.refresh_pressure(now);
+            // Other workers' messages first: whatever they sent before this iteration's
+            // socket reads happened earlier (a shared-subscription join sent before its
+            // SUBACK must reach the group home before a publish the SUBACK prompted).
+            self.drain_channel(now);
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -270,7 +285,6 @@ impl Worker {
             if !self.peers_full {
                 self.read_ready(now);
             }
-            self.drain_channel(now);
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + TICK;
@@ -346,6 +360,12 @@ impl Worker {
                     }
                 }
                 WorkerMsg::Handoff(h) => self.adopt(*h, now),
+                WorkerMsg::Share(batch) => {
+                    batches += 1;
+                    for m in batch {
+                        self.handle_share(m, now);
+                    }
+                }
             }
         }
         self.channel_pending = !self.rx.is_empty();
@@ -375,7 +395,8 @@ impl Worker {
                 Err(_) => {}
             }
         }
-        self.peers_full = full;
+        let share_full = self.flush_share_out();
+        self.peers_full = full || share_full;
         self.outbox_full = false;
     }
 
@@ -483,7 +504,7 @@ impl Worker {
                 .get(key)
                 .is_some_and(|s| s.conn.is_none() && s.session.is_expired(now));
             if expired {
-                self.discard_session(key);
+                self.discard_session(key, now);
             }
         }
     }

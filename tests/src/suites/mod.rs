@@ -14,6 +14,7 @@ mod qos;
 mod retain;
 mod rumqtt;
 mod session;
+mod shared;
 mod shutdown;
 mod topics;
 mod will;

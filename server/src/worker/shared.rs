@@ -1,0 +1,442 @@
+//! Shared subscriptions (`$share/{group}/{filter}`): each message goes to one member of
+//! the group, whichever worker the members live on.
+//!
+//! Every group has a *group home worker*, `hash("{group}/{filter}") % workers`. Member
+//! sessions live on their own client ids' home workers, which tell the group home when a
+//! member joins, leaves, goes offline or comes back ([`ShareMsg`]). The group home keeps
+//! the member list and a trie of its groups' filters; since every publish reaches every
+//! worker exactly once, the group home alone matches a publish against a group, picks one
+//! member by the configured [`ShareStrategy`] and hands it the message (directly when the
+//! member is its own, else by a `Deliver` message to the member's worker). A member whose
+//! connection ends hands its unacknowledged QoS 1/2 messages of the group back
+//! (`Reassign`), and the group home picks another member. See docs/ARCHITECTURE.md,
+//! "Shared subscriptions".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use shoal_core::session::{Delivery, Message};
+use shoal_core::topic::{SharedFilter, Subscription};
+use shoal_core::{SubscriptionTrie, TopicFilter};
+
+use super::delivery::SubValue;
+use super::Worker;
+use crate::config::ShareStrategy;
+use crate::route::{home_worker, WorkerMsg};
+use crate::store::{SessionKey, SessionStore};
+
+/// One member session of a group, as the group home knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberId {
+    /// The member session's home worker.
+    worker: usize,
+    /// Its key in that worker's session store.
+    key: SessionKey,
+    /// Its client id: a session key can be reused by a later session, a client id and
+    /// key together cannot be confused.
+    client_id: Arc<str>,
+}
+
+/// What workers tell each other about shared subscriptions.
+#[derive(Debug)]
+pub(crate) enum ShareMsg {
+    /// To the group home: a member subscribed (or changed its options).
+    Join { name: Arc<str>, filter: TopicFilter, member: MemberId, value: SubValue },
+    /// To the group home: a member unsubscribed or its session ended.
+    Leave { name: Arc<str>, member: MemberId },
+    /// To the group home: a member's connection ended (`false`) or it reconnected.
+    Presence { name: Arc<str>, member: MemberId, online: bool },
+    /// From the group home to the member's worker: deliver this.
+    Deliver { member: MemberId, delivery: Delivery },
+    /// To the group home: give this message of group `tag` to another member.
+    Reassign { tag: u64, message: Arc<Message> },
+}
+
+/// A group and its members, on its home worker.
+#[derive(Debug)]
+struct Group {
+    filter: TopicFilter,
+    members: Vec<(MemberId, SubValue, bool)>,
+    /// Next member to try (round robin), or the chosen one (sticky).
+    cursor: usize,
+}
+
+/// The groups this worker is home to.
+pub(crate) struct ShareGroups {
+    strategy: ShareStrategy,
+    /// Group tag by its `$share/{group}/{filter}` name.
+    by_name: HashMap<Arc<str>, u64>,
+    groups: HashMap<u64, Group>,
+    /// Group filters, keyed by group tag.
+    trie: SubscriptionTrie<u64, ()>,
+    /// Tags are `worker id << 48 | counter`, so a tag names its group's home worker.
+    next_tag: u64,
+    /// xorshift state for the random strategy.
+    rng: u64,
+    /// Reused for every match.
+    matched: Vec<u64>,
+}
+
+impl ShareGroups {
+    pub(crate) fn new(worker: usize, strategy: ShareStrategy) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            strategy,
+            by_name: HashMap::new(),
+            groups: HashMap::new(),
+            trie: SubscriptionTrie::new(),
+            next_tag: (worker as u64) << 48,
+            rng: (seed ^ (worker as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1,
+            matched: Vec::new(),
+        }
+    }
+
+    /// True when this worker is home to no group (the publish path checks this first).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn join(&mut self, name: Arc<str>, filter: TopicFilter, member: MemberId, value: SubValue) {
+        let tag = match self.by_name.get(&name) {
+            Some(&tag) => tag,
+            None => {
+                self.next_tag += 1;
+                let tag = self.next_tag;
+                self.trie.insert(&filter, tag, ());
+                self.groups.insert(tag, Group { filter, members: Vec::new(), cursor: 0 });
+                self.by_name.insert(name, tag);
+                tag
+            }
+        };
+        let Some(group) = self.groups.get_mut(&tag) else { return };
+        match group.members.iter_mut().find(|(m, _, _)| *m == member) {
+            Some(entry) => {
+                entry.1 = value;
+                entry.2 = true;
+            }
+            None => group.members.push((member, value, true)),
+        }
+    }
+
+    fn leave(&mut self, name: &Arc<str>, member: &MemberId) {
+        let Some(&tag) = self.by_name.get(name) else { return };
+        let Some(group) = self.groups.get_mut(&tag) else { return };
+        group.members.retain(|(m, _, _)| m != member);
+        if group.members.is_empty() {
+            self.trie.remove(&group.filter, &tag);
+            self.groups.remove(&tag);
+            self.by_name.remove(name);
+        }
+    }
+
+    fn presence(&mut self, name: &Arc<str>, member: &MemberId, online: bool) {
+        let Some(group) = self.by_name.get(name).and_then(|t| self.groups.get_mut(t)) else {
+            return;
+        };
+        if let Some(entry) = group.members.iter_mut().find(|(m, _, _)| m == member) {
+            entry.2 = online;
+        }
+    }
+
+    /// Picks the member of group `tag` to get the next message: an online member by
+    /// the strategy; with none online, an offline one (a persistent session, which
+    /// queues it); `None` when the group is gone.
+    fn pick(&mut self, tag: u64) -> Option<(MemberId, SubValue)> {
+        let strategy = self.strategy;
+        let random = match strategy {
+            ShareStrategy::Random => Some(self.next_random()),
+            _ => None,
+        };
+        let group = self.groups.get_mut(&tag)?;
+        let n = group.members.len();
+        if n == 0 {
+            return None;
+        }
+        let online = group.members.iter().filter(|(_, _, on)| *on).count();
+        let index = if online == 0 {
+            // Nobody connected: spread over the offline members in turn.
+            let i = group.cursor % n;
+            group.cursor = (i + 1) % n;
+            i
+        } else {
+            match strategy {
+                ShareStrategy::RoundRobin => {
+                    let start = group.cursor % n;
+                    let i = (0..n).map(|k| (start + k) % n).find(|&i| is_online(group, i))?;
+                    group.cursor = (i + 1) % n;
+                    i
+                }
+                ShareStrategy::Sticky => {
+                    let start = group.cursor % n;
+                    let i = (0..n).map(|k| (start + k) % n).find(|&i| is_online(group, i))?;
+                    group.cursor = i;
+                    i
+                }
+                ShareStrategy::Random => {
+                    let r = usize::try_from(random.unwrap_or(0) % online as u64).unwrap_or(0);
+                    group
+                        .members
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, _, on))| *on)
+                        .nth(r)
+                        .map(|(i, _)| i)?
+                }
+            }
+        };
+        group.members.get(index).map(|(m, v, _)| (m.clone(), v.clone()))
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}
+
+fn is_online(group: &Group, i: usize) -> bool {
+    group.members.get(i).is_some_and(|(_, _, on)| *on)
+}
+
+/// The name a group is known by (`$share/{group}/{filter}`) and its home worker.
+fn group_home(name: &str, workers: usize) -> usize {
+    home_worker(name, workers)
+}
+
+/// Splits a session's subscription filter into a shared one, if it is.
+pub(super) fn as_shared(filter: &TopicFilter) -> Option<SharedFilter> {
+    if !filter.as_str().starts_with("$share/") {
+        return None;
+    }
+    match Subscription::parse(filter.as_str()) {
+        Ok(Subscription::Shared(s)) => Some(s),
+        _ => None,
+    }
+}
+
+impl Worker {
+    /// Sends `msg` to worker `to`'s share handling (this worker's own, at once).
+    fn send_share(&mut self, to: usize, msg: ShareMsg, now: Instant) {
+        if to == self.id {
+            self.handle_share(msg, now);
+        } else if let Some(out) = self.share_out.get_mut(to) {
+            out.push(msg);
+        }
+    }
+
+    fn member(&self, key: SessionKey) -> Option<MemberId> {
+        let slot = self.sessions.get(key)?;
+        Some(MemberId { worker: self.id, key, client_id: slot.session.client_id().clone() })
+    }
+
+    /// A session of this worker subscribed to a shared filter.
+    pub(super) fn share_join(
+        &mut self,
+        key: SessionKey,
+        full: &TopicFilter,
+        shared: SharedFilter,
+        value: SubValue,
+        now: Instant,
+    ) {
+        let Some(member) = self.member(key) else { return };
+        let name: Arc<str> = Arc::from(full.as_str());
+        let home = group_home(&name, self.shared.workers);
+        let msg = ShareMsg::Join { name, filter: shared.filter, member, value };
+        self.send_share(home, msg, now);
+    }
+
+    /// A session of this worker left a shared group (unsubscribe or session end).
+    pub(super) fn share_leave(&mut self, key: SessionKey, full: &TopicFilter, now: Instant) {
+        let Some(member) = self.member(key) else { return };
+        let name: Arc<str> = Arc::from(full.as_str());
+        let home = group_home(&name, self.shared.workers);
+        self.send_share(home, ShareMsg::Leave { name, member }, now);
+    }
+
+    /// Tells the homes of every group `key` belongs to that its connection came or went.
+    pub(super) fn share_presence(&mut self, key: SessionKey, online: bool, now: Instant) {
+        let Some(member) = self.member(key) else { return };
+        let names: Vec<Arc<str>> = match self.sessions.get(key) {
+            Some(slot) => slot
+                .session
+                .subscriptions()
+                .filter(|(f, _)| f.as_str().starts_with("$share/"))
+                .map(|(f, _)| Arc::from(f.as_str()))
+                .collect(),
+            None => return,
+        };
+        for name in names {
+            let home = group_home(&name, self.shared.workers);
+            let msg = ShareMsg::Presence { name, member: member.clone(), online };
+            self.send_share(home, msg, now);
+        }
+    }
+
+    /// Deliveries a session gave back (`Event::Orphaned`): its groups learn it is
+    /// offline, then each message goes back to its group home for another member.
+    pub(super) fn share_orphans(&mut self, key: SessionKey, orphans: Vec<Delivery>, now: Instant) {
+        self.share_presence(key, false, now);
+        for d in orphans {
+            if let Some(tag) = d.share {
+                let home = usize::try_from(tag >> 48).unwrap_or(usize::MAX);
+                self.send_share(home, ShareMsg::Reassign { tag, message: d.message }, now);
+            }
+        }
+    }
+
+    /// Offers a publish to the groups this worker is home to: one member of each
+    /// matching group gets it.
+    pub(super) fn deliver_shared(&mut self, msg: &Arc<Message>, now: Instant) {
+        let mut matched = std::mem::take(&mut self.share.matched);
+        matched.clear();
+        self.share.trie.for_each_match(&msg.topic, |tag, ()| matched.push(*tag));
+        for &tag in &matched {
+            self.share_pick_and_send(tag, msg.clone(), now);
+        }
+        self.share.matched = matched;
+    }
+
+    fn share_pick_and_send(&mut self, tag: u64, message: Arc<Message>, now: Instant) {
+        let Some((member, v)) = self.share.pick(tag) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let delivery = Delivery {
+            qos: message.qos.min(v.qos()),
+            retain: v.retain_as_published() && message.retain,
+            subscription_ids: v.ids().to_vec(),
+            share: Some(tag),
+            message,
+        };
+        let to = member.worker;
+        self.send_share(to, ShareMsg::Deliver { member, delivery }, now);
+    }
+
+    /// Handles one share message addressed to this worker.
+    pub(super) fn handle_share(&mut self, msg: ShareMsg, now: Instant) {
+        match msg {
+            ShareMsg::Join { name, filter, member, value } => {
+                self.share.join(name, filter, member, value);
+            }
+            ShareMsg::Leave { name, member } => self.share.leave(&name, &member),
+            ShareMsg::Presence { name, member, online } => {
+                self.share.presence(&name, &member, online);
+            }
+            ShareMsg::Reassign { tag, message } => self.share_pick_and_send(tag, message, now),
+            ShareMsg::Deliver { member, delivery } => {
+                let mine = self
+                    .sessions
+                    .get(member.key)
+                    .is_some_and(|s| *s.session.client_id() == member.client_id);
+                if !mine {
+                    // The member's session ended after the group home chose it.
+                    if let Some(tag) = delivery.share {
+                        let home = usize::try_from(tag >> 48).unwrap_or(usize::MAX);
+                        let msg = ShareMsg::Reassign { tag, message: delivery.message };
+                        self.send_share(home, msg, now);
+                    }
+                    return;
+                }
+                // Connected: sent; offline (persistent session): queued for it.
+                self.deliver(member.key, delivery, now);
+            }
+        }
+    }
+
+    /// Sends each other worker's pending share messages; a full channel keeps them
+    /// (and turns on back-pressure like a full publish batch).
+    pub(super) fn flush_share_out(&mut self) -> bool {
+        let mut full = false;
+        for (i, peer) in self.peers.iter().enumerate() {
+            let Some(out) = self.share_out.get_mut(i) else { continue };
+            if i == self.id || out.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(out);
+            match peer.tx.try_send(WorkerMsg::Share(batch)) {
+                Ok(()) => {
+                    if let Err(e) = peer.waker.wake() {
+                        log::warn!("worker {}: cannot wake worker {i}: {e}", self.id);
+                    }
+                }
+                Err(crossbeam_channel::TrySendError::Full(WorkerMsg::Share(batch))) => {
+                    *out = batch;
+                    full = true;
+                }
+                Err(_) => {}
+            }
+        }
+        full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::QoS;
+
+    fn member(n: usize) -> MemberId {
+        MemberId { worker: 0, key: SessionKey(n), client_id: Arc::from(format!("c{n}")) }
+    }
+
+    fn groups(strategy: ShareStrategy, members: usize) -> (ShareGroups, u64) {
+        let mut g = ShareGroups::new(0, strategy);
+        let name: Arc<str> = Arc::from("$share/g/a");
+        for n in 0..members {
+            let filter = TopicFilter::parse("a").unwrap();
+            g.join(name.clone(), filter, member(n), SubValue::plain(QoS::AtLeastOnce));
+        }
+        let tag = g.by_name[&name];
+        (g, tag)
+    }
+
+    fn picks(g: &mut ShareGroups, tag: u64, n: usize) -> Vec<usize> {
+        (0..n).map(|_| g.pick(tag).unwrap().0.key.0).collect()
+    }
+
+    #[test]
+    fn round_robin_takes_members_in_turn_and_skips_offline_ones() {
+        let (mut g, tag) = groups(ShareStrategy::RoundRobin, 3);
+        assert_eq!(picks(&mut g, tag, 6), vec![0, 1, 2, 0, 1, 2]);
+        g.presence(&Arc::from("$share/g/a"), &member(1), false);
+        assert_eq!(picks(&mut g, tag, 4), vec![0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn sticky_keeps_one_member_until_it_goes_offline() {
+        let (mut g, tag) = groups(ShareStrategy::Sticky, 3);
+        assert_eq!(picks(&mut g, tag, 3), vec![0, 0, 0]);
+        g.presence(&Arc::from("$share/g/a"), &member(0), false);
+        assert_eq!(picks(&mut g, tag, 3), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn random_only_picks_online_members_and_reaches_all() {
+        let (mut g, tag) = groups(ShareStrategy::Random, 4);
+        g.presence(&Arc::from("$share/g/a"), &member(3), false);
+        let got = picks(&mut g, tag, 400);
+        assert!(got.iter().all(|&k| k < 3));
+        for k in 0..3 {
+            assert!(got.contains(&k), "member {k} never picked");
+        }
+    }
+
+    #[test]
+    fn offline_members_are_used_only_when_nobody_is_online_and_empty_groups_go() {
+        let (mut g, tag) = groups(ShareStrategy::RoundRobin, 2);
+        let name: Arc<str> = Arc::from("$share/g/a");
+        g.presence(&name, &member(0), false);
+        g.presence(&name, &member(1), false);
+        assert_eq!(picks(&mut g, tag, 2).len(), 2);
+        g.leave(&name, &member(0));
+        g.leave(&name, &member(1));
+        assert!(g.is_empty());
+        assert!(g.pick(tag).is_none());
+    }
+}

@@ -1,0 +1,224 @@
+//! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 4.8.2, and for 3.1.1 clients
+//! too): each message goes to exactly one member of a group, members may sit on any
+//! worker, the configured strategy picks the member, unacknowledged messages of a
+//! member that goes away go to another member, and a shared subscribe gets no retained
+//! messages.
+//!
+//! Brokers here run 4 workers so that the members' sessions (placed by client id) and
+//! each group's home worker are spread over several event loops.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shoal_core::ProtocolVersion::{self, V3_1_1, V5};
+
+use crate::harness::{wait_until, TestBroker};
+use crate::raw::wire::{self, find_property, ConnectOptions};
+use crate::raw::{Incoming, RawClient, DEADLINE};
+
+const FOUR_WORKERS: &str = "workers = 4\n";
+
+fn broker_with(strategy: &str) -> TestBroker {
+    TestBroker::with_config(&format!(
+        "{FOUR_WORKERS}[mqtt]\nshared_subscription_strategy = \"{strategy}\"\n"
+    ))
+}
+
+/// Members of `$share/{group}/{filter}` alternating 3.1.1 and 5.0.
+fn members(broker: &TestBroker, prefix: &str, n: usize, share: &str, qos: u8) -> Vec<RawClient> {
+    (0..n)
+        .map(|i| {
+            let version: ProtocolVersion = if i % 2 == 0 { V3_1_1 } else { V5 };
+            let mut c = RawClient::connect(broker.addr(), version, &format!("{prefix}-{i}"));
+            c.subscribe_one(share, qos);
+            c
+        })
+        .collect()
+}
+
+/// Publishes `count` numbered QoS 1 messages to `topic` (payload = big-endian u16).
+fn publish_numbered(publisher: &mut RawClient, topic: &str, range: std::ops::Range<u16>) {
+    for i in range {
+        publisher.publish(topic, &i.to_be_bytes(), 1, false);
+    }
+}
+
+/// Reads every member until `total` messages arrived over all of them, acking each;
+/// returns per member the message numbers it got.
+fn collect(members: &mut [RawClient], total: usize) -> Vec<Vec<u16>> {
+    let mut got: Vec<Vec<u16>> = vec![Vec::new(); members.len()];
+    wait_until(DEADLINE, &format!("{total} shared deliveries"), || {
+        for (m, seen) in members.iter_mut().zip(got.iter_mut()) {
+            while let Ok(Incoming::Publish(p)) = m.recv(Duration::from_millis(5)) {
+                m.ack(&p);
+                seen.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+        }
+        got.iter().map(Vec::len).sum::<usize>() >= total
+    });
+    // Nothing beyond: every member's connection is drained up to a PINGRESP.
+    for m in members.iter_mut() {
+        let extra = m.ping_then_unread();
+        assert!(extra.is_empty(), "extra shared deliveries: {extra:?}");
+    }
+    got
+}
+
+/// Every number in `0..n` exactly once over all members.
+fn assert_each_once(got: &[Vec<u16>], n: u16) {
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for x in got.iter().flatten() {
+        *counts.entry(*x).or_default() += 1;
+    }
+    assert_eq!(counts, (0..n).map(|i| (i, 1)).collect(), "each message to exactly one member");
+}
+
+#[test]
+fn v5_connack_says_shared_subscriptions_are_available() {
+    let broker = TestBroker::start();
+    let (_c, reply) = RawClient::connect_raw(broker.addr(), &ConnectOptions::new(V5, "ask"));
+    let Ok(Incoming::ConnAck { code: 0, properties, .. }) = reply else {
+        panic!("CONNECT refused: {reply:?}")
+    };
+    // Shared Subscription Available (0x2A): absent or 1 means available.
+    let p = find_property(&properties, 0x2A);
+    assert!(p.map_or(true, |p| p.value == [1]), "0x2A = {p:?}");
+}
+
+#[test]
+fn each_message_reaches_exactly_one_member_across_workers_and_versions() {
+    let broker = broker_with("round_robin");
+    let mut group = members(&broker, "rr", 6, "$share/g/sh/+", 1);
+    // Two groups on one filter each get every message; an ordinary subscriber too.
+    let mut other = members(&broker, "other", 2, "$share/h/sh/+", 1);
+    let mut plain = RawClient::connect(broker.addr(), V5, "plain");
+    plain.subscribe_one("sh/#", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V3_1_1, "pub");
+    publish_numbered(&mut publisher, "sh/t", 0..60);
+    for i in 0..60u16 {
+        assert_eq!(plain.expect_publish_acked().payload, i.to_be_bytes());
+    }
+    let got = collect(&mut group, 60);
+    assert_each_once(&got, 60);
+    // Round robin over six online members: ten each.
+    assert!(got.iter().all(|g| g.len() == 10), "round robin spread {got:?}");
+    assert_each_once(&collect(&mut other, 60), 60);
+}
+
+#[test]
+fn sticky_strategy_keeps_one_member() {
+    let broker = broker_with("sticky");
+    let mut group = members(&broker, "st", 3, "$share/g/st/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publish_numbered(&mut publisher, "st/t", 0..30);
+    let got = collect(&mut group, 30);
+    assert_each_once(&got, 30);
+    assert_eq!(got.iter().filter(|g| !g.is_empty()).count(), 1, "sticky spread {got:?}");
+}
+
+#[test]
+fn random_strategy_reaches_every_member() {
+    let broker = broker_with("random");
+    let mut group = members(&broker, "rn", 3, "$share/g/rn/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publish_numbered(&mut publisher, "rn/t", 0..150);
+    let got = collect(&mut group, 150);
+    assert_each_once(&got, 150);
+    // Each member misses all 150 with probability (2/3)^150: never in practice.
+    assert!(got.iter().all(|g| !g.is_empty()), "random spread {got:?}");
+}
+
+#[test]
+fn member_lost_mid_stream_at_qos1_loses_nothing() {
+    let broker = broker_with("round_robin");
+    // The member that will crash: v5, acks only the first three messages it gets.
+    let mut doomed = RawClient::connect(broker.addr(), V5, "doomed");
+    doomed.subscribe_one("$share/g/ls/t", 1);
+    let mut survivors = members(&broker, "survivor", 2, "$share/g/ls/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publish_numbered(&mut publisher, "ls/t", 0..30);
+    let mut acked = Vec::new();
+    let mut held = 0;
+    wait_until(DEADLINE, "the doomed member's share of 30", || {
+        while let Ok(Incoming::Publish(p)) = doomed.recv(Duration::from_millis(5)) {
+            if acked.len() < 3 {
+                doomed.ack(&p);
+                acked.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            } else {
+                held += 1;
+            }
+        }
+        acked.len() + held >= 10
+    });
+    // Make sure the three PUBACKs were handled before the socket goes.
+    doomed.ping();
+    doomed.drop_connection();
+    publish_numbered(&mut publisher, "ls/t", 30..60);
+    // The survivors get everything the doomed member did not acknowledge: 57 messages.
+    let mut got = collect(&mut survivors, 57);
+    got.push(acked);
+    assert_each_once(&got, 60);
+}
+
+#[test]
+fn offline_persistent_member_is_skipped_while_another_is_online() {
+    // A 3.1.1 persistent member that goes offline keeps its subscription; the group
+    // sends new messages to the online member, and nothing is lost.
+    let broker = broker_with("round_robin");
+    let mut opts = ConnectOptions::new(V3_1_1, "persistent-member");
+    opts.clean = false;
+    let (mut away, _) = RawClient::connect_with(broker.addr(), &opts);
+    away.subscribe_one("$share/g/ps/t", 1);
+    let mut online = members(&broker, "online", 1, "$share/g/ps/t", 1);
+    away.drop_connection();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    // The offline member is marked offline once its socket close is seen; poll.
+    let mut next = 0u16;
+    wait_until(DEADLINE, "the online member to get two in a row", || {
+        publish_numbered(&mut publisher, "ps/t", next..next + 2);
+        next += 2;
+        let mut n = 0;
+        while let Ok(Incoming::Publish(p)) = online[0].recv(Duration::from_millis(20)) {
+            online[0].ack(&p);
+            n += 1;
+        }
+        n == 2
+    });
+    publish_numbered(&mut publisher, "ps/t", next..next + 20);
+    let got = collect(&mut online, 20);
+    assert_eq!(got[0], (next..next + 20).collect::<Vec<_>>());
+}
+
+#[test]
+fn shared_subscribe_gets_no_retained_messages() {
+    // [MQTT-4.8.2] retained messages are not sent on a shared subscribe.
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publisher.publish("ret/t", b"kept", 1, true);
+    for version in [V3_1_1, V5] {
+        let mut m = RawClient::connect(broker.addr(), version, &format!("m-{version}"));
+        m.subscribe_one("$share/g/ret/t", 1);
+        let unread = m.ping_then_unread();
+        assert!(unread.is_empty(), "retained message on a shared subscribe: {unread:?}");
+    }
+}
+
+#[test]
+fn unsubscribed_member_gets_no_more_messages() {
+    let broker = broker_with("round_robin");
+    let mut group = members(&broker, "un", 2, "$share/g/un/t", 1);
+    assert!(group[1].unsubscribe(&["$share/g/un/t"]).iter().all(|&c| c == 0));
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publish_numbered(&mut publisher, "un/t", 0..10);
+    let got = collect(&mut group, 10);
+    assert_eq!(got[0].len(), 10, "all to the remaining member: {got:?}");
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    // [MQTT-3.8.3-4]
+    let broker = TestBroker::start();
+    let mut c = RawClient::connect(broker.addr(), V5, "nl");
+    c.send(&wire::subscribe(V5, 1, &[("$share/g/x", 0x04 | 1)]));
+    assert_eq!(c.expect_closed_with_reason(DEADLINE), Some(0x82));
+}
