@@ -35,6 +35,7 @@ fn shared(workers: usize) -> Shared {
         broker_limits: config.broker_limits,
         workers,
         share_strategy: config.mqtt.share_strategy,
+        listeners: Arc::from(Vec::new()),
     }
 }
 

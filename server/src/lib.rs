@@ -22,6 +22,7 @@ pub mod bench_support;
 pub mod config;
 pub mod metrics;
 pub mod persist;
+pub mod proxy;
 mod route;
 pub mod store;
 pub mod tls;
@@ -54,6 +55,15 @@ pub enum StartError {
     /// directory, I/O error).
     #[error("cannot open the durable store (use --in-memory to run without one)")]
     Persist(#[source] persist::PersistError),
+    /// A listener's certificate, key or CA file could not be used.
+    #[error("cannot set up TLS for the listener on {addr}")]
+    Tls {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What is wrong with which file (boxed: rare, and large).
+        #[source]
+        source: Box<tls::TlsError>,
+    },
     /// An event loop could not be created or a thread spawned.
     #[error("cannot start worker {worker}")]
     Worker {
@@ -82,9 +92,26 @@ pub enum ShutdownError {
     },
 }
 
+/// Why part of a [`Broker::reload`] failed. The part that failed keeps what it had.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A TLS listener's certificate, key or CA file could not be used; the listener keeps
+    /// its previous certificates.
+    #[error("TLS files of the listener on {addr} not reloaded")]
+    Tls {
+        /// The listener's address.
+        addr: SocketAddr,
+        /// What is wrong with which file.
+        #[source]
+        source: Box<tls::TlsError>,
+    },
+}
+
 /// A running broker. Dropping it shuts it down.
 pub struct Broker {
     addrs: Vec<SocketAddr>,
+    /// The same listener table the workers hold: reload swaps TLS configs in it.
+    listeners: Arc<[worker::ListenerSpec]>,
     peers: Vec<Peer>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
@@ -108,7 +135,11 @@ impl Broker {
     pub fn start(config: Config) -> Result<Broker, StartError> {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut addrs = Vec::with_capacity(config.listeners.len());
+        let mut specs = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
+            let spec = worker::ListenerSpec::new(l, config.limits.max_packet_bytes)
+                .map_err(|e| StartError::Tls { addr: l.bind, source: Box::new(e) })?;
+            specs.push(spec);
             let bind_err = |source| StartError::Bind { addr: l.bind, source };
             let listener = std::net::TcpListener::bind(l.bind).map_err(bind_err)?;
             listener.set_nonblocking(true).map_err(bind_err)?;
@@ -137,7 +168,9 @@ impl Broker {
             broker_limits: config.broker_limits,
             workers,
             share_strategy: config.mqtt.share_strategy,
+            listeners: specs.into(),
         };
+        let listener_specs = shared.listeners.clone();
         let mut prepared = Vec::with_capacity(workers);
         for id in 0..workers {
             let w = worker::Worker::new(id, &listeners, shared.clone())
@@ -145,8 +178,14 @@ impl Broker {
             prepared.push(w);
         }
         let peers: Vec<Peer> = prepared.iter().map(worker::Worker::peer).collect();
-        let mut broker =
-            Broker { addrs, peers: peers.clone(), shutdown, threads: Vec::new(), persister };
+        let mut broker = Broker {
+            addrs,
+            listeners: listener_specs,
+            peers: peers.clone(),
+            shutdown,
+            threads: Vec::new(),
+            persister,
+        };
         for mut w in prepared {
             let id = w.id();
             w.set_peers(peers.clone());
@@ -167,6 +206,23 @@ impl Broker {
     /// Every listener's bound address, in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
+    }
+
+    /// Re-reads the files the broker was started with (what SIGHUP does in the binary):
+    /// every TLS listener's certificate, key and CA. Connected clients are not touched;
+    /// new connections get the new files. Returns what failed, each failed part keeping
+    /// its previous state (empty: everything reloaded).
+    pub fn reload(&self) -> Vec<ReloadError> {
+        let mut failed = Vec::new();
+        for (spec, &addr) in self.listeners.iter().zip(&self.addrs) {
+            if let Some(tls) = &spec.tls {
+                match tls.reload() {
+                    Ok(()) => log::info!("TLS files of the listener on {addr} reloaded"),
+                    Err(e) => failed.push(ReloadError::Tls { addr, source: Box::new(e) }),
+                }
+            }
+        }
+        failed
     }
 
     /// Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, flushes what is owed

@@ -1,6 +1,6 @@
 //! `shoal`: the broker binary. Parses the command line, loads the config, starts the
-//! broker, prints one `listening on tcp://ADDR` line per listener, and shuts down
-//! gracefully on SIGINT or SIGTERM. `shoal passwd` edits a Mosquitto-compatible password
+//! broker, prints one `listening on TRANSPORT://ADDR` line per listener, reloads TLS
+//! files on SIGHUP, and shuts down gracefully on SIGINT or SIGTERM. `shoal passwd` edits a Mosquitto-compatible password
 //! file instead.
 
 use std::io::Write;
@@ -84,6 +84,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error and its causes on one line, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn passwd(args: &PasswdArgs) -> Result<(), Box<dyn std::error::Error>> {
     let password = if args.delete {
         None
@@ -130,11 +142,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         None => Config::default(),
     };
     if !cli.listen.is_empty() {
-        config.listeners = cli
-            .listen
-            .iter()
-            .map(|&bind| ListenerConfig { bind, transport: Transport::Tcp })
-            .collect();
+        config.listeners = cli.listen.iter().map(|&bind| ListenerConfig::tcp(bind)).collect();
     } else if cli.config.is_none() {
         log::info!(
             "no config file: listening on {DEFAULT_BIND} (loopback only); \
@@ -154,6 +162,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])?;
     let transports: Vec<Transport> = config.listeners.iter().map(|l| l.transport).collect();
     let workers = config.workers;
@@ -166,8 +175,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     drop(out);
     log::info!("shoal {} started with {workers} workers", env!("CARGO_PKG_VERSION"));
     let mut signals = signals;
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            log::info!("SIGHUP received: reloading");
+            for e in broker.reload() {
+                log::error!("reload: {}", error_chain(&e));
+            }
+            continue;
+        }
         log::info!("signal {sig} received: shutting down");
+        break;
     }
     broker.shutdown()?;
     log::info!("shutdown complete");

@@ -38,6 +38,10 @@ pub(crate) enum WorkerMsg {
 pub(crate) struct Handoff {
     pub(crate) stream: TcpStream,
     pub(crate) addr: SocketAddr,
+    /// The connection's TLS / WebSocket state, which moves with its socket.
+    pub(crate) layer: Option<Box<crate::worker::Layer>>,
+    /// The listener that accepted it.
+    pub(crate) listener: u16,
     pub(crate) connect: Box<Connect>,
     /// Bytes read after the CONNECT frame.
     pub(crate) rest: BytesMut,

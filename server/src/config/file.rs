@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use super::{
     default_workers, BrokerLimits, Config, ConfigError, ListenerConfig, MqttSettings,
     PersistenceConfig, ShareStrategy, Transport,
 };
+use crate::tls::{ClientCerts, TlsError, TlsSettings, UsernameFrom};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -43,6 +45,15 @@ struct FileMqtt {
 struct FileListener {
     bind: Spanned<String>,
     transport: Option<Spanned<String>>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    client_certs: Option<Spanned<String>>,
+    username_from: Option<Spanned<String>>,
+    alpn: Option<Spanned<Vec<String>>>,
+    ws_path: Option<Spanned<String>>,
+    proxy_protocol: Option<bool>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 /// The `[limits]` table; every key optional.
@@ -129,6 +140,165 @@ fn unknown_field(message: &str) -> Option<String> {
     rest.split_once('`').map(|(k, _)| k.to_owned())
 }
 
+/// Picks one of several words for `key`, or says which are allowed.
+fn choice<T: Copy>(
+    src: &Source<'_>,
+    value: &Spanned<String>,
+    key: &str,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let v = value.get_ref();
+    options.iter().find(|(name, _)| name == v).map(|&(_, t)| t).ok_or_else(|| {
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+        src.invalid(value.span(), key, format!("`{v}` is not one of {}", names.join(", ")))
+    })
+}
+
+fn validate_listener(src: &Source<'_>, l: &FileListener) -> Result<ListenerConfig, ConfigError> {
+    let bind: SocketAddr = l.bind.get_ref().parse().map_err(|_| {
+        src.invalid(
+            l.bind.span(),
+            "listener.bind",
+            format!("`{}` is not an address like 127.0.0.1:1883", l.bind.get_ref()),
+        )
+    })?;
+    let mut listener = ListenerConfig::tcp(bind);
+    let here = l.bind.span();
+    if let Some(t) = &l.transport {
+        let options = [
+            ("tcp", Transport::Tcp),
+            ("tls", Transport::Tls),
+            ("ws", Transport::Ws),
+            ("wss", Transport::Wss),
+        ];
+        listener.transport = choice(src, t, "listener.transport", &options)?;
+    }
+    let transport = listener.transport;
+    // TLS keys on a listener without TLS are refused rather than ignored: the user
+    // believes the port is encrypted.
+    let tls_keys = [
+        (&l.cert_file, "listener.cert_file"),
+        (&l.key_file, "listener.key_file"),
+        (&l.ca_file, "listener.ca_file"),
+        (&l.client_certs, "listener.client_certs"),
+        (&l.username_from, "listener.username_from"),
+    ];
+    if !transport.is_tls() {
+        if let Some((v, key)) = tls_keys.iter().find_map(|(v, k)| v.as_ref().map(|v| (v, k))) {
+            let msg = format!("only for `tls` and `wss` listeners (this one is `{transport}`)");
+            return Err(src.invalid(v.span(), key, msg));
+        }
+        if let Some(a) = &l.alpn {
+            let msg = format!("only for `tls` and `wss` listeners (this one is `{transport}`)");
+            return Err(src.invalid(a.span(), "listener.alpn", msg));
+        }
+    }
+    if let Some(p) = &l.ws_path {
+        if !transport.is_ws() {
+            let msg = format!("only for `ws` and `wss` listeners (this one is `{transport}`)");
+            return Err(src.invalid(p.span(), "listener.ws_path", msg));
+        }
+        let path = p.get_ref();
+        if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c == '?') {
+            let msg = format!("`{path}` is not an HTTP path like /mqtt");
+            return Err(src.invalid(p.span(), "listener.ws_path", msg));
+        }
+        listener.ws_path.clone_from(path);
+    }
+    listener.proxy_protocol = l.proxy_protocol.unwrap_or(false);
+    if let Some(v) = &l.max_connections {
+        let max = i64::from(u32::MAX);
+        listener.max_connections = Some(src.int(v, "listener.max_connections", 1, max)?);
+    }
+    if transport.is_tls() {
+        listener.tls = Some(validate_tls(src, l, here)?);
+        if let Some(u) = &l.username_from {
+            let options = [
+                ("none", None),
+                ("cn", Some(UsernameFrom::CommonName)),
+                ("san", Some(UsernameFrom::SubjectAltName)),
+            ];
+            listener.username_from = choice(src, u, "listener.username_from", &options)?;
+            let certs = listener.tls.as_ref().map_or(ClientCerts::None, |t| t.client_certs);
+            if listener.username_from.is_some() && certs == ClientCerts::None {
+                let msg = "needs `client_certs = \"optional\"` or `\"require\"`";
+                return Err(src.invalid(u.span(), "listener.username_from", msg));
+            }
+        }
+    }
+    Ok(listener)
+}
+
+/// The TLS settings of a `tls` or `wss` listener. The files are read and checked here,
+/// so that a missing or bad file stops the broker at start with the file named.
+fn validate_tls(
+    src: &Source<'_>,
+    l: &FileListener,
+    here: Range<usize>,
+) -> Result<TlsSettings, ConfigError> {
+    let missing = |key: &str| {
+        src.invalid(here.clone(), key, "required for `tls` and `wss` listeners".to_owned())
+    };
+    let cert = l.cert_file.as_ref().ok_or_else(|| missing("listener.cert_file"))?;
+    let key = l.key_file.as_ref().ok_or_else(|| missing("listener.key_file"))?;
+    let mut settings = TlsSettings::new(cert.get_ref(), key.get_ref());
+    if let Some(c) = &l.client_certs {
+        let options = [
+            ("none", ClientCerts::None),
+            ("optional", ClientCerts::Optional),
+            ("require", ClientCerts::Require),
+        ];
+        settings.client_certs = choice(src, c, "listener.client_certs", &options)?;
+    }
+    settings.ca_file = l.ca_file.as_ref().map(|c| PathBuf::from(c.get_ref()));
+    if settings.client_certs != ClientCerts::None && settings.ca_file.is_none() {
+        let span = l.client_certs.as_ref().map_or(here.clone(), Spanned::span);
+        return Err(src.invalid(span, "listener.ca_file", "required when client_certs is set"));
+    }
+    if let Some(a) = &l.alpn {
+        if a.get_ref().iter().any(|p| p.is_empty() || p.len() > 255) {
+            let msg = "each protocol name must be 1 to 255 bytes";
+            return Err(src.invalid(a.span(), "listener.alpn", msg));
+        }
+        settings.alpn = a.get_ref().iter().map(|p| p.as_bytes().to_vec()).collect();
+    }
+    if let Err(e) = crate::tls::build_server_config(&settings) {
+        // Point at the key naming the file at fault.
+        let (span, key_name) = match &e {
+            TlsError::Read { path, .. }
+            | TlsError::NoCertificate { path }
+            | TlsError::NoPrivateKey { path }
+                if *path == settings.key_file =>
+            {
+                (key.span(), "listener.key_file")
+            }
+            TlsError::Read { path, .. } | TlsError::NoCertificate { path }
+                if Some(path) == settings.ca_file.as_ref() =>
+            {
+                (l.ca_file.as_ref().map_or(here.clone(), Spanned::span), "listener.ca_file")
+            }
+            TlsError::BadCa { .. } => {
+                (l.ca_file.as_ref().map_or(here.clone(), Spanned::span), "listener.ca_file")
+            }
+            _ => (cert.span(), "listener.cert_file"),
+        };
+        return Err(src.invalid(span, key_name, error_chain(&e)));
+    }
+    Ok(settings)
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
     let workers = match &raw.workers {
         Some(w) => src.int(w, "workers", 1, 1024)?,
@@ -136,25 +306,7 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
     };
     let mut listeners = Vec::with_capacity(raw.listener.len());
     for l in &raw.listener {
-        let bind: SocketAddr = l.bind.get_ref().parse().map_err(|_| {
-            src.invalid(
-                l.bind.span(),
-                "listener.bind",
-                format!("`{}` is not an address like 127.0.0.1:1883", l.bind.get_ref()),
-            )
-        })?;
-        let transport = match &l.transport {
-            None => Transport::Tcp,
-            Some(t) if t.get_ref() == "tcp" => Transport::Tcp,
-            Some(t) => {
-                return Err(src.invalid(
-                    t.span(),
-                    "listener.transport",
-                    format!("unsupported transport `{}` (only `tcp` for now)", t.get_ref()),
-                ))
-            }
-        };
-        listeners.push(ListenerConfig { bind, transport });
+        listeners.push(validate_listener(src, l)?);
     }
     if listeners.is_empty() {
         listeners = Config::default().listeners;
@@ -331,8 +483,103 @@ max_keep_alive_secs = 60
         let text = "[[listener]]\nbind = \"nowhere\"\n";
         let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
         assert!(msg.contains("f.toml:2:") && msg.contains("listener.bind"), "{msg}");
-        let text = "[[listener]]\nbind = \"127.0.0.1:1\"\ntransport = \"ws\"\n";
+        let text = "[[listener]]\nbind = \"127.0.0.1:1\"\ntransport = \"quic\"\n";
         let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
         assert!(msg.contains("f.toml:3:") && msg.contains("listener.transport"), "{msg}");
+    }
+
+    /// A self-signed certificate and key in a temporary directory.
+    fn cert_files() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        (dir, cert.display().to_string(), key.display().to_string())
+    }
+
+    #[test]
+    fn tls_and_ws_listeners_parse_with_their_options() {
+        let (_dir, cert, key) = cert_files();
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"wss\"\n\
+             cert_file = \"{cert}\"\nkey_file = \"{key}\"\nca_file = \"{cert}\"\n\
+             client_certs = \"optional\"\nusername_from = \"san\"\nalpn = [\"mqtt\"]\n\
+             ws_path = \"/ws\"\nproxy_protocol = true\nmax_connections = 7\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"ws\"\n"
+        );
+        let c = Config::from_toml_str(&text, "t.toml").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.transport, Transport::Wss);
+        let tls = l.tls.as_ref().unwrap();
+        assert_eq!(tls.client_certs, ClientCerts::Optional);
+        assert_eq!(tls.alpn, vec![b"mqtt".to_vec()]);
+        assert_eq!(l.username_from, Some(UsernameFrom::SubjectAltName));
+        assert_eq!(l.ws_path, "/ws");
+        assert!(l.proxy_protocol);
+        assert_eq!(l.max_connections, Some(7));
+        let ws = &c.listeners[1];
+        assert_eq!(
+            (ws.transport, ws.ws_path.as_str(), ws.tls.is_none()),
+            (Transport::Ws, "/mqtt", true)
+        );
+    }
+
+    #[test]
+    fn tls_listener_without_key_or_with_a_missing_file_is_refused() {
+        let (_dir, cert, key) = cert_files();
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\ncert_file = \"{cert}\"\n"
+        );
+        let msg = Config::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:2:") && msg.contains("listener.key_file"), "{msg}");
+
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\n\
+             cert_file = \"/nonexistent/cert.pem\"\nkey_file = \"{key}\"\n"
+        );
+        let msg = Config::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:4:") && msg.contains("listener.cert_file"), "{msg}");
+        assert!(msg.contains("/nonexistent/cert.pem"), "{msg}");
+
+        // A certificate where the key should be: the key file is named.
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\n\
+             cert_file = \"{cert}\"\nkey_file = \"{cert}\"\n"
+        );
+        let msg = Config::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:5:") && msg.contains("listener.key_file"), "{msg}");
+    }
+
+    #[test]
+    fn options_of_the_wrong_transport_are_refused() {
+        let text = "[[listener]]\nbind = \"127.0.0.1:0\"\ncert_file = \"c.pem\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:3:") && msg.contains("listener.cert_file"), "{msg}");
+        let text = "[[listener]]\nbind = \"127.0.0.1:0\"\nws_path = \"/x\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:3:") && msg.contains("listener.ws_path"), "{msg}");
+        let text = "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"ws\"\nws_path = \"mqtt\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:4:") && msg.contains("listener.ws_path"), "{msg}");
+    }
+
+    #[test]
+    fn client_cert_options_need_a_ca_and_a_policy() {
+        let (_dir, cert, key) = cert_files();
+        let base = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\n\
+             cert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        );
+        let text = format!("{base}client_certs = \"require\"\n");
+        let msg = Config::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:6:") && msg.contains("listener.ca_file"), "{msg}");
+        let text = format!("{base}username_from = \"cn\"\n");
+        let msg = Config::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("f.toml:6:") && msg.contains("listener.username_from"), "{msg}");
+        let text = format!("{base}client_certs = \"sometimes\"\n");
+        let msg = Config::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("`optional`"), "{msg}");
     }
 }

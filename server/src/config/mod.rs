@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use shoal_core::Limits;
 
+use crate::tls::{TlsSettings, UsernameFrom};
+
 /// Default bind address when nothing is configured: loopback only, so that a broker
 /// started by accident is not reachable from the network.
 pub const DEFAULT_BIND: &str = "127.0.0.1:1883";
@@ -47,12 +49,33 @@ impl Default for PersistenceConfig {
 pub enum Transport {
     /// Plain MQTT over TCP.
     Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    /// Whether the transport runs over TLS (and so needs a certificate).
+    pub const fn is_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+
+    /// Whether the transport is WebSocket.
+    pub const fn is_ws(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
 }
 
 impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
         })
     }
 }
@@ -64,6 +87,34 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Transport spoken on it.
     pub transport: Transport,
+    /// Certificate, key and client-certificate policy; `Some` exactly for `tls` and `wss`.
+    pub tls: Option<TlsSettings>,
+    /// Which part of a verified client certificate becomes the connection's
+    /// certificate username (`None`: the certificate names nobody).
+    pub username_from: Option<UsernameFrom>,
+    /// HTTP path of the WebSocket endpoint (`ws` and `wss` only).
+    pub ws_path: String,
+    /// Whether every connection starts with a PROXY protocol v1 or v2 header, whose
+    /// source address then stands for the client.
+    pub proxy_protocol: bool,
+    /// Most connections open at once on this listener (`None`: only the broker-wide
+    /// `limits.max_connections` applies).
+    pub max_connections: Option<usize>,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener with every option at its default.
+    pub fn tcp(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            transport: Transport::Tcp,
+            tls: None,
+            username_from: None,
+            ws_path: crate::ws::DEFAULT_WS_PATH.to_owned(),
+            proxy_protocol: false,
+            max_connections: None,
+        }
+    }
 }
 
 /// Limits the server enforces outside the protocol state machine.
@@ -133,10 +184,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             workers: default_workers(),
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                transport: Transport::Tcp,
-            }],
+            listeners: vec![ListenerConfig::tcp(SocketAddr::from(([127, 0, 0, 1], 1883)))],
             limits: Limits::default(),
             broker_limits: BrokerLimits::default(),
             persistence: PersistenceConfig::default(),

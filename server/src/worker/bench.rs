@@ -32,7 +32,7 @@ impl Worker {
             let (server, peer) = listener.accept()?;
             drop(client);
             server.set_nonblocking(true)?;
-            let conn = Conn::new(mio::net::TcpStream::from_std(server), peer, now);
+            let conn = Conn::new(mio::net::TcpStream::from_std(server), peer, None, 0, now);
             let idx = self.register(conn).ok_or_else(|| io::Error::other("cannot register"))?;
             let connect = Connect {
                 protocol: ProtocolVersion::V3_1_1,

@@ -12,6 +12,7 @@ use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use shoal_core::ProtocolVersion;
 
+use super::link::Layer;
 use crate::store::SessionKey;
 
 /// Bytes asked of the socket per `read` call (the size of the worker's scratch buffer).
@@ -50,7 +51,13 @@ pub(super) enum Pressure {
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
+    /// The client's address: the peer's, or the one its PROXY header named.
     pub(super) addr: SocketAddr,
+    /// PROXY / TLS / WebSocket layers above the socket; `None` for plain TCP, whose
+    /// reads and writes go straight to the socket.
+    pub(super) layer: Option<Box<Layer>>,
+    /// Index of the listener that accepted it (per-listener connection counts).
+    pub(super) listener: u16,
     /// Bytes of an incomplete frame; empty (no allocation) between frames.
     pub(super) rbuf: BytesMut,
     /// Encoded packets not yet written; bounded by `max_outgoing_bytes` for deliveries.
@@ -96,10 +103,18 @@ pub(super) enum WriteOutcome {
 }
 
 impl Conn {
-    pub(super) fn new(stream: TcpStream, addr: SocketAddr, now: Instant) -> Self {
+    pub(super) fn new(
+        stream: TcpStream,
+        addr: SocketAddr,
+        layer: Option<Box<Layer>>,
+        listener: u16,
+        now: Instant,
+    ) -> Self {
         Self {
             stream,
             addr,
+            layer,
+            listener,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             state: ConnState::Pending { since: now },
@@ -123,6 +138,14 @@ impl Conn {
     /// Reads once into the front of `buf` (the worker's scratch buffer, initialised
     /// once and reused, so no read pays for zero-filling), retrying on `Interrupted`.
     pub(super) fn read_into(&mut self, buf: &mut [u8]) -> ReadOutcome {
+        if let Some(layer) = self.layer.as_deref_mut() {
+            let outcome = layer.read(&mut self.stream, buf);
+            if let Some(source) = layer.take_source() {
+                log::debug!("connection from {} is proxied for {source}", self.addr);
+                self.addr = source;
+            }
+            return outcome;
+        }
         loop {
             match self.stream.read(buf) {
                 Ok(0) => return ReadOutcome::Closed,
@@ -136,6 +159,9 @@ impl Conn {
 
     /// Writes `wbuf` until it is empty or the socket is full.
     pub(super) fn flush(&mut self) -> WriteOutcome {
+        if let Some(layer) = self.layer.as_deref_mut() {
+            return layer.write(&mut self.stream, &mut self.wbuf);
+        }
         while !self.wbuf.is_empty() {
             match self.stream.write(&self.wbuf) {
                 Ok(0) => return WriteOutcome::Failed,
@@ -148,8 +174,28 @@ impl Conn {
         WriteOutcome::Drained
     }
 
+    /// The username the verified client certificate stands for, as the listener's
+    /// `username_from` says; `None` on a listener without TLS or without it, for a client
+    /// without a certificate, or before the TLS handshake is done (it is done once
+    /// CONNECT has been read).
+    #[allow(dead_code)] // Read by authentication (issue 6), which is wired separately.
+    pub(crate) fn cert_username(&self) -> Option<String> {
+        self.layer.as_deref()?.cert_username()
+    }
+
+    /// Before the last writes: the layers end in order after what `wbuf` holds
+    /// (WebSocket close frame, TLS close_notify).
+    pub(super) fn close_notify(&mut self) {
+        if let Some(layer) = self.layer.as_deref_mut() {
+            layer.close_notify();
+        }
+    }
+
     /// Drops empty buffers' memory (idle connections cost no buffer space).
     pub(super) fn release_idle_buffers(&mut self) {
+        if let Some(layer) = self.layer.as_deref_mut() {
+            layer.release_idle_buffers();
+        }
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
             self.rbuf = BytesMut::new();
         }
@@ -170,7 +216,8 @@ mod tests {
         eprintln!("Conn {conn} B, SessionSlot {slot} B");
         // Idle connection: both structs, slab and index overhead, no buffers. The
         // session's subscription and QoS 1/2 state is boxed on first use.
-        assert!(conn <= 144, "Conn {conn}");
+        // 8 of these bytes are the TLS/WebSocket layer pointer (`None` for plain TCP).
+        assert!(conn <= 152, "Conn {conn}");
         assert!(slot <= 232, "SessionSlot {slot}");
     }
 }

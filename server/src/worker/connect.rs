@@ -52,14 +52,22 @@ impl Worker {
             _ => Instant::now(),
         };
         let Some(peer) = self.peers.get(home) else { return };
-        let handoff = Handoff { stream: conn.stream, addr: conn.addr, connect, rest, accepted_at };
+        let handoff = Handoff {
+            stream: conn.stream,
+            addr: conn.addr,
+            layer: conn.layer,
+            listener: conn.listener,
+            connect,
+            rest,
+            accepted_at,
+        };
         match peer.tx.try_send(WorkerMsg::Handoff(Box::new(handoff))) {
             Ok(()) => {
                 let _ = peer.waker.wake();
             }
             Err(_) => {
                 // The socket is dropped (closed); the client will retry.
-                self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.shared.forget_connection(conn.listener);
                 log::warn!("connection from {} closed: worker {home} is overloaded", conn.addr);
             }
         }

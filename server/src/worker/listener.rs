@@ -42,8 +42,30 @@ impl Worker {
                 log::warn!("connection from {addr} refused: max_connections ({max}) reached");
                 continue;
             }
+            let listener = u16::try_from(i).unwrap_or(u16::MAX);
+            let Some(spec) = self.shared.listeners.get(i) else {
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            };
+            if !spec.try_open() {
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                self.counters.refused += 1;
+                let max = spec.max_connections.unwrap_or_default();
+                log::warn!(
+                    "connection from {addr} refused: the listener's max_connections ({max}) reached"
+                );
+                continue;
+            }
+            let layer = match spec.new_layer() {
+                Ok(layer) => layer,
+                Err(e) => {
+                    log::warn!("connection from {addr} closed: cannot start TLS: {e}");
+                    self.shared.forget_connection(listener);
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
-            self.register(Conn::new(stream, addr, now));
+            self.register(Conn::new(stream, addr, layer, listener, now));
         }
     }
 
@@ -58,8 +80,9 @@ impl Worker {
             self.poll.registry().register(&mut conn.stream, Token(CONN_BASE + idx), interest)
         {
             log::warn!("cannot register connection from {}: {e}", conn.addr);
+            let listener = conn.listener;
             self.conns.remove(idx);
-            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            self.shared.forget_connection(listener);
             return None;
         }
         Some(idx)
@@ -67,9 +90,14 @@ impl Worker {
 
     /// Takes over a connection whose CONNECT was read by another worker.
     pub(super) fn adopt(&mut self, h: Handoff, now: Instant) {
-        let mut conn = Conn::new(h.stream, h.addr, h.accepted_at);
+        let layered = h.layer.is_some();
+        let mut conn = Conn::new(h.stream, h.addr, h.layer, h.listener, h.accepted_at);
         conn.rbuf = h.rest;
         let Some(idx) = self.register(conn) else { return };
+        if layered {
+            // TLS or WebSocket may hold decoded bytes the socket will not signal again.
+            self.mark_ready(idx);
+        }
         self.accept_connect(idx, h.connect, now);
         // Bytes that arrived behind the CONNECT.
         if let Some(c) = self.conns.get_mut(idx) {

@@ -16,9 +16,12 @@ mod bench;
 mod conn;
 mod connect;
 mod delivery;
+mod link;
 mod listener;
 mod match_cache;
 mod shared;
+
+pub(crate) use link::{Layer, ListenerSpec};
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -105,6 +108,18 @@ pub(crate) struct Shared {
     pub(crate) workers: usize,
     /// How a shared subscription group picks the member for a message.
     pub(crate) share_strategy: crate::config::ShareStrategy,
+    /// Transport, TLS config and connection count of each listener, in config order.
+    pub(crate) listeners: Arc<[ListenerSpec]>,
+}
+
+impl Shared {
+    /// Forgets a closed connection in the broker-wide and per-listener counts.
+    pub(crate) fn forget_connection(&self, listener: u16) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(spec) = self.listeners.get(usize::from(listener)) {
+            spec.close();
+        }
+    }
 }
 
 /// Plain per-worker counters (logged at shutdown; `$SYS` later).
@@ -444,9 +459,10 @@ impl Worker {
     fn close_pending(&mut self) {
         for idx in std::mem::take(&mut self.closing) {
             let Some(mut conn) = self.conns.try_remove(idx) else { continue };
+            conn.close_notify();
             let _ = conn.flush();
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            self.shared.forget_connection(conn.listener);
         }
     }
 
@@ -482,7 +498,7 @@ impl Worker {
         for idx in timed_out {
             if let Some(c) = self.conns.get(idx) {
                 log::info!(
-                    "connection from {} closed: no CONNECT within {:?}",
+                    "connection from {} closed: no handshake and CONNECT within {:?}",
                     c.addr,
                     connect_timeout
                 );
@@ -531,22 +547,28 @@ impl Worker {
         }
         let deadline = now + SHUTDOWN_FLUSH;
         let mut events = Events::with_capacity(256);
+        let mut close_notified = false;
         loop {
             let mut owed = false;
             for (_, conn) in self.conns.iter_mut() {
+                if !close_notified {
+                    conn.close_notify();
+                }
                 if conn.flush() == WriteOutcome::Pending {
                     owed = true;
                 }
             }
+            close_notified = true;
             let left = deadline.saturating_duration_since(Instant::now());
             if !owed || left.is_zero() {
                 break;
             }
             let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
-        let open = self.conns.len();
+        for (_, conn) in self.conns.iter() {
+            self.shared.forget_connection(conn.listener);
+        }
         self.conns.clear();
-        self.shared.connections.fetch_sub(open, Ordering::Relaxed);
         log::debug!(
             "worker {} stopped: {} deliveries dropped, {} connections refused",
             self.id,
