@@ -45,6 +45,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 pub struct TestBroker {
     broker: Option<Broker>,
     addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
 }
 
 impl TestBroker {
@@ -60,12 +61,18 @@ impl TestBroker {
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let broker = Broker::start(config).unwrap_or_else(|e| panic!("broker start: {e}"));
         let addr = broker.local_addr();
-        Self { broker: Some(broker), addr }
+        let addrs = broker.local_addrs();
+        Self { broker: Some(broker), addr, addrs }
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every listener's address, in config order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// The port, for clients that take host and port apart.
@@ -185,6 +192,7 @@ fn build_shoal(profile_dir: &Path) -> Result<(), String> {
 pub struct BrokerProcess {
     child: Child,
     addr: SocketAddr,
+    listening: Vec<(String, SocketAddr)>,
     /// Everything the process wrote to stderr so far (filled by a reader thread).
     stderr: Arc<Mutex<String>>,
     status: Option<ExitStatus>,
@@ -195,9 +203,22 @@ impl BrokerProcess {
     /// `listening on tcp://<addr>` line. Without `--data-dir` in `extra_args` it runs
     /// `--in-memory`, so that tests never write into the working directory.
     pub fn start(extra_args: &[&str]) -> Self {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::spawn(&args, 1)
+    }
+
+    /// Starts `shoal --config <file> --in-memory` and waits for the `listening on` lines
+    /// of its `listeners` listeners (see [`BrokerProcess::listening`]).
+    pub fn start_with_config(config: &Path, listeners: usize) -> Self {
+        let config = config.display().to_string();
+        Self::spawn(&["--config", &config], listeners)
+    }
+
+    fn spawn(args: &[&str], listeners: usize) -> Self {
         let mut cmd = Command::new(shoal_binary());
-        cmd.args(["--listen", "127.0.0.1:0"]).args(extra_args);
-        if !extra_args.contains(&"--data-dir") {
+        cmd.args(args);
+        if !args.contains(&"--data-dir") {
             cmd.arg("--in-memory");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -212,25 +233,40 @@ impl BrokerProcess {
                 }
             });
         }
-        let mut process =
-            Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), stderr, status: None };
+        let mut process = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listening: Vec::new(),
+            stderr,
+            status: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        while process.listening.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line.trim().strip_prefix("listening on tcp://") {
-                        process.addr =
-                            addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-                        return process;
+                    let Some(url) = line.trim().strip_prefix("listening on ") else { continue };
+                    let Some((transport, addr)) = url.split_once("://") else { continue };
+                    let addr: SocketAddr =
+                        addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                    if transport == "tcp" && process.addr.port() == 0 {
+                        process.addr = addr;
                     }
+                    process.listening.push((transport.to_owned(), addr));
                 }
                 Err(_) => panic!(
-                    "shoal printed no `listening on tcp://` line within 20 s; stderr:\n{}",
+                    "shoal printed {} of {listeners} `listening on` lines within 20 s; stderr:\n{}",
+                    process.listening.len(),
                     process.stderr()
                 ),
             }
         }
+        process
+    }
+
+    /// Every listener as (transport, address), in config order.
+    pub fn listening(&self) -> &[(String, SocketAddr)] {
+        &self.listening
     }
 
     /// The TCP listener's address.
@@ -361,6 +397,13 @@ pub enum ExternalTool {
     PahoMqtt,
     /// `mosquitto_pub` and `mosquitto_sub` (Debian `mosquitto-clients`).
     MosquittoClients,
+    /// Node.js with MQTT.js installed in `tests/js` (`npm ci` there).
+    MqttJs,
+}
+
+/// The directory of the Node.js scripts and their `package.json`.
+pub fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
 impl ExternalTool {
@@ -386,6 +429,15 @@ impl ExternalTool {
                     .status()
                     .is_ok()
             }),
+            Self::MqttJs => {
+                js_dir().join("node_modules/mqtt/package.json").is_file()
+                    && Command::new("node")
+                        .arg("--version")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+            }
         };
         if ok {
             return true;
@@ -393,6 +445,7 @@ impl ExternalTool {
         let install = match self {
             Self::PahoMqtt => "pip install 'paho-mqtt>=2,<3'",
             Self::MosquittoClients => "apt-get install mosquitto-clients",
+            Self::MqttJs => "apt-get install nodejs npm && (cd tests/js && npm ci)",
         };
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{self:?} is required in CI but missing; {install}");

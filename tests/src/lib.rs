@@ -2,7 +2,9 @@
 //!
 //! - [`harness`]: starting the broker in-process or as the `shoal` binary, deadlines,
 //!   external clients (paho-mqtt, mosquitto).
-//! - [`raw`]: a byte-level blocking client for protocol edges no library client produces.
+//! - [`raw`]: a byte-level blocking client for protocol edges no library client produces,
+//!   over TCP, TLS or WebSocket.
+//! - [`pki`]: a throwaway CA and certificates for the TLS suites.
 //! - `suites` (test-only): one module per area; all compile into this crate's single
 //!   test binary, so `cargo test -p shoal-tests` runs them all.
 //!
@@ -13,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod harness;
+pub mod pki;
 pub mod raw;
 
 #[cfg(test)]

@@ -7,15 +7,17 @@
 //! that waits for a packet that never comes fails with a message rather than hanging.
 //! The wire format is in [`wire`]; the broker's own codec is deliberately not used.
 
+pub mod stream;
 pub mod wire;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use shoal_core::ProtocolVersion;
 
+pub use stream::ClientStream;
 pub use wire::{ConnectOptions, Incoming, Property, Publish};
 
 /// How long a test waits for something the broker should do promptly.
@@ -36,7 +38,7 @@ pub enum RecvError {
 
 /// A connected raw client.
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn ClientStream>,
     version: ProtocolVersion,
     /// Bytes read but not yet decoded.
     buf: Vec<u8>,
@@ -52,7 +54,27 @@ impl RawClient {
         let stream = TcpStream::connect_timeout(&addr, DEADLINE)
             .unwrap_or_else(|e| panic!("TCP connect to {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
+        Self::over(Box::new(stream), version)
+    }
+
+    /// A client on a stream opened elsewhere (TLS, WebSocket: see [`stream`]); sends
+    /// nothing.
+    pub fn over(stream: Box<dyn ClientStream>, version: ProtocolVersion) -> Self {
         Self { stream, version, buf: Vec::new(), pending: VecDeque::new(), next_id: 0 }
+    }
+
+    /// Sends CONNECT (clean session) on `stream` and asserts the CONNACK accepts.
+    pub fn connect_over(
+        stream: Box<dyn ClientStream>,
+        version: ProtocolVersion,
+        client_id: &str,
+    ) -> Self {
+        let mut client = Self::over(stream, version);
+        client.send(&wire::connect(&ConnectOptions::new(version, client_id)));
+        match client.recv(DEADLINE) {
+            Ok(Incoming::ConnAck { code: 0, .. }) => client,
+            other => panic!("CONNECT {client_id:?} was not accepted: {other:?}"),
+        }
     }
 
     /// Sends CONNECT and returns the client with the broker's first reply, whatever it is.
@@ -300,12 +322,12 @@ impl RawClient {
         let bytes = wire::disconnect(self.version, 0);
         // The broker may close first; that is fine for a client that is leaving.
         let _ = self.try_send(&bytes);
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown();
     }
 
     /// Closes the socket without DISCONNECT, as a crashed client would.
-    pub fn drop_connection(self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+    pub fn drop_connection(mut self) {
+        self.stream.shutdown();
     }
 }
 

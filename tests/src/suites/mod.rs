@@ -16,8 +16,10 @@ mod rumqtt;
 mod session;
 mod shared;
 mod shutdown;
+mod tls;
 mod topics;
 mod will;
+mod ws;
 
 use shoal_core::ProtocolVersion;
 
