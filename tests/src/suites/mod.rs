@@ -8,6 +8,7 @@
 mod connect;
 mod interop;
 mod limits;
+mod listeners;
 mod malformed;
 mod mqtt5;
 mod qos;
