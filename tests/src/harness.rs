@@ -399,6 +399,9 @@ pub enum ExternalTool {
     MosquittoClients,
     /// Node.js with MQTT.js installed in `tests/js` (`npm ci` there).
     MqttJs,
+    /// Debian's Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and playwright-core in
+    /// `tests/js`, for MQTT.js in a browser page.
+    Chromium,
 }
 
 /// The directory of the Node.js scripts and their `package.json`.
@@ -429,6 +432,13 @@ impl ExternalTool {
                     .status()
                     .is_ok()
             }),
+            Self::Chromium => {
+                let chromium = std::env::var_os("CHROMIUM")
+                    .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+                chromium.is_file()
+                    && js_dir().join("node_modules/playwright-core/package.json").is_file()
+                    && Self::MqttJs.available()
+            }
             Self::MqttJs => {
                 js_dir().join("node_modules/mqtt/package.json").is_file()
                     && Command::new("node")
@@ -446,6 +456,7 @@ impl ExternalTool {
             Self::PahoMqtt => "pip install 'paho-mqtt>=2,<3'",
             Self::MosquittoClients => "apt-get install mosquitto-clients",
             Self::MqttJs => "apt-get install nodejs npm && (cd tests/js && npm ci)",
+            Self::Chromium => "apt-get install chromium && (cd tests/js && npm ci)",
         };
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{self:?} is required in CI but missing; {install}");

@@ -1,7 +1,7 @@
 //! WebSocket listeners: MQTT over `ws` and `wss` with the test's own RFC 6455 client
 //! (packets split across frames, several packets in one frame, ping), answers to plain
 //! HTTP requests, handshakes that never finish, and MQTT.js from Node over `ws://` and
-//! `wss://`.
+//! `wss://`, and from a page in headless Chromium over `wss://`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -232,5 +232,31 @@ fn mqtt_js_connects_over_ws_and_wss() {
     for version in ["4", "5"] {
         mqtt_js(&ws_url, None, version);
         mqtt_js(&wss_url, Some(&pki.ca_file()), version);
+    }
+}
+
+/// MQTT.js's browser bundle in a page served on localhost, in headless Chromium
+/// (driven by playwright-core), over `wss://` and `ws://`.
+#[test]
+fn mqtt_js_in_headless_chromium_connects_over_wss() {
+    if !ExternalTool::Chromium.available() {
+        return;
+    }
+    let pki = Pki::new("Shoal test CA");
+    let broker = ws_broker(&pki);
+    for url in [
+        format!("wss://localhost:{}/mqtt", broker.addrs()[1].port()),
+        format!("ws://127.0.0.1:{}/mqtt", broker.addrs()[0].port()),
+    ] {
+        let mut cmd = Command::new("node");
+        cmd.current_dir(js_dir()).arg("browser.js").arg(&url);
+        let out = run_with_timeout(&mut cmd, std::time::Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "Chromium on {url}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.trim(), "received hello from the browser", "{url}");
     }
 }
