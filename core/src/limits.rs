@@ -14,6 +14,9 @@ pub struct Limits {
     pub max_queued_messages: usize,
     /// Most subscriptions one client may hold.
     pub max_subscriptions: usize,
+    /// Topic Alias Maximum sent to MQTT 5 clients: the aliases a client may set up
+    /// per connection for the topics it publishes to (0: none).
+    pub topic_alias_maximum: u16,
 }
 
 /// The largest packet the protocol can express: 268,435,455 bytes of body plus a
@@ -28,6 +31,7 @@ impl Default for Limits {
             max_inflight: 100,
             max_queued_messages: 1000,
             max_subscriptions: 1000,
+            topic_alias_maximum: 10,
         }
     }
 }

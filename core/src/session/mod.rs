@@ -21,6 +21,7 @@
 //! ([`check_connect`]), sockets and clocks (`now` is always an argument).
 //! QoS window bookkeeping lives in `inflight`.
 
+mod alias;
 mod inflight;
 mod message;
 mod transmit;
@@ -38,6 +39,7 @@ use crate::codec::{
 use crate::limits::Limits;
 use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
 use crate::topic::TopicFilter;
+use alias::{Aliases, OutboundAliases};
 use inflight::{InboundQos2, Inflight, OutState};
 pub use message::{Delivery, Message};
 pub use transmit::PublishCache;
@@ -118,8 +120,9 @@ pub struct ConnectAnswer {
 #[derive(Debug)]
 struct Link {
     version: ProtocolVersion,
-    /// 1.5 × the negotiated keep-alive [MQTT-3.1.2-24]; `None` when disabled.
-    keep_alive_timeout: Option<Duration>,
+    /// The negotiated keep-alive in seconds, 0 when disabled; enforced at 1.5 × it
+    /// [MQTT-3.1.2-24]. (Seconds, not a `Duration`, to keep idle connections small.)
+    keep_alive: u16,
     last_packet: Instant,
     /// min(our max in-flight, the client's Receive Maximum).
     send_window: u16,
@@ -128,6 +131,9 @@ struct Link {
     connect_expiry: u32,
     /// The client's Maximum Packet Size (v5): larger messages are not sent to it.
     max_packet_bytes: usize,
+    /// Topic aliases in both directions (v5), allocated when the client's Topic Alias
+    /// Maximum is above 0 or it first sets one up: most connections use none.
+    aliases: Option<Box<Aliases>>,
 }
 
 /// The parts of a session that idle clients do not use (see `Session::stored`).
@@ -278,8 +284,6 @@ impl Session {
             keep_alive = answer.max_keep_alive_secs;
             server_keep_alive = Some(keep_alive);
         }
-        let keep_alive_timeout =
-            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         let connect_expiry = if v5 {
             connect.properties.session_expiry_interval.unwrap_or(0)
@@ -295,7 +299,7 @@ impl Session {
         self.transmit.clear();
         self.link = Some(Link {
             version,
-            keep_alive_timeout,
+            keep_alive,
             last_packet: now,
             send_window: self.limits.max_inflight.min(receive_max).max(1),
             will: connect.will.clone().map(Box::new),
@@ -304,13 +308,20 @@ impl Session {
                 .properties
                 .maximum_packet_size
                 .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+            aliases: match connect.properties.topic_alias_maximum {
+                Some(max) if max > 0 && v5 => Some(Box::new(Aliases {
+                    outbound: Some(OutboundAliases::new(max)),
+                    ..Aliases::default()
+                })),
+                _ => None,
+            },
         });
         let properties = if v5 {
             ConnAckProperties {
                 receive_maximum: Some(self.limits.max_inflight),
                 maximum_packet_size: u32::try_from(self.limits.max_packet_bytes).ok(),
                 assigned_client_identifier: answer.assigned_client_id,
-                topic_alias_maximum: Some(0),
+                topic_alias_maximum: Some(self.limits.topic_alias_maximum),
                 server_keep_alive,
                 shared_subscription_available: Some(true),
                 subscription_identifiers_available: Some(true),
@@ -335,19 +346,35 @@ impl Session {
         let Some(link) = &self.link else { return };
         let version = link.version;
         let Some(stored) = &self.stored else { return };
+        let mut packets = Vec::with_capacity(stored.inflight.len());
         for e in stored.inflight.iter() {
-            let packet = match e.state {
+            packets.push(match e.state {
                 OutState::Published => Transmit::Publish {
                     delivery: e.delivery.clone(),
                     version,
                     packet_id: Some(e.id),
                     dup: true,
                     expiry_secs: e.delivery.message.expiry_left(now),
+                    alias: None,
                 },
                 OutState::Released => Transmit::Ack(AckKind::PubRel, PubAckLike::new(e.id)),
-            };
-            self.transmit.push_back(packet);
+            });
         }
+        for packet in packets {
+            self.push_transmit(packet);
+        }
+    }
+
+    /// Queues a packet, giving a PUBLISH its topic alias when the client takes them.
+    fn push_transmit(&mut self, mut t: Transmit) {
+        let link = self.link.as_mut();
+        if let Some(aliases) = link.and_then(|l| l.aliases.as_mut()?.outbound.as_mut()) {
+            if let Some(topic) = t.topic() {
+                let alias = aliases.assign(topic);
+                t.set_alias(alias);
+            }
+        }
+        self.transmit.push_back(t);
     }
 
     /// Moves queued messages into the window while there is room and the socket takes
@@ -377,7 +404,7 @@ impl Session {
         if let Transmit::Publish { packet_id, .. } = &mut t {
             *packet_id = Some(self.stored_mut().inflight.push(d));
         }
-        self.transmit.push_back(t);
+        self.push_transmit(t);
     }
 
     /// Tells the session whether the connection's write buffer is full. While it is,
@@ -407,7 +434,7 @@ impl Session {
                         self.dropped += 1;
                         return false;
                     }
-                    self.transmit.push_back(Transmit::publish(delivery, version, now));
+                    self.push_transmit(Transmit::publish(delivery, version, now));
                     true
                 }
                 _ => {
@@ -498,10 +525,14 @@ impl Session {
         }
     }
 
-    fn handle_publish(&mut self, now: Instant, p: Publish) -> Result<(), ReasonCode> {
-        // We advertise Topic Alias Maximum 0, so any alias is invalid [MQTT-3.3.2-9].
+    fn handle_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), ReasonCode> {
         if p.properties.topic_alias.is_some() || p.topic.is_empty() {
-            return Err(ReasonCode::TopicAliasInvalid);
+            let max_alias = self.limits.topic_alias_maximum;
+            if let Some(link) = self.link.as_mut() {
+                let aliases = link.aliases.get_or_insert_with(Box::default);
+                let topic = std::mem::replace(&mut p.topic, crate::topic::TopicName::empty());
+                p.topic = aliases.inbound.resolve(max_alias, p.properties.topic_alias, topic)?;
+            }
         }
         // [MQTT-3.3.4-6] a client must not send Subscription Identifiers.
         if !p.properties.subscription_identifiers.is_empty() {
@@ -708,7 +739,8 @@ impl Session {
     /// When [`Session::handle_timeout`] should next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let link = self.link.as_ref()?;
-        link.last_packet.checked_add(link.keep_alive_timeout?)
+        let timeout = Duration::from_millis(u64::from(link.keep_alive) * 1500);
+        (link.keep_alive > 0).then(|| link.last_packet.checked_add(timeout)).flatten()
     }
 
     /// The next packet to write to the client.

@@ -120,7 +120,7 @@ fn v5_connack_advertises_limits_and_assigned_id() {
     s.handle_connect(now, &connect(ProtocolVersion::V5, "", true, 0), a);
     let Some(Packet::ConnAck(ack)) = s.poll_transmit() else { panic!("no CONNACK") };
     assert_eq!(ack.properties.receive_maximum, Some(2));
-    assert_eq!(ack.properties.topic_alias_maximum, Some(0));
+    assert_eq!(ack.properties.topic_alias_maximum, Some(10));
     assert_eq!(ack.properties.shared_subscription_available, Some(true));
     assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("auto-1"));
 }
@@ -398,15 +398,50 @@ fn clean_session_end_forgets_inflight_but_persistent_keeps_it() {
 }
 
 #[test]
-fn topic_alias_is_refused_because_maximum_is_zero() {
+fn inbound_topic_alias_is_resolved_and_one_above_our_maximum_refused() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V5, true, now);
     let Packet::Publish(mut p) = publish(QoS::AtMostOnce, None) else { unreachable!() };
-    p.properties.topic_alias = Some(1);
+    p.properties.topic_alias = Some(3);
+    s.handle_packet(now, Packet::Publish(p.clone()));
+    p.topic = TopicName::empty();
+    s.handle_packet(now, Packet::Publish(p.clone()));
+    let routed: Vec<String> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Publish(m) => Some(m.topic.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routed, vec!["t".to_owned(), "t".to_owned()]);
+    p.properties.topic_alias = Some(limits().topic_alias_maximum + 1);
     s.handle_packet(now, Packet::Publish(p));
     assert!(
         matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicAliasInvalid)
     );
+}
+
+#[test]
+fn outbound_topic_aliases_follow_the_clients_maximum() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let mut c = connect(ProtocolVersion::V5, "c", true, 0);
+    c.properties.topic_alias_maximum = Some(1);
+    s.handle_connect(now, &c, answer());
+    drain(&mut s);
+    for topic in ["a", "a", "b", "b"] {
+        let d = Delivery { message: message(topic, QoS::AtMostOnce), ..delivery(QoS::AtMostOnce) };
+        s.handle_delivery(now, d);
+    }
+    let sent: Vec<(String, Option<u16>)> = drain(&mut s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.as_str().to_owned(), p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect();
+    let expected = [("a", 1), ("", 1), ("b", 1), ("", 1)];
+    assert_eq!(sent, expected.map(|(t, a)| (t.to_owned(), Some(a))));
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub(crate) enum Transmit {
         dup: bool,
         /// Message Expiry Interval left when it was queued (v5).
         expiry_secs: Option<u32>,
+        /// Topic Alias to send (v5), and whether the topic name goes with it (a new
+        /// or re-assigned alias) or is left empty (an alias the client already knows).
+        alias: Option<(u16, bool)>,
     },
     /// PUBACK, PUBREC, PUBREL or PUBCOMP.
     Ack(AckKind, PubAckLike),
@@ -44,14 +47,31 @@ impl Transmit {
         now: std::time::Instant,
     ) -> Self {
         let expiry_secs = delivery.message.expiry_left(now);
-        Self::Publish { delivery, version, packet_id: None, dup: false, expiry_secs }
+        Self::Publish { delivery, version, packet_id: None, dup: false, expiry_secs, alias: None }
+    }
+
+    /// The topic of a PUBLISH entry.
+    pub(crate) fn topic(&self) -> Option<&crate::topic::TopicName> {
+        match self {
+            Self::Publish { delivery, .. } => Some(&delivery.message.topic),
+            _ => None,
+        }
+    }
+
+    /// Sets the topic alias of a PUBLISH entry.
+    pub(crate) fn set_alias(&mut self, value: (u16, bool)) {
+        if let Self::Publish { alias, .. } = self {
+            *alias = Some(value);
+        }
     }
 
     /// The packet this entry stands for.
     pub(crate) fn into_packet(self) -> Packet {
         match self {
-            Self::Publish { delivery, version, packet_id, dup, expiry_secs } => {
-                Packet::Publish(build_publish(&delivery, version, packet_id, dup, expiry_secs))
+            Self::Publish { delivery, version, packet_id, dup, expiry_secs, alias } => {
+                let mut p = build_publish(&delivery, version, packet_id, dup, expiry_secs);
+                apply_alias(&mut p, alias);
+                Packet::Publish(p)
             }
             Self::Ack(AckKind::PubAck, a) => Packet::PubAck(a),
             Self::Ack(AckKind::PubRec, a) => Packet::PubRec(a),
@@ -70,12 +90,14 @@ impl Transmit {
         cache: &mut PublishCache,
     ) -> Result<(), crate::codec::EncodeError> {
         match self {
-            Self::Publish { delivery, version: _, packet_id, dup, expiry_secs } => {
+            Self::Publish { delivery, version: _, packet_id, dup, expiry_secs, alias } => {
                 let shareable = delivery.qos == QoS::AtMostOnce
                     && delivery.subscription_ids.is_empty()
-                    && expiry_secs.is_none();
+                    && expiry_secs.is_none()
+                    && alias.is_none();
                 if !shareable {
-                    let p = build_publish(&delivery, version, packet_id, dup, expiry_secs);
+                    let mut p = build_publish(&delivery, version, packet_id, dup, expiry_secs);
+                    apply_alias(&mut p, alias);
                     return p.encode(version, out);
                 }
                 let form = (version, delivery.retain);
@@ -99,6 +121,16 @@ impl Transmit {
             Self::Ack(kind, a) => a.encode(kind, version, out),
             Self::PingResp => Packet::PingResp.encode(version, out),
             Self::Other(p) => p.encode(version, out),
+        }
+    }
+}
+
+/// Puts a topic alias on a PUBLISH; without the topic name when the client knows it.
+fn apply_alias(p: &mut Publish, alias: Option<(u16, bool)>) {
+    if let Some((a, with_topic)) = alias {
+        p.properties.topic_alias = Some(a);
+        if !with_topic {
+            p.topic = crate::topic::TopicName::empty();
         }
     }
 }

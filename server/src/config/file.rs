@@ -37,6 +37,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileMqtt {
     shared_subscription_strategy: Option<Spanned<String>>,
+    topic_alias_maximum: Option<Spanned<i64>>,
 }
 
 /// One `[[listener]]` table.
@@ -361,6 +362,9 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
     }
     let mut mqtt = MqttSettings::default();
     if let Some(m) = raw.mqtt {
+        if let Some(v) = &m.topic_alias_maximum {
+            limits.topic_alias_maximum = src.int(v, "mqtt.topic_alias_maximum", 0, 65_535)?;
+        }
         if let Some(v) = &m.shared_subscription_strategy {
             mqtt.share_strategy = match v.get_ref().as_str() {
                 "round_robin" => ShareStrategy::RoundRobin,
@@ -445,6 +449,17 @@ max_keep_alive_secs = 60
         let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
         assert!(msg.contains("f.toml:2:") && msg.contains("mqtt.shared_subscription_strategy"));
         assert_eq!(Config::default().mqtt.share_strategy, ShareStrategy::RoundRobin);
+    }
+
+    #[test]
+    fn topic_alias_maximum_is_read_and_checked() {
+        let c = Config::from_toml_str("[mqtt]\ntopic_alias_maximum = 0\n", "t").unwrap();
+        assert_eq!(c.limits.topic_alias_maximum, 0);
+        assert_eq!(Config::default().limits.topic_alias_maximum, 10);
+        let msg = Config::from_toml_str("[mqtt]\ntopic_alias_maximum = 70000\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("f.toml:2:") && msg.contains("mqtt.topic_alias_maximum"), "{msg}");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct ConnectOptions {
     pub receive_maximum: Option<u16>,
     /// v5 Maximum Packet Size property, when set.
     pub max_packet_size: Option<u32>,
+    /// v5 Topic Alias Maximum property, when set.
+    pub topic_alias_maximum: Option<u16>,
     /// Optional user name.
     pub username: Option<String>,
     /// Optional password (3.1.1 requires a user name with it).
@@ -82,6 +84,7 @@ impl ConnectOptions {
             session_expiry: None,
             receive_maximum: None,
             max_packet_size: None,
+            topic_alias_maximum: None,
             username: None,
             password: None,
         }
@@ -180,6 +183,10 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
         }
         if let Some(max) = opts.max_packet_size {
             props.push(0x27);
+            props.extend_from_slice(&max.to_be_bytes());
+        }
+        if let Some(max) = opts.topic_alias_maximum {
+            props.push(0x22);
             props.extend_from_slice(&max.to_be_bytes());
         }
         put_properties(&mut body, &props);

@@ -5,6 +5,7 @@
 //! an in-order sentinel behind X instead of waiting for a quiet period: MQTT delivers one
 //! publisher's messages in order, so once the sentinel arrives X would have too.
 
+mod alias;
 mod connect;
 mod interop;
 mod limits;
