@@ -42,8 +42,8 @@ use crate::topic::TopicFilter;
 use alias::{Aliases, OutboundAliases};
 use inflight::{InboundQos2, Inflight, OutState};
 pub use message::{Delivery, Message};
-pub use transmit::PublishCache;
 use transmit::Transmit;
+pub use transmit::{PublishCache, SentCounts};
 
 /// Longest client id MQTT 3.1 allows [MQTT 3.1, 3.1 CONNECT payload].
 pub const MAX_V31_CLIENT_ID_BYTES: usize = 23;
@@ -236,6 +236,11 @@ impl Session {
     /// Whether the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
         self.persistent
+    }
+
+    /// Session Expiry Interval in seconds; `None` when the session never expires.
+    pub fn expiry_interval_secs(&self) -> Option<u32> {
+        (self.expiry_secs != u32::MAX).then_some(self.expiry_secs)
     }
 
     /// Messages dropped so far for this session.
@@ -754,17 +759,26 @@ impl Session {
     /// per delivery; QoS 0 PUBLISHes of one message go through `cache`, so a fan-out
     /// encodes each wire form once.
     ///
-    /// Returns how many packets could not be encoded (and were skipped).
+    /// Every packet encoded is counted in `sent`. Returns how many packets could not
+    /// be encoded (and were skipped).
     pub fn encode_transmit(
         &mut self,
         version: ProtocolVersion,
         out: &mut BytesMut,
         cache: &mut PublishCache,
+        sent: &mut SentCounts,
     ) -> usize {
         let mut failed = 0;
         while let Some(t) = self.transmit.pop_front() {
+            let qos = t.publish_qos();
             if t.encode(version, out, cache).is_err() {
                 failed += 1;
+                continue;
+            }
+            sent.packets = sent.packets.wrapping_add(1);
+            if let Some(qos) = qos {
+                let n = &mut sent.publish[usize::from(qos.bits())];
+                *n = n.wrapping_add(1);
             }
         }
         failed

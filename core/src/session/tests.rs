@@ -524,12 +524,17 @@ fn encode_transmit_matches_poll_transmit_encoding() {
         feed(&mut a);
         feed(&mut b);
         let mut expected = BytesMut::new();
-        for p in drain(&mut a) {
+        let packets = drain(&mut a);
+        let count = u64::try_from(packets.len()).unwrap();
+        for p in packets {
             p.encode(version, &mut expected).unwrap();
         }
         let mut got = BytesMut::new();
-        assert_eq!(b.encode_transmit(version, &mut got, &mut cache), 0);
+        let mut sent = SentCounts::default();
+        assert_eq!(b.encode_transmit(version, &mut got, &mut cache, &mut sent), 0);
         assert_eq!(got, expected, "{version}");
+        // Three QoS 0 and one QoS 1 PUBLISH among them.
+        assert_eq!(sent, SentCounts { packets: count, publish: [3, 1, 0] }, "{version}");
         assert!(b.poll_transmit().is_none());
     }
 }

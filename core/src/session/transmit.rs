@@ -40,6 +40,14 @@ pub(crate) enum Transmit {
 }
 
 impl Transmit {
+    /// The QoS of a PUBLISH, `None` for any other packet.
+    pub(crate) fn publish_qos(&self) -> Option<QoS> {
+        match self {
+            Self::Publish { delivery, .. } => Some(delivery.qos),
+            _ => None,
+        }
+    }
+
     /// The PUBLISH of a delivery.
     pub(crate) fn publish(
         delivery: Delivery,
@@ -146,6 +154,17 @@ fn build_publish(
     p.packet_id = packet_id;
     p.dup = dup;
     p
+}
+
+/// Packets a broker thread has encoded for its clients, counted by
+/// [`super::Session::encode_transmit`]: plain integers the thread owns and reads when
+/// it publishes its metrics. They only grow, wrapping at `u64::MAX`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentCounts {
+    /// Packets of any type.
+    pub packets: u64,
+    /// PUBLISH packets, indexed by QoS (0, 1, 2).
+    pub publish: [u64; 3],
 }
 
 /// The last QoS 0 PUBLISH a broker thread encoded, by message and wire form (protocol
