@@ -36,6 +36,16 @@ fn shared(workers: usize) -> Shared {
         workers,
         share_strategy: config.mqtt.share_strategy,
         listeners: Arc::from(Vec::new()),
+        metrics: Arc::new(crate::metrics::Metrics::new(
+            std::time::Instant::now(),
+            workers,
+            Vec::new(),
+        )),
+        ops: crate::worker::OpsSettings {
+            sys_interval: None,
+            client_events: false,
+            listener_names: Arc::from(Vec::new()),
+        },
     }
 }
 

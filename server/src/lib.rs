@@ -20,6 +20,7 @@ pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
 pub mod config;
+mod control;
 pub mod metrics;
 pub mod persist;
 pub mod proxy;
@@ -36,8 +37,9 @@ use std::thread::JoinHandle;
 
 pub use config::{Config, ConfigError};
 
+use admin::AdminServer;
 use route::Peer;
-use store::MemoryRetainedStore;
+use store::{MemoryRetainedStore, RetainedStore};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,15 @@ pub enum StartError {
         /// What is wrong with which file (boxed: rare, and large).
         #[source]
         source: Box<tls::TlsError>,
+    },
+    /// The admin listener could not be started.
+    #[error("cannot start the admin listener on {addr}")]
+    Admin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// An event loop could not be created or a thread spawned.
     #[error("cannot start worker {worker}")]
@@ -118,6 +129,7 @@ pub struct Broker {
     /// The durable store's thread; stopped after the workers (it commits what they
     /// submitted last).
     persister: Option<persist::PersisterHandle>,
+    admin: Option<AdminServer>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -160,8 +172,21 @@ impl Broker {
             None => (None, None),
         };
         let shutdown = Arc::new(AtomicBool::new(false));
+        let listener_names: Vec<String> = config
+            .listeners
+            .iter()
+            .zip(&addrs)
+            .map(|(l, addr)| format!("{}://{addr}", l.transport))
+            .collect();
+        let metrics = Arc::new(metrics::Metrics::new(
+            std::time::Instant::now(),
+            workers,
+            listener_names.clone(),
+        ));
+        let retained: Arc<dyn RetainedStore> = Arc::new(MemoryRetainedStore::default());
+        let sys_secs = config.admin.sys_interval_secs;
         let shared = worker::Shared {
-            retained: Arc::new(MemoryRetainedStore::default()),
+            retained: retained.clone(),
             connections: Arc::new(AtomicUsize::new(0)),
             shutdown: shutdown.clone(),
             limits: config.limits,
@@ -169,6 +194,12 @@ impl Broker {
             workers,
             share_strategy: config.mqtt.share_strategy,
             listeners: specs.into(),
+            metrics: metrics.clone(),
+            ops: worker::OpsSettings {
+                sys_interval: (sys_secs > 0).then(|| std::time::Duration::from_secs(sys_secs)),
+                client_events: config.admin.client_events,
+                listener_names: listener_names.into(),
+            },
         };
         let listener_specs = shared.listeners.clone();
         let mut prepared = Vec::with_capacity(workers);
@@ -178,6 +209,7 @@ impl Broker {
             prepared.push(w);
         }
         let peers: Vec<Peer> = prepared.iter().map(worker::Worker::peer).collect();
+        let links = prepared.iter().map(worker::Worker::control).collect();
         let mut broker = Broker {
             addrs,
             listeners: listener_specs,
@@ -185,6 +217,7 @@ impl Broker {
             shutdown,
             threads: Vec::new(),
             persister,
+            admin: None,
         };
         for mut w in prepared {
             let id = w.id();
@@ -195,12 +228,35 @@ impl Broker {
                 .map_err(|source| StartError::Worker { worker: id, source })?;
             broker.threads.push(handle);
         }
+        if config.admin.enabled {
+            let settings = config.admin.settings.clone();
+            if settings.token.is_empty() {
+                log::warn!("[admin] has no token: every /api request is refused (401)");
+            }
+            let backend = control::BrokerAdmin {
+                links,
+                metrics,
+                retained,
+                config: control::config_json(&config),
+            };
+            let addr = settings.bind;
+            // On failure the workers started above are stopped by `Broker`'s drop.
+            let server = AdminServer::start(settings, Arc::new(backend))
+                .map_err(|source| StartError::Admin { addr, source })?;
+            log::info!("admin listener on http://{}", server.local_addr());
+            broker.admin = Some(server);
+        }
         Ok(broker)
     }
 
     /// The first listener's bound address (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.addrs.first().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The admin listener's bound address, when `[admin] enabled`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// Every listener's bound address, in config order.
@@ -235,6 +291,9 @@ impl Broker {
     }
 
     fn stop(&mut self) -> Result<(), ShutdownError> {
+        if let Some(admin) = self.admin.take() {
+            admin.shutdown();
+        }
         self.shutdown.store(true, Ordering::SeqCst);
         for p in &self.peers {
             // A failed wake only matters if the worker is blocked in poll, and then its

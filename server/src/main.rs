@@ -40,6 +40,12 @@ struct Cli {
 enum Command {
     /// Create or update a password file (the format of mosquitto_passwd).
     Passwd(PasswdArgs),
+    /// Validate a config file: exit 0 if it is good, else print the file, line and key
+    /// of the first error and exit 1.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
 }
 
 /// `shoal passwd [-c | -D] [-b] FILE USER [PASSWORD]`, as mosquitto_passwd.
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Passwd(ref args)) => passwd(args),
+        Some(Command::CheckConfig { ref file }) => check_config(file),
         None => run(cli),
     };
     match result {
@@ -94,6 +101,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_file(file)?;
+    println!(
+        "{}: ok ({} listener(s), {} workers, admin listener {})",
+        file.display(),
+        config.listeners.len(),
+        config.workers,
+        if config.admin.enabled { "on" } else { "off" }
+    );
+    Ok(())
 }
 
 fn passwd(args: &PasswdArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -170,6 +189,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     for (addr, transport) in broker.local_addrs().iter().zip(transports) {
         writeln!(out, "listening on {transport}://{addr}")?;
+    }
+    if let Some(addr) = broker.admin_addr() {
+        writeln!(out, "admin on http://{addr}")?;
     }
     out.flush()?;
     drop(out);

@@ -46,6 +46,8 @@ pub(crate) struct Handoff {
     /// Bytes read after the CONNECT frame.
     pub(crate) rest: BytesMut,
     pub(crate) accepted_at: Instant,
+    /// Bytes read from it so far.
+    pub(crate) bytes_in: u64,
 }
 
 /// How to reach a worker.

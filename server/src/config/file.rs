@@ -30,6 +30,7 @@ struct FileConfig {
     persistence: Option<bool>,
     data_dir: Option<Spanned<String>>,
     mqtt: Option<FileMqtt>,
+    admin: Option<super::admin::FileAdmin>,
 }
 
 /// The `[mqtt]` table; every key optional.
@@ -73,9 +74,9 @@ struct FileLimits {
 }
 
 /// Source text and its name, for turning spans into line numbers.
-struct Source<'a> {
+pub(super) struct Source<'a> {
     text: &'a str,
-    origin: &'a str,
+    pub(super) origin: &'a str,
 }
 
 impl Source<'_> {
@@ -84,7 +85,12 @@ impl Source<'_> {
         self.text.as_bytes().get(..end).map_or(1, |b| memchr_count(b'\n', b) + 1)
     }
 
-    fn invalid(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.to_owned(),
             line: self.line_of(span.start),
@@ -94,7 +100,7 @@ impl Source<'_> {
     }
 
     /// Checks an integer lies in `min..=max` and converts it.
-    fn int<T: TryFrom<i64>>(
+    pub(super) fn int<T: TryFrom<i64>>(
         &self,
         value: &Spanned<i64>,
         key: &str,
@@ -380,7 +386,8 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
             };
         }
     }
-    Ok(Config { workers, listeners, limits, broker_limits, persistence, mqtt })
+    let admin = super::admin::validate(src, raw.admin.unwrap_or_default())?;
+    Ok(Config { workers, listeners, limits, broker_limits, persistence, mqtt, admin })
 }
 
 #[cfg(test)]

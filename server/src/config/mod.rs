@@ -9,6 +9,7 @@
 //! Components never see the whole `Config`: the worker gets [`Limits`] and
 //! [`BrokerLimits`] at construction.
 
+mod admin;
 mod file;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use shoal_core::Limits;
 
+use crate::admin::AdminSettings;
 use crate::tls::{TlsSettings, UsernameFrom};
 
 /// Default bind address when nothing is configured: loopback only, so that a broker
@@ -162,6 +164,30 @@ pub struct MqttSettings {
     pub share_strategy: ShareStrategy,
 }
 
+/// `[admin]`: the admin HTTP listener, `$SYS` and client lifecycle events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Whether the admin HTTP listener runs (default: no).
+    pub enabled: bool,
+    /// Bind address, token, `/metrics` protection and the dashboard's WebSocket URL.
+    pub settings: AdminSettings,
+    /// Seconds between `$SYS` publications; 0 turns `$SYS` off (default 10).
+    pub sys_interval_secs: u64,
+    /// Whether client lifecycle events are published (default: no).
+    pub client_events: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            settings: AdminSettings::default(),
+            sys_interval_secs: 10,
+            client_events: false,
+        }
+    }
+}
+
 /// The validated broker configuration, every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -177,6 +203,8 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// MQTT 5 and shared-subscription settings.
     pub mqtt: MqttSettings,
+    /// `[admin]`.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -189,6 +217,7 @@ impl Default for Config {
             broker_limits: BrokerLimits::default(),
             persistence: PersistenceConfig::default(),
             mqtt: MqttSettings::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

@@ -79,6 +79,16 @@ pub(super) struct Conn {
     /// Reads stopped because `wbuf` is over its hard bound (the client does not read
     /// what it is owed); resumed by the worker's write pass once `wbuf` drains.
     pub(super) read_paused: bool,
+    /// Keep-alive granted at CONNECT (for the admin API).
+    pub(super) keep_alive_secs: u16,
+    /// Clean Start of the CONNECT (for the admin API).
+    pub(super) clean_start: bool,
+    /// Unix seconds of the accepted CONNECT (0 before).
+    pub(super) connected_unix: u32,
+    /// Bytes read from the socket.
+    pub(super) bytes_in: u64,
+    /// Bytes written to the socket.
+    pub(super) bytes_out: u64,
 }
 
 /// What reading from the socket produced.
@@ -124,6 +134,11 @@ impl Conn {
             publisher: false,
             pressure: Pressure::Calm,
             read_paused: false,
+            keep_alive_secs: 0,
+            clean_start: false,
+            connected_unix: 0,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 
@@ -157,15 +172,27 @@ impl Conn {
         }
     }
 
-    /// Writes `wbuf` until it is empty or the socket is full.
-    pub(super) fn flush(&mut self) -> WriteOutcome {
+    /// Writes `wbuf` until it is empty or the socket is full, adding the bytes taken
+    /// from `wbuf` (MQTT bytes, before any TLS or WebSocket framing) to `sent` (the
+    /// worker's counter) and to the connection's own count.
+    pub(super) fn flush(&mut self, sent: &mut u64) -> WriteOutcome {
         if let Some(layer) = self.layer.as_deref_mut() {
-            return layer.write(&mut self.stream, &mut self.wbuf);
+            let before = self.wbuf.len();
+            let outcome = layer.write(&mut self.stream, &mut self.wbuf);
+            let n = before.saturating_sub(self.wbuf.len()) as u64;
+            self.bytes_out = self.bytes_out.wrapping_add(n);
+            *sent = sent.wrapping_add(n);
+            return outcome;
         }
         while !self.wbuf.is_empty() {
             match self.stream.write(&self.wbuf) {
                 Ok(0) => return WriteOutcome::Failed,
-                Ok(n) => self.wbuf.advance(n),
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    let n = n as u64;
+                    self.bytes_out = self.bytes_out.wrapping_add(n);
+                    *sent = sent.wrapping_add(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return WriteOutcome::Pending,
                 Err(_) => return WriteOutcome::Failed,
@@ -216,8 +243,10 @@ mod tests {
         eprintln!("Conn {conn} B, SessionSlot {slot} B");
         // Idle connection: both structs, slab and index overhead, no buffers. The
         // session's subscription and QoS 1/2 state is boxed on first use.
-        // 8 of these bytes are the TLS/WebSocket layer pointer (`None` for plain TCP).
-        assert!(conn <= 152, "Conn {conn}");
+        // 8 of these bytes are the TLS/WebSocket layer pointer (`None` for plain TCP);
+        // 24 are the per-connection byte counts and CONNECT facts the admin API shows
+        // (issue 8).
+        assert!(conn <= 176, "Conn {conn}");
         assert!(slot <= 232, "SessionSlot {slot}");
     }
 }

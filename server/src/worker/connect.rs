@@ -60,6 +60,7 @@ impl Worker {
             connect,
             rest,
             accepted_at,
+            bytes_in: conn.bytes_in,
         };
         match peer.tx.try_send(WorkerMsg::Handoff(Box::new(handoff))) {
             Ok(()) => {
@@ -104,6 +105,12 @@ impl Worker {
         };
         let Some(conn) = self.conns.get_mut(idx) else { return };
         conn.state = ConnState::Active { session: key, version };
+        conn.keep_alive_secs =
+            connect.keep_alive.min(self.shared.broker_limits.max_keep_alive_secs);
+        conn.clean_start = connect.clean_start;
+        conn.connected_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         let addr = conn.addr;
         let Some(slot) = self.sessions.get_mut(key) else { return };
         slot.conn = Some(idx);
@@ -117,6 +124,8 @@ impl Worker {
             "client {client_id} connected from {addr} (MQTT {version}, clean start {}, session present {session_present})",
             connect.clean_start
         );
+        self.counters.connects = self.counters.connects.wrapping_add(1);
+        self.client_connected(idx, &client_id, &connect, now);
         self.service_session(key, now);
         if session_present {
             self.share_presence(key, true, now);
@@ -132,6 +141,14 @@ impl Worker {
             log::debug!("cannot encode CONNACK: {e}");
         }
         log::info!("client {:?} from {} refused: {rc}", connect.client_id, conn.addr);
+        if matches!(
+            rc,
+            ReasonCode::BadUserNameOrPassword
+                | ReasonCode::NotAuthorized
+                | ReasonCode::BadAuthenticationMethod
+        ) {
+            self.counters.auth_failures = self.counters.auth_failures.wrapping_add(1);
+        }
         self.close_later(idx);
     }
 

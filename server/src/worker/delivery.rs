@@ -12,6 +12,7 @@ use shoal_core::{QoS, ReasonCode};
 
 use super::conn::Pressure;
 use super::Worker;
+use crate::metrics::{ClientEvent, DropCause};
 use crate::route::OUTBOX_BATCH_MESSAGES;
 use crate::store::{SessionKey, SessionStore};
 
@@ -131,8 +132,12 @@ impl Worker {
         let before = conn.wbuf.len();
         let max_queued = self.shared.limits.max_queued_messages;
         for _ in 0..2 {
-            let failed =
-                slot.session.encode_transmit(version, &mut conn.wbuf, &mut self.publish_cache);
+            let failed = slot.session.encode_transmit(
+                version,
+                &mut conn.wbuf,
+                &mut self.publish_cache,
+                &mut self.sent,
+            );
             if failed > 0 {
                 log::debug!(
                     "{failed} packets for {} could not be encoded",
@@ -177,6 +182,16 @@ impl Worker {
                 }
                 self.trie.insert(&filter, key, SubValue::from(entry));
                 self.match_cache.clear();
+                if self.shared.ops.client_events {
+                    if let Some(id) = self.sessions.get(key).map(|s| s.session.client_id().clone())
+                    {
+                        let ev = ClientEvent::Subscribed {
+                            filter: filter.as_str(),
+                            qos: entry.options.qos,
+                        };
+                        self.client_event(&id, &ev, now);
+                    }
+                }
                 let send_retained = match entry.options.retain_handling {
                     RetainHandling::OnSubscribe => true,
                     RetainHandling::OnNewSubscription => !existed,
@@ -202,6 +217,16 @@ impl Worker {
                 }
                 self.trie.remove(&filter, &key);
                 self.match_cache.clear();
+                if self.shared.ops.client_events {
+                    if let Some(id) = self.sessions.get(key).map(|s| s.session.client_id().clone())
+                    {
+                        self.client_event(
+                            &id,
+                            &ClientEvent::Unsubscribed { filter: filter.as_str() },
+                            now,
+                        );
+                    }
+                }
             }
             Event::Orphaned(orphans) => self.share_orphans(key, orphans, now),
             Event::Close { reason, will } => self.finish_link(key, reason, will, false, now),
@@ -295,8 +320,14 @@ impl Worker {
 
     pub(super) fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else { return };
+        // The session drops an expired message first thing too; telling it here
+        // gives the drop its cause.
+        if d.message.is_expired(now) {
+            self.counters.on_dropped(DropCause::Expired);
+            return;
+        }
         if !slot.session.handle_delivery(now, d) {
-            self.counters.dropped += 1;
+            self.counters.on_dropped(DropCause::QueueFull);
         }
         if slot.conn.is_some() {
             self.pump_transmit(key, now);
@@ -329,6 +360,11 @@ impl Worker {
                 }
             }
             self.close_later(ci);
+            self.counters.disconnects = self.counters.disconnects.wrapping_add(1);
+            if self.shared.ops.client_events {
+                let words = disconnect_words(reason);
+                self.client_event(&client_id, &ClientEvent::Disconnected { reason: &words }, now);
+            }
         }
         if discard {
             self.discard_session(key, now);
@@ -370,6 +406,15 @@ impl Worker {
                 self.match_cache.clear();
             }
         }
+    }
+}
+
+/// The `reason` of a `disconnected` event.
+fn disconnect_words(reason: ReasonCode) -> String {
+    match reason {
+        ReasonCode::Success => "client disconnected".to_owned(),
+        ReasonCode::UnspecifiedError => "connection lost".to_owned(),
+        other => other.to_string(),
     }
 }
 

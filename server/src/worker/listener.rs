@@ -38,7 +38,6 @@ impl Worker {
             let max = self.shared.broker_limits.max_connections;
             if self.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
                 self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-                self.counters.refused += 1;
                 log::warn!("connection from {addr} refused: max_connections ({max}) reached");
                 continue;
             }
@@ -49,7 +48,6 @@ impl Worker {
             };
             if !spec.try_open() {
                 self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-                self.counters.refused += 1;
                 let max = spec.max_connections.unwrap_or_default();
                 log::warn!(
                     "connection from {addr} refused: the listener's max_connections ({max}) reached"
@@ -65,6 +63,7 @@ impl Worker {
                 }
             };
             let _ = stream.set_nodelay(true);
+            self.counters.sockets_accepted = self.counters.sockets_accepted.wrapping_add(1);
             self.register(Conn::new(stream, addr, layer, listener, now));
         }
     }
@@ -93,6 +92,7 @@ impl Worker {
         let layered = h.layer.is_some();
         let mut conn = Conn::new(h.stream, h.addr, h.layer, h.listener, h.accepted_at);
         conn.rbuf = h.rest;
+        conn.bytes_in = h.bytes_in;
         let Some(idx) = self.register(conn) else { return };
         if layered {
             // TLS or WebSocket may hold decoded bytes the socket will not signal again.
@@ -149,7 +149,13 @@ impl Worker {
                 let want = budget.min(self.scratch.len());
                 let Some(chunk) = self.scratch.get_mut(..want) else { return };
                 match conn.read_into(chunk) {
-                    ReadOutcome::Data(n) => n,
+                    ReadOutcome::Data(n) => {
+                        let bytes = n as u64;
+                        conn.bytes_in = conn.bytes_in.wrapping_add(bytes);
+                        self.counters.bytes_received =
+                            self.counters.bytes_received.wrapping_add(bytes);
+                        n
+                    }
                     ReadOutcome::WouldBlock => return,
                     ReadOutcome::Closed => {
                         self.link_lost(idx, LinkLoss::SocketClosed, now);
@@ -214,7 +220,15 @@ impl Worker {
                 self.mark_ready(idx);
                 return true;
             }
-            match codec::decode(buf, version, max) {
+            let decoded = codec::decode(buf, version, max);
+            if let Ok(Some(packet)) = &decoded {
+                let c = &mut self.counters;
+                c.packets_received = c.packets_received.wrapping_add(1);
+                if let codec::Packet::Publish(p) = packet {
+                    c.on_publish_received(p.qos);
+                }
+            }
+            match decoded {
                 Ok(None) => return true,
                 Ok(Some(packet)) if pending => {
                     if !self.handle_first_packet(idx, packet, buf, now) {

@@ -19,6 +19,7 @@ mod delivery;
 mod link;
 mod listener;
 mod match_cache;
+mod ops;
 mod shared;
 
 pub(crate) use link::{Layer, ListenerSpec};
@@ -32,17 +33,21 @@ use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use shoal_core::session::{LinkLoss, Message, PublishCache};
+use shoal_core::session::{LinkLoss, Message, PublishCache, SentCounts};
 use shoal_core::topic::MatchSet;
 use shoal_core::{Limits, SubscriptionTrie};
 use slab::Slab;
 
 use crate::config::BrokerLimits;
+use crate::control::{control_channel, AdminQuery, ControlLink};
+use crate::metrics::{Metrics, WorkerCounters};
 use crate::route::{Peer, WorkerMsg, CHANNEL_BATCHES};
 use crate::store::{MemorySessionStore, RetainedStore, SessionKey, SessionStore};
 use conn::{Conn, ConnState, Pressure, WriteOutcome};
 use delivery::SubValue;
 use match_cache::MatchCache;
+pub(crate) use ops::OpsSettings;
+use ops::SysPublisher;
 pub(crate) use shared::ShareMsg;
 
 /// Hashes `SessionKey`s (small slab indices chosen by the server, not by peers) with
@@ -110,6 +115,10 @@ pub(crate) struct Shared {
     pub(crate) share_strategy: crate::config::ShareStrategy,
     /// Transport, TLS config and connection count of each listener, in config order.
     pub(crate) listeners: Arc<[ListenerSpec]>,
+    /// Every worker's metrics slot; each worker writes its own once a second.
+    pub(crate) metrics: Arc<Metrics>,
+    /// `$SYS`, client events, listener names.
+    pub(crate) ops: OpsSettings,
 }
 
 impl Shared {
@@ -120,15 +129,6 @@ impl Shared {
             spec.close();
         }
     }
-}
-
-/// Plain per-worker counters (logged at shutdown; `$SYS` later).
-#[derive(Debug, Default)]
-struct Counters {
-    /// Deliveries dropped: QoS 0 to a full connection, or a full session queue.
-    dropped: u64,
-    /// Connections refused at accept for `max_connections`.
-    refused: u64,
 }
 
 /// One event loop and everything it owns.
@@ -179,11 +179,19 @@ pub(crate) struct Worker {
     shared: Shared,
     /// Counter behind broker-assigned client ids.
     next_assigned: u64,
-    counters: Counters,
     /// Shared subscription groups this worker is home to.
     share: shared::ShareGroups,
     /// Share messages for each other worker, sent at the end of the iteration.
     share_out: Vec<Vec<shared::ShareMsg>>,
+    /// Hot-path counters: plain integers, copied into `shared.metrics` on the tick.
+    counters: WorkerCounters,
+    /// Packets encoded for clients (counted by the session encoder).
+    sent: SentCounts,
+    /// Worker 0 publishes `$SYS`; `None` on the others or when it is off.
+    sys: Option<SysPublisher>,
+    /// Admin queries (see `crate::control`), apart from the publish channel.
+    control_rx: Receiver<AdminQuery>,
+    control: ControlLink,
 }
 
 impl Worker {
@@ -196,6 +204,11 @@ impl Worker {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+        let (control, control_rx) = control_channel(waker.clone());
+        let sys = match shared.ops.sys_interval {
+            Some(interval) if id == 0 => Some(SysPublisher::new(interval, Instant::now())),
+            _ => None,
+        };
         let mut mine = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate().take(MAX_LISTENERS) {
             // Every worker polls a clone of the same listening socket; whichever wakes
@@ -229,7 +242,11 @@ impl Worker {
             channel_pending: false,
             peers_full: false,
             next_assigned: 0,
-            counters: Counters::default(),
+            counters: WorkerCounters::default(),
+            sent: SentCounts::default(),
+            sys,
+            control_rx,
+            control,
             share: shared::ShareGroups::new(id, shared.share_strategy),
             share_out: Vec::new(),
             shared,
@@ -243,6 +260,11 @@ impl Worker {
     /// How other workers reach this one.
     pub(crate) fn peer(&self) -> Peer {
         Peer { tx: self.tx.clone(), waker: self.waker.clone() }
+    }
+
+    /// How the admin listener reaches this worker.
+    pub(crate) fn control(&self) -> ControlLink {
+        self.control.clone()
     }
 
     /// Every worker's peer handle, indexed by worker id (this one included).
@@ -300,13 +322,17 @@ impl Worker {
             if !self.peers_full {
                 self.read_ready(now);
             }
+            self.drain_control(now);
             if now >= next_tick {
                 self.tick(now);
+                self.publish_metrics(now);
                 next_tick = now + TICK;
             }
             self.flush_outbox();
             self.flush_dirty(now);
             self.close_pending();
+            let busy = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.counters.busy_nanos = self.counters.busy_nanos.wrapping_add(busy);
         }
         self.shutdown_connections();
         Ok(())
@@ -437,7 +463,7 @@ impl Worker {
             for idx in dirty {
                 let Some(conn) = self.conns.get_mut(idx) else { continue };
                 conn.dirty = false;
-                match conn.flush() {
+                match conn.flush(&mut self.counters.bytes_sent) {
                     WriteOutcome::Failed => self.link_lost(idx, LinkLoss::SocketClosed, now),
                     _ => {
                         if conn.wbuf.len() < max_out {
@@ -460,7 +486,7 @@ impl Worker {
         for idx in std::mem::take(&mut self.closing) {
             let Some(mut conn) = self.conns.try_remove(idx) else { continue };
             conn.close_notify();
-            let _ = conn.flush();
+            let _ = conn.flush(&mut self.counters.bytes_sent);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared.forget_connection(conn.listener);
         }
@@ -554,7 +580,7 @@ impl Worker {
                 if !close_notified {
                     conn.close_notify();
                 }
-                if conn.flush() == WriteOutcome::Pending {
+                if conn.flush(&mut self.counters.bytes_sent) == WriteOutcome::Pending {
                     owed = true;
                 }
             }
@@ -570,10 +596,9 @@ impl Worker {
         }
         self.conns.clear();
         log::debug!(
-            "worker {} stopped: {} deliveries dropped, {} connections refused",
+            "worker {} stopped: {} deliveries dropped",
             self.id,
-            self.counters.dropped,
-            self.counters.refused
+            self.counters.dropped_total()
         );
     }
 }

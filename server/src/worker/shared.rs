@@ -304,7 +304,8 @@ impl Worker {
 
     fn share_pick_and_send(&mut self, tag: u64, message: Arc<Message>, now: Instant) {
         let Some((member, v)) = self.share.pick(tag) else {
-            self.counters.dropped += 1;
+            // No member can take it: counted with the full queues, the nearest cause.
+            self.counters.on_dropped(crate::metrics::DropCause::QueueFull);
             return;
         };
         let delivery = Delivery {
