@@ -131,6 +131,8 @@ struct Link {
     connect_expiry: u32,
     /// The client's Maximum Packet Size (v5): larger messages are not sent to it.
     max_packet_bytes: usize,
+    /// The client's Request Problem Information (v5): reason strings may be sent.
+    problem_info: bool,
     /// Topic aliases in both directions (v5), allocated when the client's Topic Alias
     /// Maximum is above 0 or it first sets one up: most connections use none.
     aliases: Option<Box<Aliases>>,
@@ -196,6 +198,14 @@ pub fn check_connect(connect: &Connect) -> Result<(), ReasonCode> {
     }
     if connect.protocol == ProtocolVersion::V3_1 && id.len() > MAX_V31_CLIENT_ID_BYTES {
         return Err(ReasonCode::ClientIdentifierNotValid);
+    }
+    if let Some(will) = &connect.will {
+        // 3.1.3.2.3: a will payload marked as UTF-8 text must be; CONNACK 0x99 if not.
+        if will.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&will.payload).is_err()
+        {
+            return Err(ReasonCode::PayloadFormatInvalid);
+        }
     }
     Ok(())
 }
@@ -313,6 +323,7 @@ impl Session {
                 .properties
                 .maximum_packet_size
                 .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+            problem_info: connect.properties.request_problem_information.unwrap_or(true),
             aliases: match connect.properties.topic_alias_maximum {
                 Some(max) if max > 0 && v5 => Some(Box::new(Aliases {
                     outbound: Some(OutboundAliases::new(max)),
@@ -546,6 +557,21 @@ impl Session {
         if p.topic.levels().count() > self.limits.max_topic_levels {
             return Err(ReasonCode::TopicNameInvalid);
         }
+        // 3.3.2.3.2: a payload marked as UTF-8 that is not is refused with 0x99 (by
+        // PUBACK/PUBREC, or DISCONNECT for QoS 0), and not routed.
+        if p.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            let mut ack = match p.packet_id {
+                Some(id) => PubAckLike::new(id),
+                None => return Err(ReasonCode::PayloadFormatInvalid),
+            };
+            ack.reason_code = ReasonCode::PayloadFormatInvalid;
+            ack.properties.reason_string = self.reason_string("payload is not UTF-8");
+            let kind = if p.qos == QoS::ExactlyOnce { AckKind::PubRec } else { AckKind::PubAck };
+            self.transmit.push_back(Transmit::Ack(kind, ack));
+            return Ok(());
+        }
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
                 self.route(now, p);
@@ -694,11 +720,15 @@ impl Session {
 
     /// Ends the attached connection.
     fn end_link(&mut self, now: Instant, reason: ReasonCode, send_disconnect: bool, will: bool) {
+        let reason_string =
+            if send_disconnect { self.reason_string(&reason.to_string()) } else { None };
         let Some(link) = self.link.take() else { return };
         if send_disconnect && link.version.is_v5() {
+            let properties =
+                crate::codec::DisconnectProperties { reason_string, ..Default::default() };
             self.transmit.push_back(Transmit::Other(Box::new(Packet::Disconnect(Disconnect {
                 reason_code: reason,
-                properties: Default::default(),
+                properties,
             }))));
         }
         self.offline_since = Some(now);
@@ -732,6 +762,17 @@ impl Session {
         if !orphans.is_empty() {
             self.events.push_back(Event::Orphaned(orphans));
         }
+    }
+
+    /// A reason string for an ack or DISCONNECT, when the client did not turn them off
+    /// with Request Problem Information 0 [MQTT-3.1.2-29].
+    fn reason_string(&self, text: &str) -> Option<String> {
+        // Only where it cannot push a small packet over the client's Maximum Packet
+        // Size [MQTT-3.1.2-25].
+        self.link
+            .as_ref()
+            .filter(|l| l.problem_info && l.version.is_v5() && l.max_packet_bytes >= 128)
+            .map(|_| text.to_owned())
     }
 
     /// Keep-alive check; call at or after [`Session::poll_timeout`].

@@ -565,3 +565,59 @@ fn idle_session_holds_no_queue_memory_and_keeps_its_state() {
     assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
     assert_eq!(sent_ids(&drain(&mut s)), vec![(4, false)]);
 }
+
+#[test]
+fn payload_marked_utf8_that_is_not_is_refused_with_0x99() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    let bad = |qos, id| {
+        let Packet::Publish(mut p) = publish(qos, id) else { unreachable!() };
+        p.properties.payload_format_indicator = Some(true);
+        p.payload = Bytes::from_static(&[0xff, 0xfe]);
+        Packet::Publish(p)
+    };
+    s.handle_packet(now, bad(QoS::AtLeastOnce, Some(1)));
+    s.handle_packet(now, bad(QoS::ExactlyOnce, Some(2)));
+    assert!(events(&mut s).is_empty(), "an invalid payload was routed");
+    let acks = drain(&mut s);
+    assert!(matches!(&acks[..], [Packet::PubAck(a), Packet::PubRec(b)]
+        if a.reason_code == ReasonCode::PayloadFormatInvalid
+            && b.reason_code == ReasonCode::PayloadFormatInvalid
+            && a.properties.reason_string.is_some()));
+    // QoS 0 has no ack to carry it: DISCONNECT 0x99.
+    s.handle_packet(now, bad(QoS::AtMostOnce, None));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PayloadFormatInvalid)
+    );
+}
+
+#[test]
+fn request_problem_information_0_turns_reason_strings_off() {
+    let now = Instant::now();
+    for (asked, expect_string) in [(None, true), (Some(false), false)] {
+        let mut s = Session::new(Arc::from("c"), limits());
+        let mut c = connect(ProtocolVersion::V5, "c", true, 10);
+        c.properties.request_problem_information = asked;
+        s.handle_connect(now, &c, answer());
+        drain(&mut s);
+        s.handle_link_lost(now, LinkLoss::TakenOver);
+        let Some(Packet::Disconnect(d)) = s.poll_transmit() else { panic!("no DISCONNECT") };
+        assert_eq!(d.reason_code, ReasonCode::SessionTakenOver);
+        assert_eq!(d.properties.reason_string.is_some(), expect_string, "asked {asked:?}");
+    }
+}
+
+#[test]
+fn will_payload_marked_utf8_that_is_not_refuses_the_connect() {
+    let mut c = connect(ProtocolVersion::V5, "c", true, 0);
+    let mut will = LastWill {
+        topic: TopicName::try_from_str("w").unwrap(),
+        payload: Bytes::from_static(&[0xc3]),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.payload_format_indicator = Some(true);
+    c.will = Some(will);
+    assert_eq!(check_connect(&c), Err(ReasonCode::PayloadFormatInvalid));
+}
