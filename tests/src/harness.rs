@@ -46,6 +46,7 @@ pub struct TestBroker {
     broker: Option<Broker>,
     addr: SocketAddr,
     addrs: Vec<SocketAddr>,
+    admin: Option<SocketAddr>,
 }
 
 impl TestBroker {
@@ -62,7 +63,8 @@ impl TestBroker {
         let broker = Broker::start(config).unwrap_or_else(|e| panic!("broker start: {e}"));
         let addr = broker.local_addr();
         let addrs = broker.local_addrs();
-        Self { broker: Some(broker), addr, addrs }
+        let admin = broker.admin_addr();
+        Self { broker: Some(broker), addr, addrs, admin }
     }
 
     /// The listening address.
@@ -73,6 +75,11 @@ impl TestBroker {
     /// Every listener's address, in config order.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The admin listener's address (the snippet must set `[admin] enabled = true`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the test config enables [admin]")
     }
 
     /// The port, for clients that take host and port apart.
@@ -402,6 +409,8 @@ pub enum ExternalTool {
     /// Debian's Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and playwright-core in
     /// `tests/js`, for MQTT.js in a browser page.
     Chromium,
+    /// `python3` with `prometheus_client` (the reference exposition-format parser).
+    PrometheusClient,
 }
 
 /// The directory of the Node.js scripts and their `package.json`.
@@ -448,6 +457,12 @@ impl ExternalTool {
                         .status()
                         .is_ok_and(|s| s.success())
             }
+            Self::PrometheusClient => Command::new("python3")
+                .args(["-c", "import prometheus_client.parser"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
         };
         if ok {
             return true;
@@ -457,6 +472,7 @@ impl ExternalTool {
             Self::MosquittoClients => "apt-get install mosquitto-clients",
             Self::MqttJs => "apt-get install nodejs npm && (cd tests/js && npm ci)",
             Self::Chromium => "apt-get install chromium && (cd tests/js && npm ci)",
+            Self::PrometheusClient => "pip install prometheus-client",
         };
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{self:?} is required in CI but missing; {install}");

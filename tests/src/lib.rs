@@ -5,6 +5,8 @@
 //! - [`raw`]: a byte-level blocking client for protocol edges no library client produces,
 //!   over TCP, TLS or WebSocket.
 //! - [`pki`]: a throwaway CA and certificates for the TLS suites.
+//! - [`http`]: a minimal HTTP/1.1 client for the admin listener.
+//! - [`cdp`]: headless Chromium driven over the DevTools protocol (dashboard test).
 //! - `suites` (test-only): one module per area; all compile into this crate's single
 //!   test binary, so `cargo test -p shoal-tests` runs them all.
 //!
@@ -14,7 +16,9 @@
 // A test crate: a failed unwrap is a failed test with a backtrace, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cdp;
 pub mod harness;
+pub mod http;
 pub mod pki;
 pub mod raw;
 

@@ -12,6 +12,7 @@ mod limits;
 mod listeners;
 mod malformed;
 mod mqtt5;
+mod ops;
 mod payload_format;
 mod qos;
 mod retain;
