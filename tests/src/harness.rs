@@ -411,6 +411,9 @@ pub enum ExternalTool {
     Chromium,
     /// `python3` with `prometheus_client` (the reference exposition-format parser).
     PrometheusClient,
+    /// Debian's Chromium alone (`/usr/bin/chromium`, or `CHROMIUM`), driven over the
+    /// DevTools protocol by `crate::cdp` (the dashboard test).
+    HeadlessChromium,
 }
 
 /// The directory of the Node.js scripts and their `package.json`.
@@ -457,6 +460,7 @@ impl ExternalTool {
                         .status()
                         .is_ok_and(|s| s.success())
             }
+            Self::HeadlessChromium => Path::new(&crate::cdp::chromium_binary()).is_file(),
             Self::PrometheusClient => Command::new("python3")
                 .args(["-c", "import prometheus_client.parser"])
                 .stdout(Stdio::null())
@@ -473,6 +477,7 @@ impl ExternalTool {
             Self::MqttJs => "apt-get install nodejs npm && (cd tests/js && npm ci)",
             Self::Chromium => "apt-get install chromium && (cd tests/js && npm ci)",
             Self::PrometheusClient => "pip install prometheus-client",
+            Self::HeadlessChromium => "apt-get install chromium",
         };
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{self:?} is required in CI but missing; {install}");

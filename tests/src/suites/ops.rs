@@ -434,7 +434,7 @@ fn publish_until(
 
 #[test]
 fn dashboard_shows_live_traffic_and_disconnects_a_client() {
-    if !ExternalTool::Chromium.available() {
+    if !ExternalTool::HeadlessChromium.available() {
         return;
     }
     let ws_port = free_port();
