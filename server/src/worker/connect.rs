@@ -129,6 +129,8 @@ impl Worker {
         self.service_session(key, now);
         if session_present {
             self.share_presence(key, true, now);
+            // [MQTT-3.1.3-9] back before the Will Delay ran out: no will.
+            self.cancel_pending_will(&client_id);
         }
     }
 

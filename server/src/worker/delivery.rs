@@ -372,14 +372,18 @@ impl Worker {
             self.share_presence(key, false, now);
         }
         if let Some(will) = will {
-            let msg = Message::from_will(*will, Some(client_id), now);
-            self.route(Arc::new(msg), now);
+            self.will_or_delay(key, client_id, will, discard, now);
         }
     }
 
     /// Removes a session and its subscriptions; its shared groups lose the member and
     /// get back the messages it still held for them.
     pub(super) fn discard_session(&mut self, key: SessionKey, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        let client_id = slot.session.client_id().clone();
+        if !self.pending_wills.is_empty() {
+            self.session_ended_will(key, &client_id, now);
+        }
         let Some(slot) = self.sessions.get_mut(key) else { return };
         slot.session.take_shared();
         let mut orphans = Vec::new();

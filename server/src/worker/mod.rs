@@ -21,6 +21,7 @@ mod listener;
 mod match_cache;
 mod ops;
 mod shared;
+mod will;
 
 pub(crate) use link::{Layer, ListenerSpec};
 
@@ -183,6 +184,8 @@ pub(crate) struct Worker {
     share: shared::ShareGroups,
     /// Share messages for each other worker, sent at the end of the iteration.
     share_out: Vec<Vec<shared::ShareMsg>>,
+    /// Wills waiting for their Will Delay Interval (v5).
+    pending_wills: Vec<will::PendingWill>,
     /// Hot-path counters: plain integers, copied into `shared.metrics` on the tick.
     counters: WorkerCounters,
     /// Packets encoded for clients (counted by the session encoder).
@@ -249,6 +252,7 @@ impl Worker {
             control,
             share: shared::ShareGroups::new(id, shared.share_strategy),
             share_out: Vec::new(),
+            pending_wills: Vec::new(),
             shared,
         })
     }
@@ -506,6 +510,7 @@ impl Worker {
     fn tick(&mut self, now: Instant) {
         // Releases the last published message (and the read buffer its payload shares).
         self.publish_cache.clear();
+        self.publish_due_wills(now);
         let connect_timeout = self.shared.broker_limits.connect_timeout;
         let mut timed_out = Vec::new();
         let mut active = Vec::new();

@@ -66,6 +66,8 @@ pub struct ConnectOptions {
     pub max_packet_size: Option<u32>,
     /// v5 Topic Alias Maximum property, when set.
     pub topic_alias_maximum: Option<u16>,
+    /// v5 Will Delay Interval of the will, when set.
+    pub will_delay: Option<u32>,
     /// Optional user name.
     pub username: Option<String>,
     /// Optional password (3.1.1 requires a user name with it).
@@ -85,6 +87,7 @@ impl ConnectOptions {
             receive_maximum: None,
             max_packet_size: None,
             topic_alias_maximum: None,
+            will_delay: None,
             username: None,
             password: None,
         }
@@ -194,7 +197,8 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
     put_str(&mut body, opts.client_id.as_bytes());
     if let Some(will) = &opts.will {
         if opts.version.is_v5() {
-            put_properties(&mut body, &[]);
+            let delay = opts.will_delay.map(|d| property(0x18, &d.to_be_bytes()));
+            put_properties(&mut body, &delay.unwrap_or_default());
         }
         put_str(&mut body, will.topic.as_bytes());
         put_str(&mut body, &will.payload);

@@ -23,6 +23,7 @@ mod shutdown;
 mod tls;
 mod topics;
 mod will;
+mod will_delay;
 mod ws;
 
 use shoal_core::ProtocolVersion;

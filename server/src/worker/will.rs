@@ -1,0 +1,77 @@
+//! Will Delay Interval (MQTT 5 3.1.3.2.2): a will whose delay is above 0 waits in the
+//! home worker's pending list and is published when the delay runs out or when the
+//! session ends, whichever comes first [MQTT-3.1.3-9]; a new connection to the session
+//! before then cancels it. Checked on the once-a-second tick, so a delay is kept to
+//! within a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_core::codec::LastWill;
+use shoal_core::session::Message;
+
+use super::Worker;
+use crate::store::SessionKey;
+
+/// A will waiting for its delay.
+pub(super) struct PendingWill {
+    key: SessionKey,
+    client_id: Arc<str>,
+    due: Instant,
+    will: Box<LastWill>,
+}
+
+impl Worker {
+    /// Publishes `will` of the session `key` now, or later if it has a delay and the
+    /// session lives on (`session_ends` false).
+    pub(super) fn will_or_delay(
+        &mut self,
+        key: SessionKey,
+        client_id: Arc<str>,
+        will: Box<LastWill>,
+        session_ends: bool,
+        now: Instant,
+    ) {
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        if delay > 0 && !session_ends {
+            let due = now + Duration::from_secs(u64::from(delay));
+            self.pending_wills.retain(|p| p.client_id != client_id);
+            self.pending_wills.push(PendingWill { key, client_id, due, will });
+            return;
+        }
+        let msg = Message::from_will(*will, Some(client_id), now);
+        self.route(Arc::new(msg), now);
+    }
+
+    /// The client reconnected to its session in time: its delayed will is not sent.
+    pub(super) fn cancel_pending_will(&mut self, client_id: &str) {
+        self.pending_wills.retain(|p| &*p.client_id != client_id);
+    }
+
+    /// The session `key` ended: its delayed will goes out now.
+    pub(super) fn session_ended_will(&mut self, key: SessionKey, client_id: &str, now: Instant) {
+        let Some(i) =
+            self.pending_wills.iter().position(|p| p.key == key && &*p.client_id == client_id)
+        else {
+            return;
+        };
+        let p = self.pending_wills.swap_remove(i);
+        let msg = Message::from_will(*p.will, Some(p.client_id), now);
+        self.route(Arc::new(msg), now);
+    }
+
+    /// Publishes the wills whose delay has run out (on the tick).
+    pub(super) fn publish_due_wills(&mut self, now: Instant) {
+        if self.pending_wills.iter().all(|p| p.due > now) {
+            return;
+        }
+        let (due, waiting) = std::mem::take(&mut self.pending_wills)
+            .into_iter()
+            .partition::<Vec<_>, _>(|p| p.due <= now);
+        self.pending_wills = waiting;
+        for p in due {
+            let msg = Message::from_will(*p.will, Some(p.client_id), now);
+            self.route(Arc::new(msg), now);
+        }
+    }
+}
