@@ -265,6 +265,10 @@ impl Layer {
                         if !self.decode_proxy() {
                             return ReadOutcome::Closed;
                         }
+                        // A ClientHello that came with the header has been answered.
+                        if self.write(stream, &mut BytesMut::new()) == WriteOutcome::Failed {
+                            return ReadOutcome::Closed;
+                        }
                     } else if self.ws.is_some() {
                         self.raw.extend_from_slice(data);
                     } else {

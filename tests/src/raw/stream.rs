@@ -50,16 +50,32 @@ impl ClientStream for TlsStream {
 ///
 /// # Errors
 /// The handshake failed: the server refused the client's certificate, or the client
-/// refused the server's.
+/// refused the server's. (With TLS 1.3 the server checks a client certificate after
+/// the client has finished, so a refusal may only show on the first read.)
 pub fn tls(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<TlsStream> {
+    tls_after(tcp, config, &[])
+}
+
+/// As [`tls`], with `prefix` (a PROXY header) sent in the same write as the ClientHello.
+///
+/// # Errors
+/// As [`tls`].
+pub fn tls_after(
+    tcp: TcpStream,
+    config: Arc<ClientConfig>,
+    prefix: &[u8],
+) -> io::Result<TlsStream> {
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
-    let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut first = prefix.to_vec();
+    while conn.wants_write() {
+        conn.write_tls(&mut first)?;
+    }
+    (&tcp).write_all(&first)?;
     let mut stream = StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock)?;
     }
-    // TLS 1.3 servers verify a client certificate after the client's handshake is done
-    // and say so with an alert: a zero-length read surfaces it now, not later.
     Ok(stream)
 }
 

@@ -68,10 +68,10 @@ fn proxy_protocol_headers_give_the_client_address_over_tcp_and_tls() {
     assert!(matches!(c.expect(), crate::raw::Incoming::ConnAck { code: 0, .. }));
     c.subscribe_one("p", 0);
 
-    // v2 in front of TLS.
-    let mut s = tcp(tls_addr);
-    s.write_all(&proxy_v2_header()).unwrap();
-    let tls = stream::tls(s, pki.client_config(None)).unwrap();
+    // v2 in front of TLS, the ClientHello in the same write as the header (as a
+    // balancer that forwards the client's first segment at once sends them).
+    let tls = stream::tls_after(tcp(tls_addr), pki.client_config(None), &proxy_v2_header());
+    let tls = tls.unwrap_or_else(|e| panic!("TLS behind a PROXY v2 header: {e}"));
     let mut secure = RawClient::connect_over(Box::new(tls), v, "behind-lb-tls");
     secure.publish("p", b"via proxy", 0, false);
     assert_eq!(text(&c.expect_publish().payload), "via proxy");
