@@ -81,6 +81,17 @@ impl Inflight {
         self.entries.iter().position(|e| e.id == id)
     }
 
+    /// Puts back an entry kept by a store (after a restart), in send order. The next
+    /// fresh id follows it.
+    pub(crate) fn restore(&mut self, id: PacketId, delivery: Delivery, released: bool) {
+        if self.entries.iter().any(|e| e.id == id) {
+            return;
+        }
+        let state = if released { OutState::Released } else { OutState::Published };
+        self.entries.push_back(OutEntry { id, state, delivery });
+        self.next_id = Some(id.next());
+    }
+
     /// PUBACK: removes a QoS 1 entry. `false` if no such entry awaits a PUBACK.
     pub(crate) fn ack(&mut self, id: PacketId) -> bool {
         match self.position(id) {

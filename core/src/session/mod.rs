@@ -23,6 +23,7 @@
 
 mod alias;
 mod inflight;
+mod journal;
 mod message;
 mod transmit;
 
@@ -37,10 +38,11 @@ use crate::codec::{
     PubAckLike, Publish, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::limits::Limits;
-use crate::protocol::{ProtocolVersion, QoS, ReasonCode};
+use crate::protocol::{PacketId, ProtocolVersion, QoS, ReasonCode};
 use crate::topic::TopicFilter;
 use alias::{Aliases, OutboundAliases};
 use inflight::{InboundQos2, Inflight, OutState};
+pub use journal::{RestoredState, StoreChange};
 pub use message::{Delivery, Message};
 use transmit::Transmit;
 pub use transmit::{PublishCache, SentCounts};
@@ -146,6 +148,9 @@ struct Stored {
     /// QoS 1/2 deliveries waiting for window, socket or reconnect, oldest first.
     queue: VecDeque<Delivery>,
     inbound_qos2: InboundQos2,
+    /// Changes to the above for the broker's store (see `journal`); empty unless the
+    /// session journals.
+    journal: Vec<StoreChange>,
 }
 
 /// The session state of one client id, and its connection while attached.
@@ -171,6 +176,8 @@ pub struct Session {
     link: Option<Link>,
     /// Set by the broker while the connection's write buffer is full.
     write_blocked: bool,
+    /// Whether changes to the queue, window and QoS 2 ids are journaled.
+    journaling: bool,
     transmit: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Messages dropped for this session (queue full, or QoS 0 while blocked/offline).
@@ -222,6 +229,7 @@ impl Session {
             stored: None,
             link: None,
             write_blocked: false,
+            journaling: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             dropped: 0,
@@ -251,6 +259,67 @@ impl Session {
     /// Session Expiry Interval in seconds; `None` when the session never expires.
     pub fn expiry_interval_secs(&self) -> Option<u32> {
         (self.expiry_secs != u32::MAX).then_some(self.expiry_secs)
+    }
+
+    /// Session Expiry Interval in seconds (`u32::MAX`: never; 0: ends with the
+    /// connection).
+    pub fn expiry_secs(&self) -> u32 {
+        self.expiry_secs
+    }
+
+    /// Turns the journal of durable changes on or off ([`StoreChange`]); turning it off
+    /// drops what was not taken.
+    pub fn set_journaling(&mut self, on: bool) {
+        self.journaling = on;
+        if !on {
+            if let Some(s) = self.stored.as_mut() {
+                s.journal = Vec::new();
+            }
+        }
+    }
+
+    /// Whether changes are journaled.
+    pub fn is_journaling(&self) -> bool {
+        self.journaling
+    }
+
+    /// Takes the changes journaled since the last call, oldest first.
+    pub fn take_journal(&mut self) -> Vec<StoreChange> {
+        match self.stored.as_mut() {
+            Some(s) if self.journaling => std::mem::take(&mut s.journal),
+            _ => Vec::new(),
+        }
+    }
+
+    fn journal(&mut self, change: StoreChange) {
+        if self.journaling {
+            self.stored_mut().journal.push(change);
+        }
+    }
+
+    /// A persistent, offline session (since `now`) rebuilt from what a store kept.
+    /// Journaling is on.
+    pub fn restore(
+        client_id: Arc<str>,
+        limits: Limits,
+        state: RestoredState,
+        now: Instant,
+    ) -> Self {
+        let mut s = Self::new(client_id, limits);
+        s.persistent = true;
+        s.journaling = true;
+        s.expiry_secs = state.expiry_secs;
+        s.offline_since = Some(now);
+        let stored = s.stored_mut();
+        stored.subscriptions.extend(state.subscriptions);
+        stored.queue.extend(state.queue);
+        for (id, delivery, released) in state.inflight {
+            stored.inflight.restore(id, delivery, released);
+        }
+        for id in state.qos2_received {
+            stored.inbound_qos2.insert(id);
+        }
+        s
     }
 
     /// Messages dropped so far for this session.
@@ -402,25 +471,37 @@ impl Session {
         while !self.write_blocked && self.inflight() < window {
             let Some(d) = self.stored.as_mut().and_then(|s| s.queue.pop_front()) else { break };
             if d.message.is_expired(now) {
+                self.journal(StoreChange::Dequeued(None));
                 continue;
             }
-            self.send_qos12(version, max, d, now);
+            let qos = d.qos;
+            let sent = self.send_qos12(version, max, d, now);
+            self.journal(StoreChange::Dequeued(sent.map(|id| (id, qos))));
         }
     }
 
     /// Sends a QoS 1/2 delivery under a new packet id; drops it (counted) if it is
     /// larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
-    fn send_qos12(&mut self, version: ProtocolVersion, max: usize, d: Delivery, now: Instant) {
+    /// Returns the packet id it was sent under, `None` when it was dropped.
+    fn send_qos12(
+        &mut self,
+        version: ProtocolVersion,
+        max: usize,
+        d: Delivery,
+        now: Instant,
+    ) -> Option<PacketId> {
         // Account for the two-byte packet id not yet set.
         if max < usize::MAX && encoded_len(&d, version, now).saturating_add(2) > max {
             self.dropped += 1;
-            return;
+            return None;
         }
         let mut t = Transmit::publish(d.clone(), version, now);
+        let id = self.stored_mut().inflight.push(d);
         if let Transmit::Publish { packet_id, .. } = &mut t {
-            *packet_id = Some(self.stored_mut().inflight.push(d));
+            *packet_id = Some(id);
         }
         self.push_transmit(t);
+        Some(id)
     }
 
     /// Tells the session whether the connection's write buffer is full. While it is,
@@ -461,13 +542,19 @@ impl Session {
         }
         if let Some((version, window, max)) = online {
             if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
-                self.send_qos12(version, max, delivery, now);
+                let (message, qos) = (delivery.message.clone(), delivery.qos);
+                if let Some(packet_id) = self.send_qos12(version, max, delivery, now) {
+                    self.journal(StoreChange::Sent { packet_id, message, qos });
+                }
                 return true;
             }
         }
         if self.queued() >= self.limits.max_queued_messages {
             self.dropped += 1;
             return false;
+        }
+        if self.journaling {
+            self.journal(StoreChange::Queued(delivery.message.clone()));
         }
         self.stored_mut().queue.push_back(delivery);
         true
@@ -482,6 +569,7 @@ impl Session {
             Packet::Publish(p) => self.handle_publish(now, p),
             Packet::PubAck(a) => {
                 if self.stored.as_mut().is_some_and(|s| s.inflight.ack(a.packet_id)) {
+                    self.journal(StoreChange::Completed(a.packet_id));
                     self.pump(now);
                 }
                 // An unknown id is ignored: it may be a duplicate ack after redelivery.
@@ -491,12 +579,15 @@ impl Session {
                 if a.reason_code.is_error() {
                     // v5: the receiver refused the message; the exchange ends here.
                     if self.stored.as_mut().is_some_and(|s| s.inflight.comp(a.packet_id)) {
+                        self.journal(StoreChange::Completed(a.packet_id));
                         self.pump(now);
                     }
                     Ok(())
                 } else {
                     let mut rel = PubAckLike::new(a.packet_id);
-                    if !self.stored.as_mut().is_some_and(|s| s.inflight.rec(a.packet_id)) {
+                    if self.stored.as_mut().is_some_and(|s| s.inflight.rec(a.packet_id)) {
+                        self.journal(StoreChange::Released(a.packet_id));
+                    } else {
                         rel.reason_code = ReasonCode::PacketIdentifierNotFound;
                     }
                     self.transmit.push_back(Transmit::Ack(AckKind::PubRel, rel));
@@ -505,13 +596,16 @@ impl Session {
             }
             Packet::PubComp(a) => {
                 if self.stored.as_mut().is_some_and(|s| s.inflight.comp(a.packet_id)) {
+                    self.journal(StoreChange::Completed(a.packet_id));
                     self.pump(now);
                 }
                 Ok(())
             }
             Packet::PubRel(a) => {
                 let mut comp = PubAckLike::new(a.packet_id);
-                if !self.stored.as_mut().is_some_and(|s| s.inbound_qos2.remove(a.packet_id)) {
+                if self.stored.as_mut().is_some_and(|s| s.inbound_qos2.remove(a.packet_id)) {
+                    self.journal(StoreChange::Qos2Released(a.packet_id));
+                } else {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
                 }
                 self.transmit.push_back(Transmit::Ack(AckKind::PubComp, comp));
@@ -589,6 +683,7 @@ impl Session {
                         return Err(ReasonCode::ReceiveMaximumExceeded);
                     }
                     stored.inbound_qos2.insert(id);
+                    self.journal(StoreChange::Qos2Received(id));
                     self.route(now, p);
                 }
                 self.transmit.push_back(Transmit::Ack(AckKind::PubRec, PubAckLike::new(id)));
@@ -752,6 +847,21 @@ impl Session {
     /// A QoS 2 message whose PUBREC arrived stays: the client has it.
     pub fn take_shared(&mut self) {
         let Some(stored) = self.stored.as_mut() else { return };
+        if self.journaling {
+            // The store forgets them too: they now belong to another member.
+            for e in stored.inflight.iter() {
+                if e.state == OutState::Published && e.delivery.share.is_some() {
+                    stored.journal.push(StoreChange::Completed(e.id));
+                }
+            }
+            let mut removed = 0;
+            for (i, d) in stored.queue.iter().enumerate() {
+                if d.share.is_some() {
+                    stored.journal.push(StoreChange::Withdrawn(i - removed));
+                    removed += 1;
+                }
+            }
+        }
         let mut orphans = stored.inflight.take_published(|d| d.share.is_some());
         if stored.queue.iter().any(|d| d.share.is_some()) {
             let (shared, kept): (VecDeque<_>, VecDeque<_>) =
