@@ -167,10 +167,20 @@ impl Broker {
         } else {
             None
         };
-        let (persister, _recovered) = match store {
+        let (persister, recovered) = match store {
             Some((h, r)) => (Some(h), Some(r)),
             None => (None, None),
         };
+        let retained: Arc<dyn RetainedStore> = Arc::new(MemoryRetainedStore::default());
+        if let Some(r) = &recovered {
+            let now = std::time::Instant::now();
+            let now_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for (_, m) in &r.retained {
+                retained.set(Arc::new(worker::recovered_message(m, now, now_unix)));
+            }
+        }
         let shutdown = Arc::new(AtomicBool::new(false));
         let listener_names: Vec<String> = config
             .listeners
@@ -183,7 +193,6 @@ impl Broker {
             workers,
             listener_names.clone(),
         ));
-        let retained: Arc<dyn RetainedStore> = Arc::new(MemoryRetainedStore::default());
         let sys_secs = config.admin.sys_interval_secs;
         let shared = worker::Shared {
             retained: retained.clone(),
@@ -209,6 +218,34 @@ impl Broker {
             prepared.push(w);
         }
         let peers: Vec<Peer> = prepared.iter().map(worker::Worker::peer).collect();
+        if let (Some(handle), Some(recovered)) = (&persister, recovered) {
+            // Recovery before any listener is served: each session goes to its client
+            // id's home worker, with its subscriptions in that worker's trie.
+            let durable = Arc::new(worker::DurableShared::new(workers));
+            let mut by_worker: Vec<Vec<persist::RecoveredSession>> =
+                (0..workers).map(|_| Vec::new()).collect();
+            for s in recovered.sessions {
+                if let Some(list) = by_worker.get_mut(route::home_worker(&s.client_id, workers)) {
+                    list.push(s);
+                }
+            }
+            for (w, sessions) in prepared.iter_mut().zip(by_worker) {
+                let waker = w.peer().waker;
+                let link = handle.link(Arc::new(move || {
+                    let _ = waker.wake();
+                }));
+                w.set_durable(link, durable.clone());
+                w.restore_sessions(sessions);
+            }
+            log::info!(
+                "durable store {}: {} sessions, {} queued and {} retained messages restored in {:?}",
+                config.persistence.data_dir.display(),
+                recovered.report.sessions,
+                recovered.report.queued,
+                recovered.report.retained,
+                recovered.report.duration
+            );
+        }
         let links = prepared.iter().map(worker::Worker::control).collect();
         let mut broker = Broker {
             addrs,

@@ -32,6 +32,15 @@ pub(crate) enum WorkerMsg {
     Handoff(Box<Handoff>),
     /// Shared-subscription membership and deliveries (`worker/shared.rs`), in order.
     Share(Vec<crate::worker::ShareMsg>),
+    /// Durable store: worker `from` asks to be told (through `DurableShared`) once
+    /// everything the receiver wrote for `from`'s publish batches before this mark is
+    /// committed (see `worker/durable.rs`).
+    Mark {
+        /// The sender.
+        from: usize,
+        /// Its mark number (increasing).
+        mark: u64,
+    },
 }
 
 /// A connection moving to its client id's home worker after CONNECT was decoded.

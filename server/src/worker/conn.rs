@@ -89,6 +89,13 @@ pub(super) struct Conn {
     pub(super) bytes_in: u64,
     /// Bytes written to the socket.
     pub(super) bytes_out: u64,
+    /// Held output (durable store): `(offset in wbuf, ticket)`, offsets increasing.
+    /// Bytes from the first offset on wait until that ticket is committed (see
+    /// `durable.rs`); empty (no allocation) unless the store is on and writing.
+    /// Boxed: `None` (8 bytes) on every connection that never waited for the disk,
+    /// where a bare `Vec` would cost 24 on each of them.
+    #[allow(clippy::box_collection)]
+    pub(super) holds: Option<Box<Vec<(usize, u64)>>>,
 }
 
 /// What reading from the socket produced.
@@ -139,6 +146,7 @@ impl Conn {
             connected_unix: 0,
             bytes_in: 0,
             bytes_out: 0,
+            holds: None,
         }
     }
 
@@ -172,23 +180,83 @@ impl Conn {
         }
     }
 
-    /// Writes `wbuf` until it is empty or the socket is full, adding the bytes taken
-    /// from `wbuf` (MQTT bytes, before any TLS or WebSocket framing) to `sent` (the
-    /// worker's counter) and to the connection's own count.
+    /// Holds the bytes from `offset` on until `ticket` is released. Boundaries of one
+    /// ticket merge into the earliest.
+    pub(super) fn hold(&mut self, offset: usize, ticket: u64) {
+        let offset = offset.min(self.wbuf.len());
+        let holds = self.holds.get_or_insert_with(Box::default);
+        match holds.last_mut() {
+            Some((o, t)) if *t == ticket => *o = (*o).min(offset),
+            _ => holds.push((offset, ticket)),
+        }
+    }
+
+    /// Releases the holds of tickets up to `through`; true if any went.
+    pub(super) fn release(&mut self, through: u64) -> bool {
+        let Some(holds) = self.holds.as_mut() else { return false };
+        let before = holds.len();
+        holds.retain(|&(_, t)| t > through);
+        let released = holds.len() != before;
+        if holds.is_empty() {
+            self.holds = None;
+        }
+        released
+    }
+
+    /// Drops the bytes held for `ticket` and everything after them (a failed commit:
+    /// they must never be sent). True if it held any.
+    pub(super) fn drop_held(&mut self, ticket: u64) -> bool {
+        let held = self.holds.as_ref().and_then(|h| h.iter().find(|&&(_, t)| t == ticket));
+        let Some(&(offset, _)) = held else { return false };
+        self.wbuf.truncate(offset);
+        self.holds = None;
+        true
+    }
+
+    /// Whether some output waits for a commit.
+    pub(super) fn is_holding(&self) -> bool {
+        self.holds.is_some()
+    }
+
+    /// Where writing must stop for now.
+    fn write_limit(&self) -> usize {
+        self.holds.as_ref().and_then(|h| h.first()).map_or(self.wbuf.len(), |&(o, _)| o)
+    }
+
+    /// Moves every hold boundary to `by(old offset)` after bytes left the buffer.
+    fn shift_holds(&mut self, by: impl Fn(usize) -> usize) {
+        for (o, _) in self.holds.iter_mut().flat_map(|h| h.iter_mut()) {
+            *o = by(*o);
+        }
+    }
+
+    /// Writes `wbuf` until it is empty, held bytes come, or the socket is full, adding
+    /// the bytes taken from `wbuf` (MQTT bytes, before any TLS or WebSocket framing)
+    /// to `sent` (the worker's counter) and to the connection's own count.
     pub(super) fn flush(&mut self, sent: &mut u64) -> WriteOutcome {
+        let limit = self.write_limit();
         if let Some(layer) = self.layer.as_deref_mut() {
+            // Only the bytes before the first hold go to the layer (which may frame
+            // them in place); the held tail is put back behind what it left.
+            let tail = self.wbuf.split_off(limit.min(self.wbuf.len()));
             let before = self.wbuf.len();
             let outcome = layer.write(&mut self.stream, &mut self.wbuf);
-            let n = before.saturating_sub(self.wbuf.len()) as u64;
+            let left = self.wbuf.len();
+            let n = before.saturating_sub(left) as u64;
             self.bytes_out = self.bytes_out.wrapping_add(n);
             *sent = sent.wrapping_add(n);
+            self.shift_holds(|o| o.saturating_sub(limit).saturating_add(left));
+            self.wbuf.unsplit(tail);
             return outcome;
         }
-        while !self.wbuf.is_empty() {
-            match self.stream.write(&self.wbuf) {
+        loop {
+            let limit = self.write_limit();
+            let Some(ready) = self.wbuf.get(..limit).filter(|b| !b.is_empty()) else { break };
+            match self.stream.write(ready) {
                 Ok(0) => return WriteOutcome::Failed,
                 Ok(n) => {
                     self.wbuf.advance(n);
+                    self.shift_holds(|o| o.saturating_sub(n));
                     let n = n as u64;
                     self.bytes_out = self.bytes_out.wrapping_add(n);
                     *sent = sent.wrapping_add(n);
@@ -245,8 +313,9 @@ mod tests {
         // session's subscription and QoS 1/2 state is boxed on first use.
         // 8 of these bytes are the TLS/WebSocket layer pointer (`None` for plain TCP);
         // 24 are the per-connection byte counts and CONNECT facts the admin API shows
-        // (issue 8).
-        assert!(conn <= 176, "Conn {conn}");
+        // (issue 8); 8 the durable store's held-output boundaries (`None` unless
+        // waiting, issue 7).
+        assert!(conn <= 184, "Conn {conn}");
         assert!(slot <= 232, "SessionSlot {slot}");
     }
 }

@@ -78,6 +78,7 @@ impl Worker {
     /// session, taking over any connection that holds it.
     pub(super) fn accept_connect(&mut self, idx: usize, connect: Box<Connect>, now: Instant) {
         let version = connect.protocol;
+        let mark = self.hold_mark(idx);
         if let Err(rc) = check_connect(&connect) {
             self.refuse(idx, &connect, rc);
             return;
@@ -120,6 +121,18 @@ impl Worker {
             max_keep_alive_secs: self.shared.broker_limits.max_keep_alive_secs,
         };
         slot.session.handle_connect(now, &connect, answer);
+        if let Some(d) = self.durable.as_mut() {
+            // Persistent: the session record is written before CONNACK leaves. A clean
+            // session leaves nothing on disk (an old persistent one is deleted).
+            if slot.session.is_persistent() {
+                slot.session.set_journaling(true);
+                d.set_link(key, version, connect.will.as_ref());
+                d.put_session(key, &slot.session, false);
+            } else {
+                slot.session.set_journaling(false);
+                d.forget(key, &client_id);
+            }
+        }
         log::info!(
             "client {client_id} connected from {addr} (MQTT {version}, clean start {}, session present {session_present})",
             connect.clean_start
@@ -132,6 +145,7 @@ impl Worker {
             // [MQTT-3.1.3-9] back before the Will Delay ran out: no will.
             self.cancel_pending_will(&client_id);
         }
+        self.hold_apply(idx, mark, true);
     }
 
     /// Refuses a CONNECT with `rc` and closes the connection.

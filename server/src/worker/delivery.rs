@@ -78,9 +78,11 @@ impl Worker {
     /// A packet from an attached connection.
     pub(super) fn handle_packet(&mut self, idx: usize, packet: Packet, now: Instant) {
         let Some(key) = self.conns.get(idx).and_then(|c| c.session()) else { return };
+        let mark = self.hold_mark(idx);
         let Some(slot) = self.sessions.get_mut(key) else { return };
         slot.session.handle_packet(now, packet);
         self.service_session(key, now);
+        self.hold_apply(idx, mark, true);
     }
 
     /// The connection failed or must go for a reason outside the packets.
@@ -117,6 +119,15 @@ impl Worker {
     /// tells the session whether that buffer is now full.
     pub(super) fn pump_transmit(&mut self, key: SessionKey, now: Instant) {
         let max_out = self.shared.broker_limits.max_outgoing_bytes;
+        let mark = self.sessions.get(key).and_then(|s| s.conn).and_then(|ci| self.hold_mark(ci));
+        self.encode_session(key, now, max_out);
+        self.durable_journal(key);
+        if let Some(ci) = self.sessions.get(key).and_then(|s| s.conn) {
+            self.hold_apply(ci, mark, false);
+        }
+    }
+
+    fn encode_session(&mut self, key: SessionKey, now: Instant, max_out: usize) {
         let Some(slot) = self.sessions.get_mut(key) else { return };
         let conn = slot.conn.and_then(|ci| self.conns.get_mut(ci).map(|c| (ci, c)));
         let Some((ci, conn)) = conn else {
@@ -192,6 +203,7 @@ impl Worker {
                         self.client_event(&id, &ev, now);
                     }
                 }
+                self.durable_put_session(key, false);
                 let send_retained = match entry.options.retain_handling {
                     RetainHandling::OnSubscribe => true,
                     RetainHandling::OnNewSubscription => !existed,
@@ -227,6 +239,7 @@ impl Worker {
                         );
                     }
                 }
+                self.durable_put_session(key, false);
             }
             Event::Orphaned(orphans) => self.share_orphans(key, orphans, now),
             Event::Close { reason, will } => self.finish_link(key, reason, will, false, now),
@@ -235,6 +248,14 @@ impl Worker {
 
     /// Routes a publish: retained store, this worker's subscribers, the other workers.
     pub(super) fn route(&mut self, msg: Arc<Message>, now: Instant) {
+        if let Some(d) = self.durable.as_mut() {
+            if msg.retain {
+                d.retained(&msg);
+            }
+            if msg.qos != QoS::AtMostOnce && msg.publisher.is_some() {
+                d.routed_qos12();
+            }
+        }
         if msg.retain {
             // [MQTT-3.3.1-6, -7] an empty retained payload deletes; otherwise replace.
             if msg.payload.is_empty() {
@@ -331,6 +352,8 @@ impl Worker {
         }
         if slot.conn.is_some() {
             self.pump_transmit(key, now);
+        } else {
+            self.durable_journal(key);
         }
     }
 
@@ -370,6 +393,7 @@ impl Worker {
             self.discard_session(key, now);
         } else {
             self.share_presence(key, false, now);
+            self.durable_put_session(key, true);
         }
         if let Some(will) = will {
             self.will_or_delay(key, client_id, will, discard, now);
@@ -405,6 +429,9 @@ impl Worker {
             self.share_leave(key, filter, now);
         }
         if let Some(slot) = self.sessions.remove(key) {
+            if let Some(d) = self.durable.as_mut() {
+                d.forget(key, slot.session.client_id());
+            }
             for (filter, _) in slot.session.subscriptions() {
                 self.trie.remove(filter, &key);
                 self.match_cache.clear();
@@ -419,6 +446,17 @@ fn disconnect_words(reason: ReasonCode) -> String {
         ReasonCode::Success => "client disconnected".to_owned(),
         ReasonCode::UnspecifiedError => "connection lost".to_owned(),
         other => other.to_string(),
+    }
+}
+
+impl Worker {
+    /// Writes a persistent session's record (`disconnected`: its connection just ended).
+    pub(super) fn durable_put_session(&mut self, key: SessionKey, disconnected: bool) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let Some(slot) = self.sessions.get(key) else { return };
+        if slot.session.is_journaling() && slot.session.is_persistent() {
+            d.put_session(key, &slot.session, disconnected);
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod bench;
 mod conn;
 mod connect;
 mod delivery;
+mod durable;
 mod link;
 mod listener;
 mod match_cache;
@@ -50,6 +51,8 @@ use match_cache::MatchCache;
 pub(crate) use ops::OpsSettings;
 use ops::SysPublisher;
 pub(crate) use shared::ShareMsg;
+
+pub(crate) use durable::{recovered_message, DurableShared};
 
 /// Hashes `SessionKey`s (small slab indices chosen by the server, not by peers) with
 /// one multiply instead of SipHash.
@@ -195,6 +198,10 @@ pub(crate) struct Worker {
     /// Admin queries (see `crate::control`), apart from the publish channel.
     control_rx: Receiver<AdminQuery>,
     control: ControlLink,
+    /// The durable store's link and bookkeeping; `None` with persistence off.
+    durable: Option<Box<durable::Durable>>,
+    /// Per peer: the last mark owed to it, sent once its publish batches are out.
+    owed_marks: Vec<u64>,
 }
 
 impl Worker {
@@ -254,6 +261,8 @@ impl Worker {
             share_out: Vec::new(),
             pending_wills: Vec::new(),
             shared,
+            durable: None,
+            owed_marks: Vec::new(),
         })
     }
 
@@ -275,6 +284,7 @@ impl Worker {
     pub(crate) fn set_peers(&mut self, peers: Vec<Peer>) {
         self.outbox = peers.iter().map(|_| Vec::new()).collect();
         self.share_out = peers.iter().map(|_| Vec::new()).collect();
+        self.owed_marks = vec![0; peers.len()];
         self.peers = peers;
     }
 
@@ -286,7 +296,8 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let timeout = if self.peers_full || !self.congested.is_empty() {
+            let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
+            let timeout = if self.peers_full || !self.congested.is_empty() || backlogged {
                 BACKOFF
             } else if !self.ready.is_empty() || self.channel_pending {
                 Duration::ZERO
@@ -299,6 +310,7 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.durable_poll(now);
             self.refresh_pressure(now);
             // Other workers' messages first: whatever they sent before this iteration's
             // socket reads happened earlier (a shared-subscription join sent before its
@@ -332,7 +344,9 @@ impl Worker {
                 self.publish_metrics(now);
                 next_tick = now + TICK;
             }
+            self.durable_end();
             self.flush_outbox();
+            self.send_marks();
             self.flush_dirty(now);
             self.close_pending();
             let busy = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -409,6 +423,11 @@ impl Worker {
                     batches += 1;
                     for m in batch {
                         self.handle_share(m, now);
+                    }
+                }
+                WorkerMsg::Mark { from, mark } => {
+                    if let Some(d) = self.durable.as_mut() {
+                        d.on_mark(from, mark);
                     }
                 }
             }

@@ -1,0 +1,801 @@
+//! The worker's side of the durable store: turning session changes into store intents,
+//! one submission per loop iteration, and holding back the acknowledgements that
+//! depend on them until the persister has committed them.
+//!
+//! # Holding acks
+//! Every loop iteration has a ticket. Whatever a connection's input or a delivery to
+//! it made this worker write (a queue entry, an in-flight record, a session record, a
+//! retained message, a QoS 2 mark) is in that iteration's batch, and the bytes encoded
+//! for the connection from that moment on are *held*: the connection's write buffer
+//! gets a boundary (offset, ticket) and `Conn::flush` writes only up to the first
+//! boundary. When the ticket is committed, its boundaries go and the rest is written;
+//! when the commit fails the held bytes are dropped and the connection is closed (the
+//! client resends what it was not acknowledged for). So PUBACK, PUBREC, PUBCOMP,
+//! SUBACK, CONNACK, PUBREL and PUBLISHes to persistent sessions leave only once what
+//! they promise is on disk, in their original order; nothing that needs no write waits.
+//!
+//! # Other workers' subscribers
+//! A publish is matched by every worker, each for its own sessions, so a QoS 1/2
+//! message that reaches a persistent session on worker B is written by B. The
+//! publisher's worker A therefore also waits for B: after an iteration that routed
+//! such a publish, A sends every worker that has persistent sessions a
+//! `WorkerMsg::Mark` behind its publish batches (same FIFO channel). B answers a mark
+//! once everything it wrote for the batches before it is committed, by storing the
+//! mark's number in [`DurableShared`] and waking A; A releases its ticket when its own
+//! commit and every such answer are in. When no other worker has a persistent
+//! session, no mark is sent and nothing waits (clean sessions cost nothing).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::TrySendError;
+use shoal_core::codec::{LastWill, Packet, Publish};
+use shoal_core::session::{
+    Delivery, LinkLoss, Message, RestoredState, Session, StoreChange, SubscriptionEntry,
+};
+use shoal_core::{ProtocolVersion, QoS, ReasonCode, TopicFilter, TopicName};
+
+use super::delivery::SubValue;
+use super::Worker;
+use crate::persist::{
+    Completion, InflightRecord, Intent, MessageId, PersistLink, RecoveredInflight,
+    RecoveredSession, SessionRecord, StoredMessage, StoredSubscription, StoredWill, Ticket,
+};
+use crate::route::WorkerMsg;
+use crate::store::{SessionKey, SessionSlot, SessionStore};
+
+/// What workers share about durability.
+#[derive(Debug)]
+pub(crate) struct DurableShared {
+    workers: usize,
+    /// Persistent sessions per worker: a worker with none needs no mark.
+    persistent: Vec<AtomicUsize>,
+    /// `[from * workers + to]`: the last mark of worker `from` that worker `to` has
+    /// made durable everything before.
+    confirmed: Vec<AtomicU64>,
+}
+
+impl DurableShared {
+    pub(crate) fn new(workers: usize) -> Self {
+        Self {
+            workers,
+            persistent: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            confirmed: (0..workers * workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn confirmed(&self, from: usize, to: usize) -> u64 {
+        self.confirmed.get(from * self.workers + to).map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    fn confirm(&self, from: usize, to: usize, mark: u64) {
+        if let Some(c) = self.confirmed.get(from * self.workers + to) {
+            c.fetch_max(mark, Ordering::AcqRel);
+        }
+    }
+
+    fn has_persistent(&self, worker: usize) -> bool {
+        self.persistent.get(worker).is_some_and(|n| n.load(Ordering::Acquire) > 0)
+    }
+}
+
+/// What the store holds of one persistent session beyond the session itself.
+#[derive(Debug, Default)]
+pub(super) struct Mirror {
+    /// Store positions of the session's queue entries, front first (the session's
+    /// queue is FIFO, so the two stay aligned).
+    queue: VecDeque<(u64, MessageId)>,
+    next_seq: u64,
+    /// Protocol version of the last connection.
+    version: Option<ProtocolVersion>,
+    /// The will of the last connection, as stored.
+    will: Option<StoredWill>,
+}
+
+/// A ticket whose acks are not released yet.
+#[derive(Debug)]
+struct Pending {
+    ticket: u64,
+    /// Committed (or had nothing to write).
+    done: bool,
+    failed: bool,
+    /// Mark sent with this ticket, and the workers that must confirm it.
+    mark: Option<(u64, Vec<usize>)>,
+    /// Marks of other workers to confirm once this ticket is committed.
+    confirms: Vec<(usize, u64)>,
+}
+
+/// What the worker must do with connections after completions arrived.
+#[derive(Debug, Default)]
+pub(super) struct Released {
+    /// Tickets up to this one are released (their boundaries go).
+    pub(super) through: Option<u64>,
+    /// These tickets failed: close the connections holding them.
+    pub(super) failed: Vec<u64>,
+    /// Confirmations to hand to other workers: (worker, mark).
+    pub(super) confirms: Vec<(usize, u64)>,
+}
+
+/// One worker's durable-store state.
+pub(super) struct Durable {
+    me: usize,
+    link: PersistLink,
+    pub(super) shared: Arc<DurableShared>,
+    /// This iteration's intents.
+    batch: Vec<Intent>,
+    /// This iteration's ticket.
+    pub(super) ticket: u64,
+    /// Batches a full channel handed back, oldest first.
+    unsent: VecDeque<(Vec<Intent>, Ticket)>,
+    pending: VecDeque<Pending>,
+    /// This iteration routed a QoS 1/2 publish whose ack waits for other workers.
+    mark_needed: bool,
+    /// A connection's ack waits for other workers (cleared by `take_remote_hold`).
+    remote_hold: bool,
+    marks_sent: u64,
+    /// Marks from other workers to attach to this iteration's ticket.
+    confirms: Vec<(usize, u64)>,
+    pub(super) mirrors: HashMap<SessionKey, Mirror>,
+    /// The last body stored in this batch, so a fan-out stores it once.
+    last_body: Option<(Arc<Message>, MessageId)>,
+    /// `Instant` ↔ Unix time, for message expiry on disk.
+    epoch: (Instant, u64),
+    /// Connections with held bytes.
+    pub(super) held: Vec<usize>,
+    /// A hold was placed this iteration.
+    pub(super) holds_placed: bool,
+}
+
+impl Durable {
+    pub(super) fn new(me: usize, link: PersistLink, shared: Arc<DurableShared>) -> Self {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self {
+            me,
+            link,
+            shared,
+            batch: Vec::new(),
+            ticket: 1,
+            unsent: VecDeque::new(),
+            pending: VecDeque::new(),
+            mark_needed: false,
+            remote_hold: false,
+            marks_sent: 0,
+            confirms: Vec::new(),
+            mirrors: HashMap::new(),
+            last_body: None,
+            epoch: (Instant::now(), unix),
+            held: Vec::new(),
+            holds_placed: false,
+        }
+    }
+
+    /// Intents queued so far this iteration (to tell whether an input wrote anything).
+    pub(super) fn written(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Counts persistent sessions for other workers' mark decisions.
+    pub(super) fn publish_count(&self) {
+        if let Some(n) = self.shared.persistent.get(self.me) {
+            n.store(self.mirrors.len(), Ordering::Release);
+        }
+    }
+
+    /// A QoS 1/2 publish from a client was routed: if another worker has persistent
+    /// sessions, its ack must wait for that worker too.
+    pub(super) fn routed_qos12(&mut self) {
+        let others =
+            (0..self.shared.workers).any(|w| w != self.me && self.shared.has_persistent(w));
+        if others {
+            self.mark_needed = true;
+            self.remote_hold = true;
+        }
+    }
+
+    /// Whether the input just handled waits for other workers (and forgets it).
+    pub(super) fn take_remote_hold(&mut self) -> bool {
+        std::mem::take(&mut self.remote_hold)
+    }
+
+    /// Another worker's mark: everything it routed before it has been handled here.
+    pub(super) fn on_mark(&mut self, from: usize, mark: u64) {
+        self.confirms.push((from, mark));
+    }
+
+    /// Converts a session's journaled changes into intents.
+    pub(super) fn journal(&mut self, key: SessionKey, client_id: &str, changes: Vec<StoreChange>) {
+        for change in changes {
+            match change {
+                StoreChange::Queued(msg) => {
+                    let id = self.body(&msg);
+                    let Some(m) = self.mirrors.get_mut(&key) else { continue };
+                    let seq = m.next_seq;
+                    m.next_seq += 1;
+                    m.queue.push_back((seq, id));
+                    self.batch.push(Intent::Enqueue {
+                        client_id: client_id.into(),
+                        message: id,
+                        seq,
+                    });
+                }
+                StoreChange::Dequeued(sent) => {
+                    let Some(m) = self.mirrors.get_mut(&key) else { continue };
+                    let Some((seq, id)) = m.queue.pop_front() else { continue };
+                    if let Some((packet_id, qos)) = sent {
+                        self.batch.push(Intent::PutInflight {
+                            client_id: client_id.into(),
+                            packet_id,
+                            record: InflightRecord::Publish { message: id, qos },
+                        });
+                    }
+                    self.batch.push(Intent::Dequeue { client_id: client_id.into(), seq });
+                }
+                StoreChange::Withdrawn(index) => {
+                    let Some(m) = self.mirrors.get_mut(&key) else { continue };
+                    if let Some((seq, _)) = m.queue.remove(index) {
+                        self.batch.push(Intent::Dequeue { client_id: client_id.into(), seq });
+                    }
+                }
+                StoreChange::Sent { packet_id, message, qos } => {
+                    let id = self.body(&message);
+                    self.batch.push(Intent::PutInflight {
+                        client_id: client_id.into(),
+                        packet_id,
+                        record: InflightRecord::Publish { message: id, qos },
+                    });
+                }
+                StoreChange::Completed(packet_id) => self
+                    .batch
+                    .push(Intent::DeleteInflight { client_id: client_id.into(), packet_id }),
+                StoreChange::Released(packet_id) => self.batch.push(Intent::PutInflight {
+                    client_id: client_id.into(),
+                    packet_id,
+                    record: InflightRecord::Released,
+                }),
+                StoreChange::Qos2Received(packet_id) => self
+                    .batch
+                    .push(Intent::MarkQos2Received { client_id: client_id.into(), packet_id }),
+                StoreChange::Qos2Released(packet_id) => self
+                    .batch
+                    .push(Intent::ClearQos2Received { client_id: client_id.into(), packet_id }),
+            }
+        }
+    }
+
+    /// The id of `msg`'s body in this batch, storing it first if it is not there yet.
+    pub(super) fn body(&mut self, msg: &Arc<Message>) -> MessageId {
+        if let Some((m, id)) = &self.last_body {
+            if Arc::ptr_eq(m, msg) {
+                return *id;
+            }
+        }
+        let id = self.link.next_message_id();
+        self.batch.push(Intent::PutMessage(self.stored_message(msg, id)));
+        self.last_body = Some((msg.clone(), id));
+        id
+    }
+
+    fn unix_at(&self, t: Instant) -> u64 {
+        let (base, unix) = self.epoch;
+        match t.checked_duration_since(base) {
+            Some(d) => unix.saturating_add(d.as_secs()),
+            None => unix.saturating_sub(base.saturating_duration_since(t).as_secs()),
+        }
+    }
+
+    fn stored_message(&self, msg: &Message, id: MessageId) -> StoredMessage {
+        StoredMessage {
+            id,
+            topic: msg.topic.clone(),
+            payload: msg.payload.clone(),
+            qos: msg.qos,
+            retain: msg.retain,
+            properties: encode_properties(msg),
+            expires_at: msg.expires_at.map(|t| self.unix_at(t)),
+        }
+    }
+
+    /// A retained message was set or deleted.
+    pub(super) fn retained(&mut self, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            self.batch.push(Intent::DeleteRetained { topic: msg.topic.clone() });
+        } else {
+            let id = self.body(msg);
+            self.batch.push(Intent::PutRetained { topic: msg.topic.clone(), message: id });
+        }
+    }
+
+    /// Remembers the connection's version and will for the session record.
+    pub(super) fn set_link(
+        &mut self,
+        key: SessionKey,
+        version: ProtocolVersion,
+        will: Option<&LastWill>,
+    ) {
+        let m = self.mirrors.entry(key).or_default();
+        m.version = Some(version);
+        m.will = will.map(|w| StoredWill {
+            topic: w.topic.clone(),
+            payload: w.payload.clone(),
+            qos: w.qos,
+            retain: w.retain,
+            properties: Bytes::new(),
+            delay_secs: w.properties.will_delay_interval.unwrap_or(0),
+        });
+        self.publish_count();
+    }
+
+    /// Writes the session record.
+    pub(super) fn put_session(
+        &mut self,
+        key: SessionKey,
+        session: &shoal_core::session::Session,
+        disconnected: bool,
+    ) {
+        let Some(m) = self.mirrors.get(&key) else { return };
+        let subscriptions = session
+            .subscriptions()
+            .map(|(filter, e)| StoredSubscription {
+                filter: filter.clone(),
+                options: e.options,
+                identifier: e.identifier,
+            })
+            .collect();
+        let disconnected_at = disconnected
+            .then(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        let record = SessionRecord {
+            version: m.version.unwrap_or(ProtocolVersion::V3_1_1),
+            expiry_secs: session.expiry_secs(),
+            disconnected_at,
+            subscriptions,
+            will: m.will.clone(),
+        };
+        self.batch.push(Intent::PutSession { client_id: session.client_id().to_string(), record });
+    }
+
+    /// The session is gone: delete it (and all it holds) from the store, if it was there.
+    pub(super) fn forget(&mut self, key: SessionKey, client_id: &str) {
+        if self.mirrors.remove(&key).is_some() {
+            self.batch.push(Intent::DeleteSession { client_id: client_id.into() });
+            self.publish_count();
+        }
+    }
+
+    /// Adds a mirror for a recovered session.
+    pub(super) fn adopt(
+        &mut self,
+        key: SessionKey,
+        queue: Vec<(u64, MessageId)>,
+        record: &SessionRecord,
+    ) {
+        let next_seq = queue.last().map_or(0, |(s, _)| s + 1);
+        self.mirrors.insert(
+            key,
+            Mirror {
+                queue: queue.into(),
+                next_seq,
+                version: Some(record.version),
+                will: record.will.clone(),
+            },
+        );
+        self.publish_count();
+    }
+
+    /// End of an iteration: submits the batch (and any handed back before), sends the
+    /// mark if one is needed. Returns the mark to send and to whom.
+    pub(super) fn end_iteration(&mut self, holds_placed: bool) -> Option<(u64, Vec<usize>)> {
+        self.last_body = None;
+        let mark = if std::mem::take(&mut self.mark_needed) {
+            self.marks_sent += 1;
+            let to: Vec<usize> = (0..self.shared.workers)
+                .filter(|&w| w != self.me && self.shared.has_persistent(w))
+                .collect();
+            (!to.is_empty()).then_some((self.marks_sent, to))
+        } else {
+            None
+        };
+        let has_batch = !self.batch.is_empty();
+        let confirms = std::mem::take(&mut self.confirms);
+        if !has_batch && !holds_placed && mark.is_none() && confirms.is_empty() {
+            return None;
+        }
+        let ticket = self.ticket;
+        self.ticket += 1;
+        if has_batch {
+            self.unsent.push_back((std::mem::take(&mut self.batch), Ticket(ticket)));
+        }
+        self.pending.push_back(Pending {
+            ticket,
+            done: !has_batch,
+            failed: false,
+            mark: mark.clone(),
+            confirms,
+        });
+        self.submit();
+        mark
+    }
+
+    /// Submits batches handed back earlier, in order, until the channel is full.
+    fn submit(&mut self) {
+        while let Some((batch, ticket)) = self.unsent.pop_front() {
+            if let Err(r) = self.link.try_submit(batch, ticket) {
+                if r.closed {
+                    // The persister is gone (shutdown): these acks are never sent.
+                    for p in &mut self.pending {
+                        if p.ticket == r.ticket.0 {
+                            p.done = true;
+                            p.failed = true;
+                        }
+                    }
+                    continue;
+                }
+                self.unsent.push_front((r.batch, r.ticket));
+                break;
+            }
+        }
+    }
+
+    /// True while batches wait for room in the persister's channel.
+    pub(super) fn backlogged(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Collects completions and answers from other workers; says which tickets are
+    /// released or failed.
+    pub(super) fn poll(&mut self) -> Released {
+        self.submit();
+        while let Some(c) = self.link.poll_completion() {
+            let (tickets, failed) = match c {
+                Completion::Committed(t) => (t, false),
+                Completion::Failed(t, e) => {
+                    log::error!(
+                        "worker {}: {} batches not written ({e}); their acks are not sent",
+                        self.me,
+                        t.len()
+                    );
+                    (t, true)
+                }
+            };
+            for t in tickets {
+                if let Some(p) = self.pending.iter_mut().find(|p| p.ticket == t.0) {
+                    p.done = true;
+                    p.failed = failed;
+                }
+            }
+        }
+        let mut out = Released::default();
+        while let Some(front) = self.pending.front() {
+            if !front.done {
+                break;
+            }
+            if let Some((mark, to)) = &front.mark {
+                let me = self.me;
+                if !front.failed && !to.iter().all(|&w| self.shared.confirmed(me, w) >= *mark) {
+                    break;
+                }
+            }
+            let Some(p) = self.pending.pop_front() else { break };
+            if p.failed {
+                out.failed.push(p.ticket);
+            } else {
+                out.confirms.extend(p.confirms);
+            }
+            out.through = Some(p.ticket);
+        }
+        // A mark that arrived while nothing was pending or being written is answered
+        // at once: this worker wrote nothing for the batches before it.
+        if self.pending.is_empty() && self.batch.is_empty() && self.unsent.is_empty() {
+            out.confirms.append(&mut self.confirms);
+        }
+        for &(from, mark) in &out.confirms {
+            self.shared.confirm(from, self.me, mark);
+        }
+        out
+    }
+}
+
+/// The MQTT 5 properties of a message, as the store keeps them: a v5 PUBLISH with the
+/// message's properties and no payload, or nothing when there are none.
+fn encode_properties(msg: &Message) -> Bytes {
+    if msg.properties == Default::default() {
+        return Bytes::new();
+    }
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: msg.topic.clone(),
+        packet_id: None,
+        properties: msg.properties.clone(),
+        payload: Bytes::new(),
+    };
+    let mut out = BytesMut::new();
+    match p.encode(ProtocolVersion::V5, &mut out) {
+        Ok(()) => out.freeze(),
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// The properties stored by `encode_properties`.
+pub(super) fn decode_properties(bytes: &Bytes) -> shoal_core::codec::PublishProperties {
+    if bytes.is_empty() {
+        return Default::default();
+    }
+    let mut buf = BytesMut::from(bytes.as_ref());
+    match shoal_core::codec::decode(&mut buf, ProtocolVersion::V5, usize::MAX) {
+        Ok(Some(Packet::Publish(p))) => p.properties,
+        _ => Default::default(),
+    }
+}
+
+/// A message the store gave back, as the broker routes it (`now`/`now_unix`: the same
+/// moment on both clocks, for the expiry).
+pub(crate) fn recovered_message(m: &StoredMessage, now: Instant, now_unix: u64) -> Message {
+    let expires_at = m.expires_at.map(|t| {
+        now.checked_add(std::time::Duration::from_secs(t.saturating_sub(now_unix))).unwrap_or(now)
+    });
+    Message {
+        topic: m.topic.clone(),
+        payload: m.payload.clone(),
+        qos: m.qos,
+        retain: m.retain,
+        properties: decode_properties(&m.properties),
+        expires_at,
+        publisher: None,
+    }
+}
+
+impl Worker {
+    /// Turns the durable store on for this worker.
+    pub(crate) fn set_durable(&mut self, link: PersistLink, shared: Arc<DurableShared>) {
+        self.durable = Some(Box::new(Durable::new(self.id, link, shared)));
+    }
+
+    /// Puts recovered sessions (of client ids this worker is home to) back: sessions,
+    /// subscriptions in the trie, queues, in-flight windows, QoS 2 marks.
+    pub(crate) fn restore_sessions(&mut self, sessions: Vec<RecoveredSession>) {
+        let now = Instant::now();
+        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut bodies: HashMap<u64, Arc<Message>> = HashMap::new();
+        let mut message = |m: &Arc<StoredMessage>| {
+            bodies
+                .entry(m.id.0)
+                .or_insert_with(|| Arc::new(recovered_message(m, now, now_unix)))
+                .clone()
+        };
+        for s in sessions {
+            let subscriptions: Vec<(TopicFilter, SubscriptionEntry)> = s
+                .record
+                .subscriptions
+                .iter()
+                .map(|sub| {
+                    let entry =
+                        SubscriptionEntry { options: sub.options, identifier: sub.identifier };
+                    (sub.filter.clone(), entry)
+                })
+                .collect();
+            let mut queue = Vec::with_capacity(s.queue.len());
+            let mut positions = Vec::with_capacity(s.queue.len());
+            for (seq, m) in &s.queue {
+                let msg = message(m);
+                if let Some(d) = delivery_for(&msg, &subscriptions, None) {
+                    queue.push(d);
+                    positions.push((*seq, m.id));
+                }
+            }
+            let mut inflight = Vec::with_capacity(s.inflight.len());
+            for (packet_id, state) in &s.inflight {
+                match state {
+                    RecoveredInflight::Publish { message: m, qos } => {
+                        let msg = message(m);
+                        let d =
+                            delivery_for(&msg, &subscriptions, Some(*qos)).unwrap_or(Delivery {
+                                message: msg,
+                                qos: *qos,
+                                retain: false,
+                                subscription_ids: Vec::new(),
+                                share: None,
+                            });
+                        inflight.push((*packet_id, d, false));
+                    }
+                    RecoveredInflight::Released => {
+                        if let Some(d) = released_placeholder() {
+                            inflight.push((*packet_id, d, true));
+                        }
+                    }
+                }
+            }
+            let state = RestoredState {
+                expiry_secs: s.record.expiry_secs,
+                subscriptions: subscriptions.clone(),
+                queue,
+                inflight,
+                qos2_received: s.qos2_received.clone(),
+            };
+            let client_id: Arc<str> = Arc::from(s.client_id.as_str());
+            let session = Session::restore(client_id, self.shared.limits, state, now);
+            let key = self.sessions.insert(SessionSlot { session, conn: None });
+            for (filter, entry) in subscriptions {
+                self.trie.insert(&filter, key, SubValue::from(entry));
+            }
+            if let Some(d) = self.durable.as_mut() {
+                d.adopt(key, positions, &s.record);
+            }
+        }
+        self.match_cache.clear();
+    }
+
+    /// Where an input to connection `idx` starts: its write buffer's length and the
+    /// intents written so far.
+    pub(super) fn hold_mark(&self, idx: usize) -> Option<(usize, usize)> {
+        let d = self.durable.as_ref()?;
+        let c = self.conns.get(idx)?;
+        Some((c.wbuf.len(), d.written()))
+    }
+
+    /// After an input to connection `idx`: if it wrote anything (or, with
+    /// `packet` set, its ack waits for other workers), hold what was encoded for it
+    /// since `mark`. Only the wrapper around a whole packet (`packet`) may take the
+    /// "waits for other workers" flag: an inner encode pass starts after the ack was
+    /// encoded, and taking it there would leave the ack unheld.
+    pub(super) fn hold_apply(&mut self, idx: usize, mark: Option<(usize, usize)>, packet: bool) {
+        let Some((offset, written)) = mark else { return };
+        let Some(d) = self.durable.as_mut() else { return };
+        let remote = packet && d.take_remote_hold();
+        if d.written() == written && !remote {
+            return;
+        }
+        let ticket = d.ticket;
+        let Some(c) = self.conns.get_mut(idx) else { return };
+        if !c.is_holding() {
+            d.held.push(idx);
+        }
+        c.hold(offset, ticket);
+        d.holds_placed = true;
+    }
+
+    /// Moves a session's journaled changes into this iteration's batch.
+    pub(super) fn durable_journal(&mut self, key: SessionKey) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        if !slot.session.is_journaling() {
+            return;
+        }
+        let changes = slot.session.take_journal();
+        if !changes.is_empty() {
+            let id = slot.session.client_id().clone();
+            d.journal(key, &id, changes);
+        }
+    }
+
+    /// Completions from the persister and answers from other workers: releases held
+    /// output, closes connections whose acks failed, passes confirmations on.
+    pub(super) fn durable_poll(&mut self, now: Instant) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let released = d.poll();
+        let held = std::mem::take(&mut d.held);
+        for &(from, _) in &released.confirms {
+            if let Some(p) = self.peers.get(from) {
+                let _ = p.waker.wake();
+            }
+        }
+        let mut still = Vec::with_capacity(held.len());
+        let mut failed = Vec::new();
+        for idx in held {
+            let Some(c) = self.conns.get_mut(idx) else { continue };
+            if released.failed.iter().any(|&t| c.drop_held(t)) {
+                log::warn!(
+                    "client at {}: the durable store failed; acknowledgements withheld, closing",
+                    c.addr
+                );
+                failed.push(idx);
+                continue;
+            }
+            if let Some(t) = released.through {
+                if c.release(t) && !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(idx);
+                }
+            }
+            if c.is_holding() {
+                still.push(idx);
+            }
+        }
+        if let Some(d) = self.durable.as_mut() {
+            d.held = still;
+        }
+        for idx in failed {
+            self.link_lost(idx, LinkLoss::Limit(ReasonCode::QuotaExceeded), now);
+        }
+    }
+
+    /// End of the iteration: submit the batch; note the mark owed to other workers.
+    pub(super) fn durable_end(&mut self) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let placed = std::mem::take(&mut d.holds_placed);
+        d.take_remote_hold();
+        if let Some((mark, to)) = d.end_iteration(placed) {
+            for w in to {
+                if let Some(m) = self.owed_marks.get_mut(w) {
+                    *m = mark;
+                }
+            }
+        }
+    }
+
+    /// Sends owed marks to peers whose publish batches have all gone out (a mark must
+    /// not overtake the batches it covers).
+    pub(super) fn send_marks(&mut self) {
+        if self.durable.is_none() {
+            return;
+        }
+        for (w, owed) in self.owed_marks.iter_mut().enumerate() {
+            if *owed == 0 || self.outbox.get(w).is_some_and(|o| !o.is_empty()) {
+                continue;
+            }
+            let Some(peer) = self.peers.get(w) else { continue };
+            match peer.tx.try_send(WorkerMsg::Mark { from: self.id, mark: *owed }) {
+                Ok(()) => {
+                    *owed = 0;
+                    let _ = peer.waker.wake();
+                }
+                Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => *owed = 0,
+            }
+        }
+    }
+}
+
+/// The delivery of a recovered message to a session with these subscriptions, as
+/// routing would have made it: the highest granted QoS among the matching ones (capped
+/// by `qos` when given), their identifiers. `None` when no subscription matches.
+fn delivery_for(
+    msg: &Arc<Message>,
+    subscriptions: &[(TopicFilter, SubscriptionEntry)],
+    qos: Option<QoS>,
+) -> Option<Delivery> {
+    let mut best: Option<Delivery> = None;
+    for (filter, e) in subscriptions {
+        if !filter.matches(&msg.topic) {
+            continue;
+        }
+        let d = best.get_or_insert_with(|| Delivery {
+            message: msg.clone(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            share: None,
+        });
+        d.qos = d.qos.max(msg.qos.min(e.options.qos));
+        d.retain |= e.options.retain_as_published && msg.retain;
+        d.subscription_ids.extend(e.identifier);
+    }
+    if let (Some(d), Some(q)) = (best.as_mut(), qos) {
+        d.qos = q;
+    }
+    best.filter(|d| d.qos != QoS::AtMostOnce)
+}
+
+/// Stands in for the message of a recovered "PUBREL sent" entry: only PUBREL is resent.
+fn released_placeholder() -> Option<Delivery> {
+    let topic = TopicName::try_from("$shoal/released").ok()?;
+    let message = Message {
+        topic,
+        payload: Bytes::new(),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        properties: Default::default(),
+        expires_at: None,
+        publisher: None,
+    };
+    Some(Delivery {
+        message: Arc::new(message),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
+        share: None,
+    })
+}
