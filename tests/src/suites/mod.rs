@@ -7,6 +7,7 @@
 
 mod alias;
 mod connect;
+mod durable;
 mod interop;
 mod limits;
 mod listeners;
