@@ -22,6 +22,7 @@
 //! QoS window bookkeeping lives in `inflight`.
 
 mod alias;
+mod authz;
 mod inflight;
 mod journal;
 mod message;
@@ -611,7 +612,7 @@ impl Session {
                 self.transmit.push_back(Transmit::Ack(AckKind::PubComp, comp));
                 Ok(())
             }
-            Packet::Subscribe(s) => self.handle_subscribe(version, s),
+            Packet::Subscribe(s) => self.handle_subscribe(version, s, &[]),
             Packet::Unsubscribe(u) => {
                 self.handle_unsubscribe(u);
                 Ok(())
@@ -699,14 +700,21 @@ impl Session {
         self.events.push_back(Event::Publish(Arc::new(msg)));
     }
 
+    /// `refused[i]`, when set, is the SUBACK code of filter `i`, which is then not
+    /// subscribed (the broker's authorisation said no; see `authz`).
     fn handle_subscribe(
         &mut self,
         version: ProtocolVersion,
         s: Subscribe,
+        refused: &[Option<ReasonCode>],
     ) -> Result<(), ReasonCode> {
         let identifier = s.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(s.filters.len());
-        for f in s.filters {
+        for (i, f) in s.filters.into_iter().enumerate() {
+            if let Some(code) = refused.get(i).copied().flatten() {
+                codes.push(code);
+                continue;
+            }
             let code = self.subscribe_one(version, &f.filter, f.options, identifier);
             if code == ReasonCode::ProtocolError {
                 return Err(code);

@@ -1,0 +1,65 @@
+//! Packets the broker's authorisation has already decided on: a PUBLISH it refused
+//! (acknowledged, never routed) and a SUBSCRIBE some of whose filters it refused.
+//!
+//! The decisions themselves (password and ACL files, an application's hooks) are made
+//! by the server before it hands the packet over; the session only turns them into the
+//! right acknowledgements for the protocol version, so the QoS exchange stays correct.
+
+use std::time::Instant;
+
+use crate::codec::{AckKind, PubAckLike, Publish, Subscribe};
+use crate::protocol::{QoS, ReasonCode};
+
+use super::transmit::Transmit;
+use super::Session;
+
+impl Session {
+    /// A PUBLISH the broker will not route. MQTT 5 clients get `reason` in PUBACK
+    /// (QoS 1) or PUBREC (QoS 2, which ends that exchange: no PUBREL follows an error
+    /// PUBREC); MQTT 3.x clients get an ordinary acknowledgement, as 3.x cannot say no
+    /// [MQTT-3.3.5-2: the server may discard a message it does not authorise]. QoS 0 is
+    /// dropped silently in every version.
+    pub fn handle_publish_refused(&mut self, now: Instant, publish: Publish, reason: ReasonCode) {
+        let Some(link) = &mut self.link else { return };
+        link.last_packet = now;
+        let v5 = link.version.is_v5();
+        let mut ack = match publish.packet_id {
+            Some(id) => PubAckLike::new(id),
+            None if publish.qos == QoS::AtMostOnce => return,
+            // The codec guarantees a packet id for QoS > 0.
+            None => {
+                self.end_link(now, ReasonCode::MalformedPacket, true, true);
+                return;
+            }
+        };
+        if v5 {
+            ack.reason_code = reason;
+        }
+        let kind = match publish.qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => AckKind::PubAck,
+            QoS::ExactlyOnce => AckKind::PubRec,
+        };
+        // 3.x QoS 2: the PUBREL that follows finds no stored id and gets a PUBCOMP all
+        // the same (its "not found" code exists only in v5), so nothing is stored here.
+        self.transmit.push_back(Transmit::Ack(kind, ack));
+    }
+
+    /// A SUBSCRIBE whose filters the broker has checked: `refused[i]`, when set, is the
+    /// SUBACK code for filter `i`, which is not subscribed (3.x clients see 0x80). The
+    /// other filters are handled as by [`Session::handle_packet`]; a QoS cap is applied
+    /// by lowering the filter's requested QoS before the call.
+    pub fn handle_subscribe_checked(
+        &mut self,
+        now: Instant,
+        subscribe: Subscribe,
+        refused: &[Option<ReasonCode>],
+    ) {
+        let Some(link) = &mut self.link else { return };
+        link.last_packet = now;
+        let version = link.version;
+        if let Err(reason) = self.handle_subscribe(version, subscribe, refused) {
+            self.end_link(now, reason, true, true);
+        }
+    }
+}
