@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod hooks;
 pub mod passwd;
+pub mod rate;
 
 pub use acl::{Access, Acl, AclError};
 pub use hooks::{

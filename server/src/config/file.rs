@@ -13,6 +13,8 @@ use shoal_core::limits::PROTOCOL_MAX_PACKET_BYTES;
 use shoal_core::Limits;
 use toml::Spanned;
 
+use crate::auth::FileAuthSettings;
+
 use super::{
     default_workers, BrokerLimits, Config, ConfigError, ListenerConfig, MqttSettings,
     PersistenceConfig, ShareStrategy, Transport,
@@ -31,6 +33,7 @@ struct FileConfig {
     data_dir: Option<Spanned<String>>,
     mqtt: Option<FileMqtt>,
     admin: Option<super::admin::FileAdmin>,
+    auth: Option<FileAuthTable>,
 }
 
 /// The `[mqtt]` table; every key optional.
@@ -39,6 +42,15 @@ struct FileConfig {
 struct FileMqtt {
     shared_subscription_strategy: Option<Spanned<String>>,
     topic_alias_maximum: Option<Spanned<i64>>,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuthTable {
+    password_file: Option<Spanned<String>>,
+    acl_file: Option<Spanned<String>>,
+    allow_anonymous: Option<bool>,
 }
 
 /// One `[[listener]]` table.
@@ -71,6 +83,9 @@ struct FileLimits {
     max_outgoing_bytes: Option<Spanned<i64>>,
     connect_timeout_secs: Option<Spanned<i64>>,
     max_keep_alive_secs: Option<Spanned<i64>>,
+    max_connection_rate_per_ip: Option<Spanned<i64>>,
+    max_publish_rate: Option<Spanned<i64>>,
+    max_publish_bytes_rate: Option<Spanned<i64>>,
 }
 
 /// Source text and its name, for turning spans into line numbers.
@@ -355,6 +370,18 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
             broker_limits.max_keep_alive_secs =
                 src.int(v, "limits.max_keep_alive_secs", 1, 65_535)?;
         }
+        if let Some(v) = &l.max_connection_rate_per_ip {
+            broker_limits.max_connection_rate_per_ip =
+                src.int(v, "limits.max_connection_rate_per_ip", 0, max_u32)?;
+        }
+        if let Some(v) = &l.max_publish_rate {
+            broker_limits.publish_rate.messages_per_second =
+                src.int(v, "limits.max_publish_rate", 0, max_u32)?;
+        }
+        if let Some(v) = &l.max_publish_bytes_rate {
+            broker_limits.publish_rate.bytes_per_second =
+                src.int(v, "limits.max_publish_bytes_rate", 0, i64::MAX)?;
+        }
     }
     let mut persistence = PersistenceConfig::default();
     if let Some(enabled) = raw.persistence {
@@ -387,7 +414,28 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
         }
     }
     let admin = super::admin::validate(src, raw.admin.unwrap_or_default())?;
-    Ok(Config { workers, listeners, limits, broker_limits, persistence, mqtt, admin })
+    let auth = match &raw.auth {
+        Some(a) => validate_auth(src, a)?,
+        None => FileAuthSettings::default(),
+    };
+    Ok(Config { workers, listeners, limits, broker_limits, persistence, mqtt, admin, auth })
+}
+
+fn validate_auth(src: &Source<'_>, a: &FileAuthTable) -> Result<FileAuthSettings, ConfigError> {
+    let path = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match v {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                Err(src.invalid(p.span(), key, "the path is empty"))
+            }
+            Some(p) => Ok(Some(PathBuf::from(p.get_ref()))),
+            None => Ok(None),
+        }
+    };
+    Ok(FileAuthSettings {
+        password_file: path(&a.password_file, "auth.password_file")?,
+        acl_file: path(&a.acl_file, "auth.acl_file")?,
+        allow_anonymous: a.allow_anonymous,
+    })
 }
 
 #[cfg(test)]
@@ -411,6 +459,13 @@ max_subscriptions_per_client = 9
 max_outgoing_bytes = 65536
 connect_timeout_secs = 3
 max_keep_alive_secs = 60
+max_connection_rate_per_ip = 5
+max_publish_rate = 100
+max_publish_bytes_rate = 65536
+[auth]
+password_file = "/etc/shoal/passwd"
+acl_file = "acl"
+allow_anonymous = true
 "#;
         let c = Config::from_toml_str(text, "t.toml").unwrap();
         assert_eq!(c.workers, 2);
@@ -424,6 +479,25 @@ max_keep_alive_secs = 60
         assert_eq!(c.broker_limits.max_outgoing_bytes, 65536);
         assert_eq!(c.broker_limits.connect_timeout, Duration::from_secs(3));
         assert_eq!(c.broker_limits.max_keep_alive_secs, 60);
+        assert_eq!(c.broker_limits.max_connection_rate_per_ip, 5);
+        assert_eq!(c.broker_limits.publish_rate.messages_per_second, 100);
+        assert_eq!(c.broker_limits.publish_rate.bytes_per_second, 65536);
+        assert_eq!(c.auth.password_file, Some(PathBuf::from("/etc/shoal/passwd")));
+        assert_eq!(c.auth.acl_file, Some(PathBuf::from("acl")));
+        assert_eq!(c.auth.allow_anonymous, Some(true));
+    }
+
+    #[test]
+    fn auth_errors_name_line_and_key() {
+        let text = "[auth]\npassword_file = \"\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:2:") && msg.contains("auth.password_file"), "{msg}");
+        let text = "[auth]\nallow_anonymous = \"yes\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:2:") && msg.contains("allow_anonymous"), "{msg}");
+        let text = "[limits]\nmax_publish_rate = -1\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("limits.max_publish_rate"), "{msg}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::time::Duration;
 use shoal_core::Limits;
 
 use crate::admin::AdminSettings;
+use crate::auth::rate::PublishRateSettings;
+use crate::auth::FileAuthSettings;
 use crate::tls::{TlsSettings, UsernameFrom};
 
 /// Default bind address when nothing is configured: loopback only, so that a broker
@@ -131,6 +133,10 @@ pub struct BrokerLimits {
     /// Largest keep-alive a client may ask for; larger requests are lowered (v5 tells the
     /// client with Server Keep Alive; 3.x clients get the timeout enforced at this value).
     pub max_keep_alive_secs: u16,
+    /// New connections a second one client address may open; 0 for no limit.
+    pub max_connection_rate_per_ip: u64,
+    /// Per-client publish limits (each 0 for no limit).
+    pub publish_rate: PublishRateSettings,
 }
 
 impl Default for BrokerLimits {
@@ -140,6 +146,8 @@ impl Default for BrokerLimits {
             max_outgoing_bytes: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_keep_alive_secs: u16::MAX,
+            max_connection_rate_per_ip: 0,
+            publish_rate: PublishRateSettings::default(),
         }
     }
 }
@@ -205,6 +213,9 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// `[admin]`.
     pub admin: AdminConfig,
+    /// Password and ACL files (`[auth]`). Relative paths in a config file are taken
+    /// relative to the file's directory.
+    pub auth: FileAuthSettings,
 }
 
 impl Default for Config {
@@ -218,6 +229,7 @@ impl Default for Config {
             persistence: PersistenceConfig::default(),
             mqtt: MqttSettings::default(),
             admin: AdminConfig::default(),
+            auth: FileAuthSettings::default(),
         }
     }
 }
@@ -287,6 +299,14 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        let mut config = Self::from_toml_str(&text, &path.display().to_string())?;
+        if let Some(dir) = path.parent() {
+            for file in [&mut config.auth.password_file, &mut config.auth.acl_file] {
+                if let Some(f) = file.as_mut().filter(|f| f.is_relative()) {
+                    *f = dir.join(&*f);
+                }
+            }
+        }
+        Ok(config)
     }
 }
