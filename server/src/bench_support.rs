@@ -46,6 +46,7 @@ fn shared(workers: usize) -> Shared {
             client_events: false,
             listener_names: Arc::from(Vec::new()),
         },
+        hooks: None,
     }
 }
 

@@ -38,6 +38,7 @@ use std::thread::JoinHandle;
 pub use config::{Config, ConfigError};
 
 use admin::AdminServer;
+use auth::{FileAuth, HookChain, Hooks};
 use route::Peer;
 use store::{MemoryRetainedStore, RetainedStore};
 
@@ -75,6 +76,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The password or ACL file named in `[auth]` could not be loaded.
+    #[error("cannot load the [auth] files")]
+    Auth(#[from] auth::FileAuthError),
     /// An event loop could not be created or a thread spawned.
     #[error("cannot start worker {worker}")]
     Worker {
@@ -116,6 +120,10 @@ pub enum ReloadError {
         #[source]
         source: Box<tls::TlsError>,
     },
+    /// The password or ACL file could not be read or has a bad line; the files in force
+    /// before stay.
+    #[error("cannot reload the [auth] files (the previous ones stay in force)")]
+    Auth(#[source] auth::FileAuthError),
 }
 
 /// A running broker. Dropping it shuts it down.
@@ -130,6 +138,10 @@ pub struct Broker {
     /// submitted last).
     persister: Option<persist::PersisterHandle>,
     admin: Option<AdminServer>,
+    /// Every hook the workers call, told `on_stop` once they have stopped.
+    hooks: Option<Arc<dyn Hooks>>,
+    /// The `[auth]` files, for [`Broker::reload`].
+    file_auth: Option<Arc<FileAuth>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -145,6 +157,43 @@ impl Broker {
     /// [`StartError::Bind`] when an address cannot be bound, [`StartError::Worker`] when
     /// an event loop cannot be set up.
     pub fn start(config: Config) -> Result<Broker, StartError> {
+        Self::start_inner(config, None)
+    }
+
+    /// As [`Broker::start`], with an application's [`Hooks`] consulted at accept,
+    /// CONNECT, SUBSCRIBE, PUBLISH, delivery, disconnect and stop (see
+    /// `docs/HOOKS.md` for the threading contract: hooks run on the event loops and must
+    /// not block).
+    ///
+    /// The hooks run after the per-address connection rate limit and before the
+    /// password and ACL files of `[auth]`; the first that refuses decides.
+    ///
+    /// # Errors
+    /// As [`Broker::start`].
+    pub fn start_with_hooks(config: Config, hooks: Arc<dyn Hooks>) -> Result<Broker, StartError> {
+        Self::start_inner(config, Some(hooks))
+    }
+
+    fn start_inner(config: Config, app: Option<Arc<dyn Hooks>>) -> Result<Broker, StartError> {
+        let auth_configured = config.auth != auth::FileAuthSettings::default();
+        let file_auth = if auth_configured {
+            Some(Arc::new(FileAuth::new(config.auth.clone())?))
+        } else {
+            None
+        };
+        let mut chain = HookChain::new();
+        let rate = config.broker_limits.max_connection_rate_per_ip;
+        if rate > 0 {
+            chain.push(Arc::new(auth::rate::ConnectionRateLimit::new(rate)));
+        }
+        if let Some(app) = app {
+            chain.push(app);
+        }
+        if let Some(f) = &file_auth {
+            chain.push(f.clone());
+        }
+        let hooks: Option<Arc<dyn Hooks>> =
+            if chain.is_empty() { None } else { Some(Arc::new(chain)) };
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut addrs = Vec::with_capacity(config.listeners.len());
         let mut specs = Vec::with_capacity(config.listeners.len());
@@ -209,6 +258,7 @@ impl Broker {
                 client_events: config.admin.client_events,
                 listener_names: listener_names.into(),
             },
+            hooks: hooks.clone(),
         };
         let listener_specs = shared.listeners.clone();
         let mut prepared = Vec::with_capacity(workers);
@@ -255,6 +305,8 @@ impl Broker {
             threads: Vec::new(),
             persister,
             admin: None,
+            hooks,
+            file_auth,
         };
         for mut w in prepared {
             let id = w.id();
@@ -302,7 +354,8 @@ impl Broker {
     }
 
     /// Re-reads the files the broker was started with (what SIGHUP does in the binary):
-    /// every TLS listener's certificate, key and CA. Connected clients are not touched;
+    /// every TLS listener's certificate, key and CA, and the `[auth]` password and ACL
+    /// files. Connected clients are not touched;
     /// new connections get the new files. Returns what failed, each failed part keeping
     /// its previous state (empty: everything reloaded).
     pub fn reload(&self) -> Vec<ReloadError> {
@@ -313,6 +366,12 @@ impl Broker {
                     Ok(()) => log::info!("TLS files of the listener on {addr} reloaded"),
                     Err(e) => failed.push(ReloadError::Tls { addr, source: Box::new(e) }),
                 }
+            }
+        }
+        if let Some(f) = &self.file_auth {
+            match f.reload() {
+                Ok(()) => log::info!("[auth] password and ACL files reloaded"),
+                Err(e) => failed.push(ReloadError::Auth(e)),
             }
         }
         failed
@@ -353,6 +412,9 @@ impl Broker {
             if let Err(e) = persister.shutdown() {
                 log::error!("durable store: {e}");
             }
+        }
+        if let Some(h) = self.hooks.take() {
+            h.on_stop();
         }
         result
     }

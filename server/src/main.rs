@@ -1,7 +1,7 @@
 //! `shoal`: the broker binary. Parses the command line, loads the config, starts the
-//! broker, prints one `listening on TRANSPORT://ADDR` line per listener, reloads TLS
-//! files on SIGHUP, and shuts down gracefully on SIGINT or SIGTERM. `shoal passwd` edits a Mosquitto-compatible password
-//! file instead.
+//! broker, prints one `listening on TRANSPORT://ADDR` line per listener, reloads TLS,
+//! password and ACL files on SIGHUP, and shuts down gracefully on SIGINT or SIGTERM.
+//! `shoal passwd` edits a Mosquitto-compatible password file instead.
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -298,6 +298,11 @@ impl HookChain {
     pub fn push(&mut self, hooks: Arc<dyn Hooks>) {
         self.hooks.push(hooks);
     }
+
+    /// Whether the chain holds no hooks (and so allows everything).
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_empty()
+    }
 }
 
 impl Hooks for HookChain {

@@ -32,6 +32,10 @@ impl Worker {
             self.close_later(idx);
             return false;
         };
+        if !self.refusing.is_empty() && self.refusing.contains(&idx) {
+            self.refuse(idx, &connect, ReasonCode::QuotaExceeded);
+            return false;
+        }
         if !connect.client_id.is_empty() {
             let home = home_worker(&connect.client_id, self.shared.workers);
             if home != self.id {
@@ -89,6 +93,13 @@ impl Worker {
         } else {
             (Arc::from(connect.client_id.as_str()), None)
         };
+        let client = match self.authenticate(idx, &connect, &client_id) {
+            Ok(client) => client,
+            Err(rc) => {
+                self.refuse(idx, &connect, rc);
+                return;
+            }
+        };
         let existing = self.sessions.find(&client_id);
         if let Some(key) = existing {
             self.take_over(key, now);
@@ -133,6 +144,7 @@ impl Worker {
                 d.forget(key, &client_id);
             }
         }
+        self.remember_client(key, client, now);
         log::info!(
             "client {client_id} connected from {addr} (MQTT {version}, clean start {}, session present {session_present})",
             connect.clean_start

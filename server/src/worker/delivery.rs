@@ -79,6 +79,27 @@ impl Worker {
     pub(super) fn handle_packet(&mut self, idx: usize, packet: Packet, now: Instant) {
         let Some(key) = self.conns.get(idx).and_then(|c| c.session()) else { return };
         let mark = self.hold_mark(idx);
+        let packet = match packet {
+            Packet::Publish(p) if !self.clients.is_empty() => {
+                match self.check_publish(idx, key, p, now) {
+                    Some(p) => Packet::Publish(p),
+                    None => {
+                        self.hold_apply(idx, mark, true);
+                        return;
+                    }
+                }
+            }
+            Packet::Subscribe(s) if !self.clients.is_empty() => {
+                self.check_subscribe(key, s, now);
+                self.hold_apply(idx, mark, true);
+                return;
+            }
+            Packet::Subscribe(s) => {
+                self.log_subscription_quota(key, &s, &[]);
+                Packet::Subscribe(s)
+            }
+            other => other,
+        };
         let Some(slot) = self.sessions.get_mut(key) else { return };
         slot.session.handle_packet(now, packet);
         self.service_session(key, now);
@@ -213,6 +234,10 @@ impl Worker {
                     let mut found = Vec::new();
                     self.shared.retained.for_each_matching(&filter, &mut |m| found.push(m.clone()));
                     for message in found {
+                        // A subscription may overlap a topic the client may not read.
+                        if !self.may_deliver(key, &message.topic) {
+                            continue;
+                        }
                         let qos = message.qos.min(entry.options.qos);
                         let subscription_ids = entry.identifier.into_iter().collect();
                         // [MQTT-3.3.1-8] retained on subscribe: RETAIN set.
@@ -326,6 +351,9 @@ impl Worker {
         now: Instant,
     ) {
         for (k, v) in matches {
+            if self.shared.hooks.is_some() && !self.may_deliver(*k, &msg.topic) {
+                continue;
+            }
             let d = Delivery {
                 message: msg.clone(),
                 qos: msg.qos.min(v.qos),
@@ -388,6 +416,7 @@ impl Worker {
                 let words = disconnect_words(reason);
                 self.client_event(&client_id, &ClientEvent::Disconnected { reason: &words }, now);
             }
+            self.client_disconnected(key, reason);
         }
         if discard {
             self.discard_session(key, now);
@@ -403,6 +432,7 @@ impl Worker {
     /// Removes a session and its subscriptions; its shared groups lose the member and
     /// get back the messages it still held for them.
     pub(super) fn discard_session(&mut self, key: SessionKey, now: Instant) {
+        self.client_discarded(key);
         let Some(slot) = self.sessions.get_mut(key) else { return };
         let client_id = slot.session.client_id().clone();
         if !self.pending_wills.is_empty() {

@@ -16,6 +16,9 @@ use super::{Worker, CONN_BASE};
 
 /// Most bytes read from one connection per loop iteration.
 pub(super) const READ_BUDGET_BYTES: usize = 64 * 1024;
+/// Sockets accepted beyond `max_connections` only to be refused in CONNACK; past
+/// `max_connections + REFUSAL_SLOTS` they are closed at accept, so the refusals stay cheap.
+pub(super) const REFUSAL_SLOTS: usize = 64;
 /// A partial frame longer than this stays in the connection's own read buffer.
 const OWN_RBUF_BYTES: usize = 4 * 1024;
 use crate::route::Handoff;
@@ -36,9 +39,17 @@ impl Worker {
                 }
             };
             let max = self.shared.broker_limits.max_connections;
-            if self.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
+            if open >= max.saturating_add(REFUSAL_SLOTS) {
                 self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-                log::warn!("connection from {addr} refused: max_connections ({max}) reached");
+                log::warn!(
+                    "connection from {addr} closed at accept: max_connections ({max}) reached"
+                );
+                continue;
+            }
+            if !self.admit_socket(addr) {
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                log::info!("connection from {addr} refused at accept by a hook");
                 continue;
             }
             let listener = u16::try_from(i).unwrap_or(u16::MAX);
@@ -64,7 +75,12 @@ impl Worker {
             };
             let _ = stream.set_nodelay(true);
             self.counters.sockets_accepted = self.counters.sockets_accepted.wrapping_add(1);
-            self.register(Conn::new(stream, addr, layer, listener, now));
+            let idx = self.register(Conn::new(stream, addr, layer, listener, now));
+            if let Some(idx) = idx.filter(|_| open >= max) {
+                // Over the limit but under the ceiling: kept until its CONNECT, which is
+                // answered with a refusal (connect.rs), so the client learns why.
+                self.refusing.push(idx);
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! sockets `listener.rs`; CONNECT, client ids and takeover `connect.rs`; routing and
 //! delivery `delivery.rs`.
 
+mod authz;
 mod bench;
 mod conn;
 mod connect;
@@ -26,6 +27,7 @@ mod will;
 
 pub(crate) use link::{Layer, ListenerSpec};
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use shoal_core::topic::MatchSet;
 use shoal_core::{Limits, SubscriptionTrie};
 use slab::Slab;
 
+use crate::auth::Hooks;
 use crate::config::BrokerLimits;
 use crate::control::{control_channel, AdminQuery, ControlLink};
 use crate::metrics::{Metrics, WorkerCounters};
@@ -117,6 +120,9 @@ pub(crate) struct Shared {
     pub(crate) workers: usize,
     /// How a shared subscription group picks the member for a message.
     pub(crate) share_strategy: crate::config::ShareStrategy,
+    /// Password/ACL files, an application's hooks and the connection rate limit, in
+    /// one chain; `None` when nothing is configured (no call on any path then).
+    pub(crate) hooks: Option<Arc<dyn Hooks>>,
     /// Transport, TLS config and connection count of each listener, in config order.
     pub(crate) listeners: Arc<[ListenerSpec]>,
     /// Every worker's metrics slot; each worker writes its own once a second.
@@ -202,6 +208,12 @@ pub(crate) struct Worker {
     durable: Option<Box<durable::Durable>>,
     /// Per peer: the last mark owed to it, sent once its publish batches are out.
     owed_marks: Vec<u64>,
+    /// Identity and publish buckets per session; empty unless hooks or publish limits
+    /// are configured (see `authz.rs`).
+    clients: HashMap<SessionKey, authz::ClientState, KeyHasher>,
+    /// Connections accepted over `max_connections` (at most `REFUSAL_SLOTS` over all
+    /// workers) whose CONNECT gets a refusal in CONNACK; forgotten when they close.
+    refusing: Vec<usize>,
 }
 
 impl Worker {
@@ -263,6 +275,8 @@ impl Worker {
             shared,
             durable: None,
             owed_marks: Vec::new(),
+            clients: HashMap::with_hasher(KeyHasher),
+            refusing: Vec::new(),
         })
     }
 
@@ -508,6 +522,9 @@ impl Worker {
     fn close_pending(&mut self) {
         for idx in std::mem::take(&mut self.closing) {
             let Some(mut conn) = self.conns.try_remove(idx) else { continue };
+            if !self.refusing.is_empty() {
+                self.refusing.retain(|&i| i != idx);
+            }
             conn.close_notify();
             let _ = conn.flush(&mut self.counters.bytes_sent);
             let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -589,6 +606,7 @@ impl Worker {
             if let Some(slot) = self.sessions.get_mut(key) {
                 slot.session.handle_link_lost(now, LinkLoss::ServerShutdown);
             }
+            self.client_disconnected(key, shoal_core::ReasonCode::ServerShuttingDown);
             // Writes the DISCONNECT; the will is not routed: every worker is stopping.
             self.pump_transmit(key, now);
             if let Some(slot) = self.sessions.get_mut(key) {

@@ -344,6 +344,13 @@ impl Worker {
                     }
                     return;
                 }
+                // on_deliver (ACL read access): a member that may not read the topic
+                // does not get it; the message is not offered to another member.
+                if self.shared.hooks.is_some()
+                    && !self.may_deliver(member.key, &delivery.message.topic)
+                {
+                    return;
+                }
                 // Connected: sent; offline (persistent session): queued for it.
                 self.deliver(member.key, delivery, now);
             }

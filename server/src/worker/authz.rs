@@ -1,0 +1,280 @@
+//! Where the worker asks the [`Hooks`](crate::auth::Hooks) (password and ACL files, an
+//! application's hooks, the connection rate limit) and enforces the per-client publish
+//! rate: at accept, CONNECT, SUBSCRIBE, PUBLISH, delivery and the end of a connection.
+//!
+//! Without hooks and publish limits (`Shared::hooks` is `None`, no rate configured)
+//! every check here is one `Option` test and nothing is stored per client: the publish
+//! and delivery paths make no virtual call.
+//!
+//! The verdicts become packets in `shoal-core` (`Session::handle_publish_refused`,
+//! `Session::handle_subscribe_checked`); the hook trait and its threading contract are
+//! in `auth/hooks.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use shoal_core::codec::{Connect, Publish, Subscribe};
+use shoal_core::session::LinkLoss;
+use shoal_core::topic::Subscription;
+use shoal_core::{ReasonCode, TopicName};
+
+use super::Worker;
+use crate::auth::rate::{PublishRate, PublishRateExceeded};
+use crate::auth::{
+    ClientIdentity, ClientInfo, ConnectInfo, DisconnectReason, PublishDecision, SubscribeDecision,
+};
+use crate::store::{SessionKey, SessionStore};
+
+/// What the worker keeps per session while hooks or publish limits are configured.
+#[derive(Debug)]
+pub(super) struct ClientState {
+    /// Who the hooks see. Kept while a persistent session is offline, so that messages
+    /// queued for it are checked against the identity that subscribed.
+    info: Arc<ClientInfo>,
+    /// Publish buckets of the current connection, when limits are configured.
+    rate: Option<PublishRate>,
+}
+
+impl Worker {
+    /// Whether anything here is configured (else nothing is stored or called).
+    fn policy_active(&self) -> bool {
+        self.shared.hooks.is_some() || self.shared.broker_limits.publish_rate.is_limited()
+    }
+
+    /// `on_accept` for a new socket: `false` closes it.
+    pub(super) fn admit_socket(&self, peer: SocketAddr) -> bool {
+        match &self.shared.hooks {
+            Some(h) => h.on_accept(peer),
+            None => true,
+        }
+    }
+
+    /// Authenticates a CONNECT on the home worker, before any session is touched (a
+    /// refused client must not take over a session). A will is checked like a PUBLISH
+    /// to its topic: a client may not leave a will where it may not publish.
+    ///
+    /// # Errors
+    /// The CONNACK code to refuse with.
+    pub(super) fn authenticate(
+        &self,
+        idx: usize,
+        connect: &Connect,
+        client_id: &str,
+    ) -> Result<Option<Arc<ClientInfo>>, ReasonCode> {
+        if !self.policy_active() {
+            return Ok(None);
+        }
+        let Some(conn) = self.conns.get(idx) else { return Err(ReasonCode::UnspecifiedError) };
+        // A verified client certificate names the client (listener `username_from`);
+        // the CONNECT User Name is then ignored.
+        let cert_username = conn.cert_username();
+        let info = ConnectInfo {
+            peer: conn.addr,
+            protocol: connect.protocol,
+            client_id,
+            username: connect.username.as_deref(),
+            password: connect.password.as_deref(),
+            cert_username: cert_username.as_deref(),
+        };
+        let client = Arc::new(ClientInfo {
+            identity: ClientIdentity {
+                username: info.effective_username().map(str::to_owned),
+                client_id: client_id.to_owned(),
+            },
+            peer: conn.addr,
+            protocol: connect.protocol,
+        });
+        if let Some(h) = &self.shared.hooks {
+            let code = h.on_connect(&info);
+            if code != ReasonCode::Success {
+                return Err(code);
+            }
+            if let Some(will) = &connect.will {
+                let decision = h.on_publish(&client, &will.topic, will.qos, will.retain);
+                if decision != PublishDecision::Allow {
+                    log::info!(
+                        "client {client_id} from {}: will topic {} not authorised",
+                        conn.addr,
+                        will.topic.as_str()
+                    );
+                    return Err(ReasonCode::NotAuthorized);
+                }
+            }
+        }
+        Ok(Some(client))
+    }
+
+    /// Remembers an accepted client's identity and fresh publish buckets.
+    pub(super) fn remember_client(
+        &mut self,
+        key: SessionKey,
+        info: Option<Arc<ClientInfo>>,
+        now: Instant,
+    ) {
+        let Some(info) = info else { return };
+        let limits = self.shared.broker_limits.publish_rate;
+        let rate = limits.is_limited().then(|| PublishRate::new(limits, now));
+        self.clients.insert(key, ClientState { info, rate });
+    }
+
+    /// `on_disconnect` for a session's connection that ended with `reason`.
+    pub(super) fn client_disconnected(&mut self, key: SessionKey, reason: ReasonCode) {
+        let Some(h) = &self.shared.hooks else { return };
+        let Some(state) = self.clients.get(&key) else { return };
+        let why = match reason {
+            ReasonCode::Success => DisconnectReason::Client(ReasonCode::Success),
+            // What the session reports for a socket that closed without DISCONNECT.
+            ReasonCode::UnspecifiedError => DisconnectReason::ConnectionLost,
+            other => DisconnectReason::Server(other),
+        };
+        h.on_disconnect(&state.info, why);
+    }
+
+    /// Forgets a discarded session's client.
+    pub(super) fn client_discarded(&mut self, key: SessionKey) {
+        if !self.clients.is_empty() {
+            self.clients.remove(&key);
+        }
+    }
+
+    /// `on_deliver`: whether `key`'s client may receive a message on `topic`.
+    pub(super) fn may_deliver(&self, key: SessionKey, topic: &TopicName) -> bool {
+        match (&self.shared.hooks, self.clients.get(&key)) {
+            (Some(h), Some(state)) => h.on_deliver(&state.info, topic),
+            _ => true,
+        }
+    }
+
+    /// Checks a PUBLISH against the publish rate and `on_publish`. Returns the packet
+    /// when it is to be handled as usual; otherwise it has been refused (acknowledged
+    /// without routing) or the connection is closing.
+    pub(super) fn check_publish(
+        &mut self,
+        idx: usize,
+        key: SessionKey,
+        publish: Publish,
+        now: Instant,
+    ) -> Option<Publish> {
+        let Some(state) = self.clients.get_mut(&key) else { return Some(publish) };
+        if let Some(rate) = &mut state.rate {
+            let bytes = publish.topic.len().saturating_add(publish.payload.len());
+            if let Err(over) = rate.check(bytes, now) {
+                let (code, what) = match over {
+                    PublishRateExceeded::Messages => {
+                        (ReasonCode::MessageRateTooHigh, "max_publish_rate")
+                    }
+                    PublishRateExceeded::Bytes => {
+                        (ReasonCode::QuotaExceeded, "max_publish_bytes_rate")
+                    }
+                };
+                log::warn!(
+                    "client {} from {} disconnected: over {what}",
+                    state.info.identity.client_id,
+                    state.info.peer
+                );
+                self.link_lost(idx, LinkLoss::Limit(code), now);
+                return None;
+            }
+        }
+        // An empty topic means a topic alias, which the session refuses; there is no
+        // topic to check yet.
+        let Some(h) = &self.shared.hooks else { return Some(publish) };
+        if publish.topic.is_empty() {
+            return Some(publish);
+        }
+        match h.on_publish(&state.info, &publish.topic, publish.qos, publish.retain) {
+            PublishDecision::Allow => Some(publish),
+            PublishDecision::Drop(code) => {
+                log::debug!(
+                    "publish by {} to {} dropped: {code}",
+                    state.info.identity.client_id,
+                    publish.topic.as_str()
+                );
+                if let Some(slot) = self.sessions.get_mut(key) {
+                    slot.session.handle_publish_refused(now, publish, code);
+                }
+                self.service_session(key, now);
+                None
+            }
+            PublishDecision::Close(code) => {
+                log::info!(
+                    "client {} from {} disconnected by a hook on publish to {}: {code}",
+                    state.info.identity.client_id,
+                    state.info.peer,
+                    publish.topic.as_str()
+                );
+                self.link_lost(idx, LinkLoss::Limit(code), now);
+                None
+            }
+        }
+    }
+
+    /// Runs `on_subscribe` for every filter of a SUBSCRIBE and hands it to the session
+    /// with the refusals and QoS caps applied. A shared subscription is checked by the
+    /// filter after its group; a filter that does not parse is left to the session.
+    pub(super) fn check_subscribe(&mut self, key: SessionKey, mut s: Subscribe, now: Instant) {
+        let max_levels = self.shared.limits.max_topic_levels;
+        let mut refused = Vec::with_capacity(s.filters.len());
+        if let (Some(h), Some(state)) = (&self.shared.hooks, self.clients.get(&key)) {
+            for f in &mut s.filters {
+                let Ok(sub) = Subscription::parse_with_max_levels(&f.filter, max_levels) else {
+                    refused.push(None);
+                    continue;
+                };
+                match h.on_subscribe(&state.info, sub.filter(), f.options.qos) {
+                    SubscribeDecision::Grant(qos) => {
+                        f.options.qos = f.options.qos.min(qos);
+                        refused.push(None);
+                    }
+                    SubscribeDecision::Refuse(code) => {
+                        log::debug!(
+                            "subscription of {} to {} refused: {code}",
+                            state.info.identity.client_id,
+                            f.filter
+                        );
+                        refused.push(Some(code));
+                    }
+                }
+            }
+        }
+        self.log_subscription_quota(key, &s, &refused);
+        if let Some(slot) = self.sessions.get_mut(key) {
+            slot.session.handle_subscribe_checked(now, s, &refused);
+        }
+        self.service_session(key, now);
+    }
+
+    /// One log line when a SUBSCRIBE takes a session over its subscription limit (those
+    /// filters get SUBACK 0x97 / 0x80 from the session).
+    pub(super) fn log_subscription_quota(
+        &self,
+        key: SessionKey,
+        s: &Subscribe,
+        refused: &[Option<ReasonCode>],
+    ) {
+        let Some(slot) = self.sessions.get(key) else { return };
+        let max = self.shared.limits.max_subscriptions;
+        let held = slot.session.subscriptions().count();
+        if held.saturating_add(s.filters.len()) <= max {
+            return;
+        }
+        let mut new: Vec<&str> = Vec::new();
+        for (i, f) in s.filters.iter().enumerate() {
+            let skip = refused.get(i).copied().flatten().is_some()
+                || new.contains(&f.filter.as_str())
+                || slot.session.subscriptions().any(|(held, _)| held.as_str() == f.filter);
+            if !skip {
+                new.push(&f.filter);
+            }
+        }
+        if held.saturating_add(new.len()) > max {
+            let over = held.saturating_add(new.len()) - max;
+            log::warn!(
+                "client {}: subscription limit reached (max_subscriptions_per_client {max}): \
+                 {over} filter(s) refused",
+                slot.session.client_id()
+            );
+        }
+    }
+}
