@@ -67,6 +67,19 @@ impl TestBroker {
         Self { broker: Some(broker), addr, addrs, admin }
     }
 
+    /// A broker with `snippet` merged over [`DEFAULT_CONFIG`] and an application's
+    /// hooks (`Broker::start_with_hooks`).
+    pub fn with_hooks(snippet: &str, hooks: Arc<dyn shoal_server::auth::Hooks>) -> Self {
+        let toml = merged_config(snippet);
+        let config = Config::from_toml_str(&toml, "test")
+            .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
+        let broker =
+            Broker::start_with_hooks(config, hooks).unwrap_or_else(|e| panic!("broker start: {e}"));
+        let addr = broker.local_addr();
+        let addrs = broker.local_addrs();
+        Self { broker: Some(broker), addr, addrs }
+    }
+
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -414,6 +427,8 @@ pub enum ExternalTool {
     /// Debian's Chromium alone (`/usr/bin/chromium`, or `CHROMIUM`), driven over the
     /// DevTools protocol by `crate::cdp` (the dashboard test).
     HeadlessChromium,
+    /// `mosquitto_passwd` (Debian `mosquitto`).
+    MosquittoPasswd,
 }
 
 /// The directory of the Node.js scripts and their `package.json`.
@@ -467,6 +482,12 @@ impl ExternalTool {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success()),
+            Self::MosquittoPasswd => Command::new("mosquitto_passwd")
+                .arg("--help")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok(),
         };
         if ok {
             return true;
@@ -478,6 +499,7 @@ impl ExternalTool {
             Self::Chromium => "apt-get install chromium && (cd tests/js && npm ci)",
             Self::PrometheusClient => "pip install prometheus-client",
             Self::HeadlessChromium => "apt-get install chromium",
+            Self::MosquittoPasswd => "apt-get install mosquitto",
         };
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{self:?} is required in CI but missing; {install}");

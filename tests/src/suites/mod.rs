@@ -5,9 +5,12 @@
 //! an in-order sentinel behind X instead of waiting for a quiet period: MQTT delivers one
 //! publisher's messages in order, so once the sentinel arrives X would have too.
 
+mod abuse;
 mod alias;
+mod auth;
 mod connect;
 mod durable;
+mod hooks;
 mod interop;
 mod limits;
 mod listeners;
