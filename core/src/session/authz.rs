@@ -14,6 +14,28 @@ use super::transmit::Transmit;
 use super::Session;
 
 impl Session {
+    /// Replaces an incoming PUBLISH's Topic Alias (v5) by the topic it stands for, and
+    /// records a new alias, so the broker can authorise the real topic before it hands
+    /// the packet to [`Session::handle_packet`] (which does this itself otherwise). A
+    /// PUBLISH without an alias is left alone.
+    ///
+    /// # Errors
+    /// The reason code to disconnect with: 0x94 Topic Alias invalid for an unknown
+    /// alias, an alias over our maximum, or an empty topic without one.
+    pub fn resolve_topic_alias(&mut self, publish: &mut Publish) -> Result<(), ReasonCode> {
+        if publish.properties.topic_alias.is_none() && !publish.topic.is_empty() {
+            return Ok(());
+        }
+        let max_alias = self.limits.topic_alias_maximum;
+        if let Some(link) = self.link.as_mut() {
+            let aliases = link.aliases.get_or_insert_with(Box::default);
+            let topic = std::mem::replace(&mut publish.topic, crate::topic::TopicName::empty());
+            publish.topic =
+                aliases.inbound.resolve(max_alias, publish.properties.topic_alias, topic)?;
+        }
+        Ok(())
+    }
+
     /// A PUBLISH the broker will not route. MQTT 5 clients get `reason` in PUBACK
     /// (QoS 1) or PUBREC (QoS 2, which ends that exchange: no PUBREL follows an error
     /// PUBREC); MQTT 3.x clients get an ordinary acknowledgement, as 3.x cannot say no

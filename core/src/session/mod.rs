@@ -637,14 +637,7 @@ impl Session {
     }
 
     fn handle_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), ReasonCode> {
-        if p.properties.topic_alias.is_some() || p.topic.is_empty() {
-            let max_alias = self.limits.topic_alias_maximum;
-            if let Some(link) = self.link.as_mut() {
-                let aliases = link.aliases.get_or_insert_with(Box::default);
-                let topic = std::mem::replace(&mut p.topic, crate::topic::TopicName::empty());
-                p.topic = aliases.inbound.resolve(max_alias, p.properties.topic_alias, topic)?;
-            }
-        }
+        self.resolve_topic_alias(&mut p)?;
         // [MQTT-3.3.4-6] a client must not send Subscription Identifiers.
         if !p.properties.subscription_identifiers.is_empty() {
             return Err(ReasonCode::ProtocolError);

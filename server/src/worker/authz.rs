@@ -24,6 +24,7 @@ use crate::auth::rate::{PublishRate, PublishRateExceeded};
 use crate::auth::{
     ClientIdentity, ClientInfo, ConnectInfo, DisconnectReason, PublishDecision, SubscribeDecision,
 };
+use crate::metrics::DropCause;
 use crate::store::{SessionKey, SessionStore};
 
 /// What the worker keeps per session while hooks or publish limits are configured.
@@ -177,12 +178,20 @@ impl Worker {
                 return None;
             }
         }
-        // An empty topic means a topic alias, which the session refuses; there is no
-        // topic to check yet.
         let Some(h) = &self.shared.hooks else { return Some(publish) };
-        if publish.topic.is_empty() {
-            return Some(publish);
+        // A v5 Topic Alias is resolved first, so the real topic is what gets checked.
+        let mut publish = publish;
+        if publish.properties.topic_alias.is_some() || publish.topic.is_empty() {
+            let resolved = match self.sessions.get_mut(key) {
+                Some(slot) => slot.session.resolve_topic_alias(&mut publish),
+                None => Ok(()),
+            };
+            if let Err(code) = resolved {
+                self.link_lost(idx, LinkLoss::Malformed(code), now);
+                return None;
+            }
         }
+        let Some(state) = self.clients.get(&key) else { return Some(publish) };
         match h.on_publish(&state.info, &publish.topic, publish.qos, publish.retain) {
             PublishDecision::Allow => Some(publish),
             PublishDecision::Drop(code) => {
@@ -191,6 +200,7 @@ impl Worker {
                     state.info.identity.client_id,
                     publish.topic.as_str()
                 );
+                self.counters.on_dropped(DropCause::Acl);
                 if let Some(slot) = self.sessions.get_mut(key) {
                     slot.session.handle_publish_refused(now, publish, code);
                 }

@@ -12,7 +12,7 @@ use super::MODERN;
 use crate::harness::{
     run_with_timeout, shoal_binary, wait_until, BrokerProcess, ExternalTool, TestBroker,
 };
-use crate::raw::wire::ConnectOptions;
+use crate::raw::wire::{self, ConnectOptions};
 use crate::raw::{Incoming, RawClient, DEADLINE};
 
 /// Adds (or creates the file with) `user`'s password through `shoal passwd -b`.
@@ -334,4 +334,30 @@ fn sighup_reloads_password_and_acl_files_and_keeps_clients_connected() {
     assert!(stderr.contains(&pw.display().to_string()), "the log names the file:\n{stderr}");
     assert_eq!(connack_code(addr, &login(V5, "bob2", Some("bob"), Some("bob"))), 0);
     alice.ping();
+}
+
+#[test]
+fn acl_checks_the_topic_behind_a_topic_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = acl_broker(dir.path());
+    let mut admin = user(broker.addr(), V5, "admin-alias", "admin");
+    admin.subscribe_one("users/#", 1);
+    let mut alice = user(broker.addr(), V5, "dev1", "alice");
+    // Property 0x23 Topic Alias (two bytes). Set alias 1 on her own topic and alias 2 on
+    // someone else's, then publish through each alias with an empty topic.
+    let alias = |n: u8| [0x23, 0x00, n];
+    let mut send = |topic: &str, n: u8| {
+        let id = alice.next_packet_id();
+        alice.send(&wire::publish_v5_with_properties(topic, b"m", 1, false, id, &alias(n)));
+        alice.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(i, _) if *i == id))
+    };
+    assert!(matches!(send("users/alice/a", 1), Incoming::PubAck(_, 0)));
+    assert!(matches!(send("users/bob/b", 2), Incoming::PubAck(_, 0x87)));
+    assert!(matches!(send("", 2), Incoming::PubAck(_, 0x87)), "alias 2 is still bob's topic");
+    assert!(matches!(send("", 1), Incoming::PubAck(_, 0)));
+    for _ in 0..2 {
+        assert_eq!(admin.expect_publish_acked().topic, "users/alice/a");
+    }
+    admin.ping();
+    assert!(admin.ping_then_unread().is_empty(), "nothing of bob's topic was routed");
 }
