@@ -352,6 +352,7 @@ impl Worker {
     ) {
         for (k, v) in matches {
             if self.shared.hooks.is_some() && !self.may_deliver(*k, &msg.topic) {
+                self.counters.on_dropped(DropCause::Acl);
                 continue;
             }
             let d = Delivery {
