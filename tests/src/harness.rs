@@ -61,6 +61,10 @@ impl TestBroker {
         let config = Config::from_toml_str(&toml, "test")
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let broker = Broker::start(config).unwrap_or_else(|e| panic!("broker start: {e}"));
+        Self::around(broker)
+    }
+
+    fn around(broker: Broker) -> Self {
         let addr = broker.local_addr();
         let addrs = broker.local_addrs();
         let admin = broker.admin_addr();
@@ -75,9 +79,7 @@ impl TestBroker {
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let broker =
             Broker::start_with_hooks(config, hooks).unwrap_or_else(|e| panic!("broker start: {e}"));
-        let addr = broker.local_addr();
-        let addrs = broker.local_addrs();
-        Self { broker: Some(broker), addr, addrs }
+        Self::around(broker)
     }
 
     /// The listening address.
