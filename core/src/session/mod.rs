@@ -936,6 +936,11 @@ impl Session {
         failed
     }
 
+    /// Whether packets wait for [`Session::encode_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
     /// The next thing the broker must do.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

@@ -140,6 +140,11 @@ impl Worker {
     /// tells the session whether that buffer is now full.
     pub(super) fn pump_transmit(&mut self, key: SessionKey, now: Instant) {
         let max_out = self.shared.broker_limits.max_outgoing_bytes;
+        if self.durable.is_none() {
+            // Nothing to journal and nothing held: the fan-out hot path.
+            self.encode_session(key, now, max_out);
+            return;
+        }
         let mark = self.sessions.get(key).and_then(|s| s.conn).and_then(|ci| self.hold_mark(ci));
         self.encode_session(key, now, max_out);
         self.durable_journal(key);
@@ -178,6 +183,9 @@ impl Worker {
             }
             // Unblocking may move queued messages into the window: drain once more.
             slot.session.set_write_blocked(now, conn.wbuf.len() >= max_out);
+            if !slot.session.has_transmit() {
+                break;
+            }
         }
         if conn.wbuf.len() != before && !conn.dirty {
             conn.dirty = true;
