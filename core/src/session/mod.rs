@@ -665,18 +665,18 @@ impl Session {
                 self.route(now, p);
             }
             (QoS::AtLeastOnce, Some(id)) => {
+                if self.exceeds_receive_maximum(&p, 0) {
+                    return Err(ReasonCode::ReceiveMaximumExceeded);
+                }
                 self.route(now, p);
                 self.transmit.push_back(Transmit::Ack(AckKind::PubAck, PubAckLike::new(id)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if !self.stored.as_ref().is_some_and(|s| s.inbound_qos2.contains(id)) {
-                    let max_inflight = usize::from(self.limits.max_inflight);
-                    let stored = self.stored_mut();
-                    // [MQTT-3.3.4-9] the client may not exceed our Receive Maximum.
-                    if stored.inbound_qos2.len() >= max_inflight {
+                    if self.exceeds_receive_maximum(&p, 0) {
                         return Err(ReasonCode::ReceiveMaximumExceeded);
                     }
-                    stored.inbound_qos2.insert(id);
+                    self.stored_mut().inbound_qos2.insert(id);
                     self.journal(StoreChange::Qos2Received(id));
                     self.route(now, p);
                 }
@@ -686,6 +686,35 @@ impl Session {
             (_, None) => return Err(ReasonCode::MalformedPacket),
         }
         Ok(())
+    }
+
+    /// Whether accepting `p` would leave the client with more unacknowledged QoS 1 and
+    /// QoS 2 PUBLISHes than the Receive Maximum we advertised (`limits.max_inflight`),
+    /// which it must not do [MQTT-3.3.4-9]; the answer is DISCONNECT 0x93.
+    ///
+    /// The session counts QoS 2 exchanges awaiting PUBREL (a resent PUBLISH of one of
+    /// them is not new). It answers every QoS 1 PUBLISH at once, so only the broker
+    /// knows of QoS 1 PUBLISHes still unacknowledged from the client's view (a PUBACK
+    /// held until the durable store commits): it passes their number as
+    /// `unsent_pubacks`. QoS 1 counts for v5 clients only: 3.x has no Receive Maximum,
+    /// and its QoS 2 bound is this session's resource limit.
+    pub fn exceeds_receive_maximum(&self, p: &Publish, unsent_pubacks: usize) -> bool {
+        let Some(link) = &self.link else { return false };
+        let v5 = link.version.is_v5();
+        let qos2 = self.stored.as_ref().map(|s| &s.inbound_qos2);
+        let outstanding = match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, _) if v5 => unsent_pubacks,
+            (QoS::ExactlyOnce, Some(id)) if !qos2.is_some_and(|q| q.contains(id)) => {
+                if v5 {
+                    unsent_pubacks
+                } else {
+                    0
+                }
+            }
+            _ => return false,
+        };
+        let outstanding = outstanding.saturating_add(qos2.map_or(0, |q| q.len()));
+        outstanding >= usize::from(self.limits.max_inflight)
     }
 
     fn route(&mut self, now: Instant, p: Publish) {

@@ -621,3 +621,46 @@ fn will_payload_marked_utf8_that_is_not_refuses_the_connect() {
     c.will = Some(will);
     assert_eq!(check_connect(&c), Err(ReasonCode::PayloadFormatInvalid));
 }
+
+#[test]
+fn qos1_and_qos2_count_together_against_our_receive_maximum() {
+    // [MQTT-3.3.4-9] with Receive Maximum 2: two QoS 2 exchanges awaiting PUBREL leave
+    // no room for a QoS 1 PUBLISH from a v5 client.
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    s.handle_packet(now, publish(QoS::ExactlyOnce, Some(1)));
+    s.handle_packet(now, publish(QoS::ExactlyOnce, Some(2)));
+    assert_eq!(drain(&mut s).len(), 2, "two PUBRECs");
+    let resent = match publish(QoS::ExactlyOnce, Some(2)) {
+        Packet::Publish(p) => p,
+        _ => unreachable!(),
+    };
+    assert!(!s.exceeds_receive_maximum(&resent, 0), "a resend is not a new exchange");
+    s.handle_packet(now, publish(QoS::AtLeastOnce, Some(3)));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ReceiveMaximumExceeded)
+    );
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn pubacks_the_broker_holds_count_against_our_receive_maximum() {
+    let now = Instant::now();
+    let qos1 = match publish(QoS::AtLeastOnce, Some(7)) {
+        Packet::Publish(p) => p,
+        _ => unreachable!(),
+    };
+    let qos2 = Publish { qos: QoS::ExactlyOnce, ..qos1.clone() };
+    let mut v5 = online(ProtocolVersion::V5, true, now);
+    v5.handle_packet(now, publish(QoS::ExactlyOnce, Some(1)));
+    assert!(!v5.exceeds_receive_maximum(&qos1, 0));
+    assert!(v5.exceeds_receive_maximum(&qos1, 1), "1 awaiting PUBREL + 1 held PUBACK");
+    assert!(v5.exceeds_receive_maximum(&qos2, 1));
+    // 3.x has no Receive Maximum: only its QoS 2 exchanges are bounded.
+    let mut v3 = online(ProtocolVersion::V3_1_1, true, now);
+    v3.handle_packet(now, publish(QoS::ExactlyOnce, Some(1)));
+    assert!(!v3.exceeds_receive_maximum(&qos1, 5));
+    assert!(!v3.exceeds_receive_maximum(&qos2, 5));
+    v3.handle_packet(now, publish(QoS::ExactlyOnce, Some(2)));
+    assert!(v3.exceeds_receive_maximum(&qos2, 0));
+}
