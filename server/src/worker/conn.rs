@@ -89,13 +89,24 @@ pub(super) struct Conn {
     pub(super) bytes_in: u64,
     /// Bytes written to the socket.
     pub(super) bytes_out: u64,
-    /// Held output (durable store): `(offset in wbuf, ticket)`, offsets increasing.
-    /// Bytes from the first offset on wait until that ticket is committed (see
-    /// `durable.rs`); empty (no allocation) unless the store is on and writing.
-    /// Boxed: `None` (8 bytes) on every connection that never waited for the disk,
-    /// where a bare `Vec` would cost 24 on each of them.
+    /// Held output (durable store), offsets increasing. Bytes from the first offset
+    /// on wait until that ticket is committed (see `durable.rs`); empty (no
+    /// allocation) unless the store is on and writing. Boxed: `None` (8 bytes) on
+    /// every connection that never waited for the disk, where a bare `Vec` would cost
+    /// 24 on each of them.
     #[allow(clippy::box_collection)]
-    pub(super) holds: Option<Box<Vec<(usize, u64)>>>,
+    pub(super) holds: Option<Box<Vec<Hold>>>,
+}
+
+/// A boundary in a connection's write buffer: bytes from `offset` on wait for `ticket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Hold {
+    offset: usize,
+    ticket: u64,
+    /// PUBACKs to the client's QoS 1 PUBLISHes encoded behind this boundary (and before
+    /// the next): they count against our Receive Maximum until released (see
+    /// `Worker::handle_packet`).
+    pubacks: u32,
 }
 
 /// What reading from the socket produced.
@@ -186,16 +197,30 @@ impl Conn {
         let offset = offset.min(self.wbuf.len());
         let holds = self.holds.get_or_insert_with(Box::default);
         match holds.last_mut() {
-            Some((o, t)) if *t == ticket => *o = (*o).min(offset),
-            _ => holds.push((offset, ticket)),
+            Some(h) if h.ticket == ticket => h.offset = h.offset.min(offset),
+            _ => holds.push(Hold { offset, ticket, pubacks: 0 }),
         }
+    }
+
+    /// Notes a PUBACK just encoded while output is held: it waits behind the last
+    /// boundary. Nothing to note when nothing is held (it goes out this iteration).
+    pub(super) fn count_held_puback(&mut self) {
+        if let Some(h) = self.holds.as_mut().and_then(|h| h.last_mut()) {
+            h.pubacks = h.pubacks.saturating_add(1);
+        }
+    }
+
+    /// PUBACKs encoded but held (0 unless the durable store holds output).
+    pub(super) fn held_pubacks(&self) -> usize {
+        let holds = self.holds.iter().flat_map(|h| h.iter());
+        holds.map(|h| h.pubacks as usize).fold(0, usize::saturating_add)
     }
 
     /// Releases the holds of tickets up to `through`; true if any went.
     pub(super) fn release(&mut self, through: u64) -> bool {
         let Some(holds) = self.holds.as_mut() else { return false };
         let before = holds.len();
-        holds.retain(|&(_, t)| t > through);
+        holds.retain(|h| h.ticket > through);
         let released = holds.len() != before;
         if holds.is_empty() {
             self.holds = None;
@@ -206,11 +231,21 @@ impl Conn {
     /// Drops the bytes held for `ticket` and everything after them (a failed commit:
     /// they must never be sent). True if it held any.
     pub(super) fn drop_held(&mut self, ticket: u64) -> bool {
-        let held = self.holds.as_ref().and_then(|h| h.iter().find(|&&(_, t)| t == ticket));
-        let Some(&(offset, _)) = held else { return false };
+        let held = self.holds.as_ref().and_then(|h| h.iter().find(|h| h.ticket == ticket));
+        let Some(&Hold { offset, .. }) = held else { return false };
         self.wbuf.truncate(offset);
         self.holds = None;
         true
+    }
+
+    /// Drops every held byte: the connection is ending, so they could never be sent
+    /// (`close_pending` writes only up to the first boundary), and what the session
+    /// writes as it ends (a DISCONNECT, which promises nothing on disk) must not wait
+    /// behind them. The client resends what it was not acknowledged for.
+    pub(super) fn drop_all_held(&mut self) {
+        if let Some(offset) = self.holds.take().and_then(|h| h.first().map(|h| h.offset)) {
+            self.wbuf.truncate(offset);
+        }
     }
 
     /// Whether some output waits for a commit.
@@ -220,13 +255,13 @@ impl Conn {
 
     /// Where writing must stop for now.
     fn write_limit(&self) -> usize {
-        self.holds.as_ref().and_then(|h| h.first()).map_or(self.wbuf.len(), |&(o, _)| o)
+        self.holds.as_ref().and_then(|h| h.first()).map_or(self.wbuf.len(), |h| h.offset)
     }
 
     /// Moves every hold boundary to `by(old offset)` after bytes left the buffer.
     fn shift_holds(&mut self, by: impl Fn(usize) -> usize) {
-        for (o, _) in self.holds.iter_mut().flat_map(|h| h.iter_mut()) {
-            *o = by(*o);
+        for h in self.holds.iter_mut().flat_map(|h| h.iter_mut()) {
+            h.offset = by(h.offset);
         }
     }
 

@@ -77,14 +77,26 @@ impl MergeSubscription for SubValue {
 impl Worker {
     /// A packet from an attached connection.
     pub(super) fn handle_packet(&mut self, idx: usize, packet: Packet, now: Instant) {
-        let Some(key) = self.conns.get(idx).and_then(|c| c.session()) else { return };
+        let Some(conn) = self.conns.get(idx) else { return };
+        let Some(key) = conn.session() else { return };
+        // Receive Maximum [MQTT-3.3.4-9]: the session counts QoS 2 exchanges and
+        // answers QoS 1 at once; only a PUBACK held for the durable store keeps a QoS 1
+        // PUBLISH unacknowledged, so with no output held there is nothing to add here.
+        if let (Packet::Publish(p), true) = (&packet, conn.is_holding()) {
+            if self.receive_maximum_exceeded(idx, key, p, now) {
+                return;
+            }
+        }
         let mark = self.hold_mark(idx);
+        let puback =
+            mark.is_some() && matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtLeastOnce);
         let packet = match packet {
             Packet::Publish(p) if !self.clients.is_empty() => {
                 match self.check_publish(idx, key, p, now) {
                     Some(p) => Packet::Publish(p),
                     None => {
                         self.hold_apply(idx, mark, true);
+                        self.note_held_puback(idx, puback);
                         return;
                     }
                 }
@@ -104,10 +116,48 @@ impl Worker {
         slot.session.handle_packet(now, packet);
         self.service_session(key, now);
         self.hold_apply(idx, mark, true);
+        self.note_held_puback(idx, puback);
+    }
+
+    /// Closes the connection with DISCONNECT 0x93 if `p` takes the client over our
+    /// Receive Maximum, counting the PUBACKs held for the durable store. Returns whether
+    /// it did.
+    fn receive_maximum_exceeded(
+        &mut self,
+        idx: usize,
+        key: SessionKey,
+        p: &shoal_core::codec::Publish,
+        now: Instant,
+    ) -> bool {
+        let held = self.conns.get(idx).map_or(0, |c| c.held_pubacks());
+        let over =
+            self.sessions.get(key).is_some_and(|s| s.session.exceeds_receive_maximum(p, held));
+        if over {
+            if let Some(c) = self.conns.get(idx) {
+                log::info!(
+                    "client at {} disconnected: over our Receive Maximum ({held} PUBACKs held)",
+                    c.addr
+                );
+            }
+            self.link_lost(idx, LinkLoss::Limit(ReasonCode::ReceiveMaximumExceeded), now);
+        }
+        over
+    }
+
+    /// After a QoS 1 PUBLISH (`puback`) was handled: if its PUBACK is held, count it.
+    fn note_held_puback(&mut self, idx: usize, puback: bool) {
+        if puback {
+            if let Some(c) = self.conns.get_mut(idx) {
+                c.count_held_puback();
+            }
+        }
     }
 
     /// The connection failed or must go for a reason outside the packets.
     pub(super) fn link_lost(&mut self, idx: usize, loss: LinkLoss, now: Instant) {
+        if let Some(c) = self.conns.get_mut(idx) {
+            c.drop_all_held();
+        }
         match self.conns.get(idx).map(|c| c.session()) {
             Some(Some(key)) => {
                 if let Some(slot) = self.sessions.get_mut(key) {

@@ -19,6 +19,7 @@ mod mqtt5;
 mod ops;
 mod payload_format;
 mod qos;
+mod receive_maximum;
 mod retain;
 mod rumqtt;
 mod session;
