@@ -11,6 +11,7 @@
 //! - [`topic`]: validated topic names and filters, `$share` parsing, the subscription trie.
 //! - [`limits`]: the protocol limits a connection is held to.
 //! - [`session`]: the per-client session and QoS state machine (`handle_*` / `poll_*`).
+//! - [`auth`]: the order of MQTT 5 enhanced authentication (AUTH) exchanges.
 //!
 //! Sockets, TLS and event loops live in `shoal-server`; the load generator's client in
 //! `shoal-loadgen`.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod codec;
 #[doc(hidden)]
 pub mod fuzz_support;

@@ -31,7 +31,9 @@ use crate::protocol::ProtocolVersion;
 use header::FixedHeader;
 
 pub use ack::{AckKind, PubAck, PubAckLike, PubComp, PubRec, PubRel};
+pub(crate) use connect::CONNACK_REASON_CODES;
 pub use connect::{ConnAck, Connect, LastWill};
+pub(crate) use control::DISCONNECT_REASON_CODES;
 pub use control::{Auth, Disconnect};
 pub use error::{DecodeError, EncodeError};
 pub use properties::{

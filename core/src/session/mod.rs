@@ -32,7 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::codec::{
     AckKind, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, LastWill, Packet,
@@ -106,6 +106,9 @@ pub enum LinkLoss {
     ServerShutdown,
     /// The client's write buffer or a limit could not be honoured; carries the reason.
     Limit(ReasonCode),
+    /// Re-authentication (MQTT 5 AUTH) failed or broke the exchange's rules; carries
+    /// the reason (see [`crate::auth::AuthReply::Refuse`]).
+    Auth(ReasonCode),
 }
 
 /// What the broker decided at CONNECT, passed to [`Session::handle_connect`].
@@ -117,6 +120,12 @@ pub struct ConnectAnswer {
     pub assigned_client_id: Option<String>,
     /// Largest keep-alive allowed; a larger request is lowered.
     pub max_keep_alive_secs: u16,
+    /// The Authentication Method of a completed enhanced authentication (v5; see
+    /// [`crate::auth::AuthExchange`]), repeated in CONNACK [MQTT-4.12.0-5]. `None`
+    /// when the CONNECT named none: CONNACK then names none either [MQTT-4.12.0-6].
+    pub authentication_method: Option<String>,
+    /// The authenticator's final Authentication Data, for CONNACK.
+    pub authentication_data: Option<Bytes>,
 }
 
 /// Connection-scoped protocol state; exists while a network connection is attached.
@@ -413,6 +422,8 @@ impl Session {
                 subscription_identifiers_available: Some(true),
                 wildcard_subscription_available: Some(true),
                 retain_available: Some(true),
+                authentication_method: answer.authentication_method,
+                authentication_data: answer.authentication_data,
                 ..ConnAckProperties::default()
             }
         } else {
@@ -623,7 +634,9 @@ impl Session {
             }
             Packet::Disconnect(d) => self.handle_disconnect(now, d),
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation; so is any packet
-            // only a server sends, and AUTH (no enhanced authentication yet).
+            // only a server sends, and AUTH from a client whose CONNECT named no
+            // Authentication Method [MQTT-4.12.0-7] (the broker hands the others' AUTH
+            // to their `crate::auth::AuthExchange` instead).
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -829,12 +842,21 @@ impl Session {
         Ok(())
     }
 
+    /// Queues the broker's AUTH packet (an enhanced re-authentication step decided by
+    /// `crate::auth::AuthExchange`) behind what is already queued. Ignored when no v5
+    /// connection is attached.
+    pub fn send_auth(&mut self, auth: crate::codec::Auth) {
+        if self.link.as_ref().is_some_and(|l| l.version.is_v5()) {
+            self.transmit.push_back(Transmit::Other(Box::new(Packet::Auth(auth))));
+        }
+    }
+
     /// The broker lost or is dropping the connection for a reason outside the packets:
     /// queues a v5 DISCONNECT where one is due and emits [`Event::Close`] with the will.
     pub fn handle_link_lost(&mut self, now: Instant, loss: LinkLoss) {
         let (reason, send) = match loss {
             LinkLoss::SocketClosed => (ReasonCode::UnspecifiedError, false),
-            LinkLoss::Malformed(rc) | LinkLoss::Limit(rc) => (rc, true),
+            LinkLoss::Malformed(rc) | LinkLoss::Limit(rc) | LinkLoss::Auth(rc) => (rc, true),
             LinkLoss::TakenOver => (ReasonCode::SessionTakenOver, true),
             LinkLoss::ServerShutdown => (ReasonCode::ServerShuttingDown, true),
         };

@@ -123,6 +123,48 @@ fn v5_connack_advertises_limits_and_assigned_id() {
     assert_eq!(ack.properties.topic_alias_maximum, Some(10));
     assert_eq!(ack.properties.shared_subscription_available, Some(true));
     assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("auto-1"));
+    // [MQTT-4.12.0-6] no Authentication Method without enhanced authentication.
+    assert_eq!(ack.properties.authentication_method, None);
+}
+
+#[test]
+fn enhanced_authentication_shows_in_connack_and_later_auth_is_the_brokers() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let a = ConnectAnswer {
+        authentication_method: Some("M".into()),
+        authentication_data: Some(Bytes::from_static(b"final")),
+        ..answer()
+    };
+    s.handle_connect(now, &connect(ProtocolVersion::V5, "c", true, 0), a);
+    let Some(Packet::ConnAck(ack)) = s.poll_transmit() else { panic!("no CONNACK") };
+    // [MQTT-4.12.0-5] the method again, with the authenticator's final data.
+    assert_eq!(ack.properties.authentication_method.as_deref(), Some("M"));
+    assert_eq!(ack.properties.authentication_data.as_deref(), Some(&b"final"[..]));
+    // A re-authentication step the broker decided goes out in order.
+    s.handle_packet(now, Packet::PingReq);
+    let auth = crate::codec::Auth {
+        reason_code: ReasonCode::ContinueAuthentication,
+        properties: crate::codec::AuthProperties::default(),
+    };
+    s.send_auth(auth.clone());
+    assert_eq!(drain(&mut s), [Packet::PingResp, Packet::Auth(auth)]);
+}
+
+#[test]
+fn auth_reaching_the_session_is_a_protocol_error() {
+    // The broker hands AUTH to its exchange when the CONNECT named a method; any
+    // other AUTH breaks [MQTT-4.12.0-7].
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V5, true, now);
+    let auth = crate::codec::Auth {
+        reason_code: ReasonCode::ReAuthenticate,
+        properties: crate::codec::AuthProperties::default(),
+    };
+    s.handle_packet(now, Packet::Auth(auth));
+    assert!(
+        matches!(drain(&mut s).as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
 }
 
 #[test]

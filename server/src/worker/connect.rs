@@ -130,6 +130,8 @@ impl Worker {
             session_present,
             assigned_client_id: if version.is_v5() { assigned } else { None },
             max_keep_alive_secs: self.shared.broker_limits.max_keep_alive_secs,
+            authentication_method: None,
+            authentication_data: None,
         };
         slot.session.handle_connect(now, &connect, answer);
         if let Some(d) = self.durable.as_mut() {
