@@ -85,6 +85,7 @@ use arc_swap::ArcSwap;
 use shoal_core::{ProtocolVersion, QoS, ReasonCode, TopicFilter, TopicName};
 
 use super::acl::{Access, Acl, AclError};
+use super::enhanced::AuthMethod;
 use super::passwd::{PasswdError, PasswordFile};
 use super::ClientIdentity;
 
@@ -105,13 +106,21 @@ pub struct ConnectInfo<'a> {
     /// configured to derive one. When set, it is the client's identity for the ACL and the
     /// User Name field is ignored.
     pub cert_username: Option<&'a str>,
+    /// The enhanced authentication method (MQTT 5 AUTH, see [`Hooks::auth_method`]) that
+    /// has already authenticated this client, if its CONNECT named one.
+    pub auth_method: Option<&'a str>,
+    /// The username that method established ([`AuthStep::Success`]); when set, it is
+    /// the client's identity.
+    ///
+    /// [`AuthStep::Success`]: super::AuthStep::Success
+    pub auth_username: Option<&'a str>,
 }
 
 impl ConnectInfo<'_> {
-    /// The username the client will be known by: the certificate's if there is one, else
-    /// the User Name field.
+    /// The username the client will be known by: the one an enhanced authentication
+    /// method established, else the certificate's, else the User Name field.
     pub fn effective_username(&self) -> Option<&str> {
-        self.cert_username.or(self.username)
+        self.auth_username.or(self.cert_username).or(self.username)
     }
 }
 
@@ -176,10 +185,21 @@ pub trait Hooks: Send + Sync {
     }
 
     /// Authenticates a CONNECT; [`ReasonCode::Success`] accepts, anything else is sent in
-    /// CONNACK (mapped to the nearest 3.1.1 return code for older clients).
+    /// CONNACK (mapped to the nearest 3.1.1 return code for older clients). For a CONNECT
+    /// with an Authentication Method this runs once the method's exchange succeeded
+    /// ([`ConnectInfo::auth_method`]).
     fn on_connect(&self, info: &ConnectInfo<'_>) -> ReasonCode {
         let _ = info;
         ReasonCode::Success
+    }
+
+    /// The enhanced authentication method (MQTT 5 AUTH) a CONNECT names in its
+    /// Authentication Method, if this application supports it. `None` (the default)
+    /// refuses that CONNECT with 0x8C Bad authentication method. Asked at CONNECT and at
+    /// each re-authentication; see [`AuthMethod`] for the contract.
+    fn auth_method(&self, method: &str) -> Option<&dyn AuthMethod> {
+        let _ = method;
+        None
     }
 
     /// Decides one filter of a SUBSCRIBE. For a shared subscription
@@ -235,6 +255,9 @@ impl<H: Hooks + ?Sized> Hooks for Arc<H> {
     fn on_connect(&self, info: &ConnectInfo<'_>) -> ReasonCode {
         (**self).on_connect(info)
     }
+    fn auth_method(&self, method: &str) -> Option<&dyn AuthMethod> {
+        (**self).auth_method(method)
+    }
     fn on_subscribe(
         &self,
         client: &ClientInfo,
@@ -267,6 +290,7 @@ impl<H: Hooks + ?Sized> Hooks for Arc<H> {
 ///
 /// - `on_accept`, `on_deliver`: every hook must allow.
 /// - `on_connect`: the first non-success code is the answer.
+/// - `auth_method`: the first hook that supports the method provides it.
 /// - `on_subscribe`: the first refusal is the answer; otherwise the lowest granted QoS.
 /// - `on_publish`: the first `Drop` or `Close` is the answer.
 /// - `on_disconnect`, `on_stop`: every hook is told.
@@ -316,6 +340,10 @@ impl Hooks for HookChain {
             .map(|h| h.on_connect(info))
             .find(|&code| code != ReasonCode::Success)
             .unwrap_or(ReasonCode::Success)
+    }
+
+    fn auth_method(&self, method: &str) -> Option<&dyn AuthMethod> {
+        self.hooks.iter().find_map(|h| h.auth_method(method))
     }
 
     fn on_subscribe(
@@ -408,7 +436,8 @@ impl AuthFiles {
 
 /// The built-in password-file and ACL-file checks, as [`Hooks`].
 ///
-/// - CONNECT with a verified certificate username: accepted (TLS has authenticated it).
+/// - CONNECT with a verified certificate username, or authenticated by an enhanced
+///   authentication method: accepted (TLS or the method has authenticated it).
 /// - CONNECT without a username: accepted only if anonymous access is allowed, else
 ///   0x87 Not authorized.
 /// - CONNECT with a username, when a password file is loaded: the password must match,
@@ -453,7 +482,7 @@ impl FileAuth {
 
 impl Hooks for FileAuth {
     fn on_connect(&self, info: &ConnectInfo<'_>) -> ReasonCode {
-        if info.cert_username.is_some() {
+        if info.cert_username.is_some() || info.auth_method.is_some() {
             return ReasonCode::Success;
         }
         let files = self.files.load();
@@ -531,6 +560,8 @@ mod tests {
             username: user,
             password: pass,
             cert_username: None,
+            auth_method: None,
+            auth_username: None,
         }
     }
 

@@ -19,6 +19,7 @@ use shoal_core::session::LinkLoss;
 use shoal_core::topic::Subscription;
 use shoal_core::{ReasonCode, TopicName};
 
+use super::enhanced::Authenticated;
 use super::Worker;
 use crate::auth::rate::{PublishRate, PublishRateExceeded};
 use crate::auth::{
@@ -32,7 +33,7 @@ use crate::store::{SessionKey, SessionStore};
 pub(super) struct ClientState {
     /// Who the hooks see. Kept while a persistent session is offline, so that messages
     /// queued for it are checked against the identity that subscribed.
-    info: Arc<ClientInfo>,
+    pub(super) info: Arc<ClientInfo>,
     /// Publish buckets of the current connection, when limits are configured.
     rate: Option<PublishRate>,
 }
@@ -62,6 +63,7 @@ impl Worker {
         idx: usize,
         connect: &Connect,
         client_id: &str,
+        enhanced: Option<&Authenticated>,
     ) -> Result<Option<Arc<ClientInfo>>, ReasonCode> {
         if !self.policy_active() {
             return Ok(None);
@@ -77,6 +79,8 @@ impl Worker {
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
             cert_username: cert_username.as_deref(),
+            auth_method: enhanced.map(|a| a.method.as_str()),
+            auth_username: enhanced.and_then(|a| a.username.as_deref()),
         };
         let client = Arc::new(ClientInfo {
             identity: ClientIdentity {

@@ -23,6 +23,10 @@ pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub(super) enum ConnState {
     /// Accepted; no CONNECT yet. Closed at `since + connect_timeout`.
     Pending { since: Instant },
+    /// CONNECT (v5) names an Authentication Method and its exchange is under way
+    /// (`enhanced.rs`); only AUTH and DISCONNECT may come. Closed at `since +
+    /// connect_timeout` like `Pending`.
+    Authenticating { since: Instant },
     /// CONNECT accepted; attached to a session.
     Active { session: SessionKey, version: ProtocolVersion },
     /// Done: the rest of `wbuf` is written once more, then the socket is dropped.

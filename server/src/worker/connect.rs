@@ -10,6 +10,7 @@ use shoal_core::session::{check_connect, ConnectAnswer, Event, LinkLoss, Session
 use shoal_core::ReasonCode;
 
 use super::conn::ConnState;
+use super::enhanced::Authenticated;
 use super::Worker;
 use crate::route::{home_worker, Handoff, WorkerMsg};
 use crate::store::{SessionKey, SessionSlot, SessionStore};
@@ -24,6 +25,11 @@ impl Worker {
         buf: &mut BytesMut,
         now: Instant,
     ) -> bool {
+        if self.conns.get(idx).is_some_and(|c| matches!(c.state, ConnState::Authenticating { .. }))
+        {
+            self.handle_connect_auth_packet(idx, packet, now);
+            return self.conns.get(idx).is_some_and(|c| c.state != ConnState::Closing);
+        }
         let Packet::Connect(connect) = packet else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             if let Some(c) = self.conns.get(idx) {
@@ -80,9 +86,9 @@ impl Worker {
 
     /// CONNECT on the client id's home worker: refuse, or attach a (new or resumed)
     /// session, taking over any connection that holds it.
+    /// A CONNECT with an Authentication Method (v5) is authenticated by its method first
+    /// (`enhanced.rs`), which then calls [`Worker::admit`].
     pub(super) fn accept_connect(&mut self, idx: usize, connect: Box<Connect>, now: Instant) {
-        let version = connect.protocol;
-        let mark = self.hold_mark(idx);
         if let Err(rc) = check_connect(&connect) {
             self.refuse(idx, &connect, rc);
             return;
@@ -93,7 +99,27 @@ impl Worker {
         } else {
             (Arc::from(connect.client_id.as_str()), None)
         };
-        let client = match self.authenticate(idx, &connect, &client_id) {
+        if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
+            self.start_connect_auth(idx, connect, client_id, assigned, now);
+            return;
+        }
+        self.admit(idx, connect, client_id, assigned, None, now);
+    }
+
+    /// The rest of CONNECT, once any enhanced authentication succeeded (`enhanced`):
+    /// the hooks' `on_connect`, then the session.
+    pub(super) fn admit(
+        &mut self,
+        idx: usize,
+        connect: Box<Connect>,
+        client_id: Arc<str>,
+        assigned: Option<String>,
+        enhanced: Option<Authenticated>,
+        now: Instant,
+    ) {
+        let version = connect.protocol;
+        let mark = self.hold_mark(idx);
+        let client = match self.authenticate(idx, &connect, &client_id, enhanced.as_ref()) {
             Ok(client) => client,
             Err(rc) => {
                 self.refuse(idx, &connect, rc);
@@ -130,8 +156,8 @@ impl Worker {
             session_present,
             assigned_client_id: if version.is_v5() { assigned } else { None },
             max_keep_alive_secs: self.shared.broker_limits.max_keep_alive_secs,
-            authentication_method: None,
-            authentication_data: None,
+            authentication_method: enhanced.as_ref().map(|a| a.method.clone()),
+            authentication_data: enhanced.and_then(|a| a.data),
         };
         slot.session.handle_connect(now, &connect, answer);
         if let Some(d) = self.durable.as_mut() {
@@ -163,7 +189,7 @@ impl Worker {
     }
 
     /// Refuses a CONNECT with `rc` and closes the connection.
-    fn refuse(&mut self, idx: usize, connect: &Connect, rc: ReasonCode) {
+    pub(super) fn refuse(&mut self, idx: usize, connect: &Connect, rc: ReasonCode) {
         let Some(conn) = self.conns.get_mut(idx) else { return };
         let ack =
             ConnAck { session_present: false, reason_code: rc, properties: Default::default() };

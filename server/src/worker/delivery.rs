@@ -110,6 +110,13 @@ impl Worker {
                 self.log_subscription_quota(key, &s, &[]);
                 Packet::Subscribe(s)
             }
+            // Re-authentication, for connections that authenticated with a method; the
+            // session refuses AUTH from the others [MQTT-4.12.0-7].
+            Packet::Auth(a) if self.auth.contains_key(&idx) => {
+                self.handle_reauth(idx, key, a, now);
+                self.hold_apply(idx, mark, true);
+                return;
+            }
             other => other,
         };
         let Some(slot) = self.sessions.get_mut(key) else { return };

@@ -227,6 +227,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(idx) else { return false };
             let (version, pending) = match conn.state {
                 ConnState::Pending { .. } => (ProtocolVersion::V3_1_1, true),
+                ConnState::Authenticating { .. } => (ProtocolVersion::V5, true),
                 ConnState::Active { version, .. } => (version, false),
                 ConnState::Closing => return false,
             };

@@ -18,6 +18,7 @@ mod conn;
 mod connect;
 mod delivery;
 mod durable;
+mod enhanced;
 mod link;
 mod listener;
 mod match_cache;
@@ -211,6 +212,10 @@ pub(crate) struct Worker {
     /// Identity and publish buckets per session; empty unless hooks or publish limits
     /// are configured (see `authz.rs`).
     clients: HashMap<SessionKey, authz::ClientState, KeyHasher>,
+    /// Enhanced authentication (MQTT 5 AUTH) per connection index, for connections whose
+    /// CONNECT named an Authentication Method (see `enhanced.rs`); removed with the
+    /// connection. Empty unless a hook provides a method.
+    auth: HashMap<usize, Box<enhanced::ConnAuth>, KeyHasher>,
     /// Connections accepted over `max_connections` (at most `REFUSAL_SLOTS` over all
     /// workers) whose CONNECT gets a refusal in CONNACK; forgotten when they close.
     refusing: Vec<usize>,
@@ -276,6 +281,7 @@ impl Worker {
             durable: None,
             owed_marks: Vec::new(),
             clients: HashMap::with_hasher(KeyHasher),
+            auth: HashMap::with_hasher(KeyHasher),
             refusing: Vec::new(),
         })
     }
@@ -525,6 +531,9 @@ impl Worker {
             if !self.refusing.is_empty() {
                 self.refusing.retain(|&i| i != idx);
             }
+            if !self.auth.is_empty() {
+                self.auth.remove(&idx);
+            }
             conn.close_notify();
             let _ = conn.flush(&mut self.counters.bytes_sent);
             let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -553,7 +562,7 @@ impl Worker {
         for (idx, conn) in self.conns.iter_mut() {
             conn.release_idle_buffers();
             match conn.state {
-                ConnState::Pending { since }
+                ConnState::Pending { since } | ConnState::Authenticating { since }
                     if now.saturating_duration_since(since) >= connect_timeout =>
                 {
                     timed_out.push(idx);
