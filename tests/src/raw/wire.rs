@@ -72,6 +72,8 @@ pub struct ConnectOptions {
     pub username: Option<String>,
     /// Optional password (3.1.1 requires a user name with it).
     pub password: Option<Vec<u8>>,
+    /// v5 Authentication Method and Authentication Data (enhanced authentication).
+    pub authentication: Option<(String, Vec<u8>)>,
 }
 
 impl ConnectOptions {
@@ -90,6 +92,7 @@ impl ConnectOptions {
             will_delay: None,
             username: None,
             password: None,
+            authentication: None,
         }
     }
 
@@ -191,6 +194,10 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
         if let Some(max) = opts.topic_alias_maximum {
             props.push(0x22);
             props.extend_from_slice(&max.to_be_bytes());
+        }
+        if let Some((method, data)) = &opts.authentication {
+            props.extend(property(0x15, &string_value(method.as_bytes())));
+            props.extend(property(0x16, &string_value(data)));
         }
         put_properties(&mut body, &props);
     }
@@ -317,6 +324,16 @@ pub fn pingreq() -> Vec<u8> {
     vec![kind::PINGREQ, 0]
 }
 
+/// v5 AUTH with a reason code (0x18 Continue, 0x19 Re-authenticate), Authentication
+/// Method and Authentication Data.
+pub fn auth(reason: u8, method: &str, data: &[u8]) -> Vec<u8> {
+    let mut props = property(0x15, &string_value(method.as_bytes()));
+    props.extend(property(0x16, &string_value(data)));
+    let mut body = vec![reason];
+    put_properties(&mut body, &props);
+    frame(0xF0, &body)
+}
+
 /// DISCONNECT; v5 carries `reason`, 3.1.x has no body.
 pub fn disconnect(version: ProtocolVersion, reason: u8) -> Vec<u8> {
     if version.is_v5() {
@@ -403,6 +420,8 @@ pub enum Incoming {
     PingResp,
     /// DISCONNECT(reason; 0 when absent).
     Disconnect(u8),
+    /// AUTH (v5): reason code and properties (Authentication Method 0x15, Data 0x16).
+    Auth(u8, Vec<Property>),
     /// Anything else the broker should not send: first byte and body.
     Unexpected(u8, Vec<u8>),
 }
@@ -563,6 +582,11 @@ pub fn decode(version: ProtocolVersion, buf: &[u8]) -> Result<Option<(Incoming, 
         }
         13 => Incoming::PingResp,
         14 => Incoming::Disconnect(r.optional_reason()?),
+        15 if v5 => {
+            let reason = r.optional_reason()?;
+            let properties = if r.buf.is_empty() { Vec::new() } else { r.properties()? };
+            Incoming::Auth(reason, properties)
+        }
         _ => Incoming::Unexpected(first, body.to_vec()),
     };
     Ok(Some((packet, total)))

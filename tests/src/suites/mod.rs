@@ -10,6 +10,7 @@ mod alias;
 mod auth;
 mod connect;
 mod durable;
+mod enhanced_auth;
 mod hooks;
 mod interop;
 mod limits;
