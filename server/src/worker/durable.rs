@@ -467,6 +467,19 @@ impl Durable {
             }
         }
         let mut out = Released::default();
+        // What this worker owes other workers' marks depends only on its own commits:
+        // hand it out once every ticket up to the one carrying it is committed, even
+        // while an earlier ticket still waits for another worker. Releasing it in
+        // ticket order behind those waits deadlocks two workers that each wait for
+        // the other's confirmation behind a mark of their own.
+        for p in &mut self.pending {
+            if !p.done {
+                break;
+            }
+            if !p.failed {
+                out.confirms.append(&mut p.confirms);
+            }
+        }
         while let Some(front) = self.pending.front() {
             if !front.done {
                 break;
@@ -480,8 +493,6 @@ impl Durable {
             let Some(p) = self.pending.pop_front() else { break };
             if p.failed {
                 out.failed.push(p.ticket);
-            } else {
-                out.confirms.extend(p.confirms);
             }
             out.through = Some(p.ticket);
         }

@@ -374,3 +374,76 @@ fn restart_keeps_persistent_subscriptions_and_clean_sessions_leave_nothing() {
     let m = keep.expect_publish_acked();
     assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("restart/a", &b"after restart"[..]));
 }
+
+/// Persistent publishers and subscribers spread over both workers, all streaming QoS 1
+/// at once: every publish is acknowledged and delivered. Each worker's acks then wait
+/// for the other worker's confirmation while it owes one in return; the broker used
+/// to stop for good here (no PUBACK, no CONNACK to anybody) once both waited at once.
+#[test]
+fn persistent_qos1_streams_across_both_workers_keep_flowing() {
+    const PAIRS: usize = 8;
+    const MESSAGES: u64 = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    let addr = broker.addr();
+    let mut subscribers = Vec::new();
+    for i in 0..PAIRS {
+        let (mut sub, _) = RawClient::connect_with(addr, &persistent(V5, &format!("flow-sub-{i}")));
+        sub.subscribe_one(&format!("flow/{i}"), 1);
+        subscribers.push(thread::spawn(move || {
+            let mut next = 1u64;
+            while next <= MESSAGES {
+                let p = sub.expect_publish_acked();
+                let n: u64 = String::from_utf8_lossy(&p.payload).parse().unwrap_or(0);
+                // Redelivery is allowed; going backwards past it or skipping is not.
+                assert!(n <= next, "pair {i}: got {n}, expected {next}");
+                if n == next {
+                    next += 1;
+                }
+            }
+        }));
+    }
+    let publishers: Vec<_> = (0..PAIRS)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut client =
+                    RawClient::connect_with(addr, &persistent(V5, &format!("flow-pub-{i}"))).0;
+                let topic = format!("flow/{i}");
+                let mut outstanding = HashSet::new();
+                let mut n = 0u64;
+                while n < MESSAGES || !outstanding.is_empty() {
+                    while outstanding.len() < WINDOW && n < MESSAGES {
+                        n += 1;
+                        let id = client.next_packet_id();
+                        client.send(&wire::publish(
+                            V5,
+                            &topic,
+                            n.to_string().as_bytes(),
+                            1,
+                            false,
+                            false,
+                            id,
+                        ));
+                        outstanding.insert(id);
+                    }
+                    match client.recv(DEADLINE) {
+                        Ok(Incoming::PubAck(id, _)) => {
+                            outstanding.remove(&id);
+                        }
+                        Ok(other) => panic!("publisher {i} got {other:?}"),
+                        Err(e) => panic!(
+                            "publisher {i}: {e:?} with {} publishes unacknowledged",
+                            outstanding.len()
+                        ),
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    for s in subscribers {
+        s.join().unwrap();
+    }
+}
