@@ -208,10 +208,23 @@ impl Broker {
             listeners.push(listener);
         }
         let workers = config.workers.max(1);
+        let listener_names: Vec<String> = config
+            .listeners
+            .iter()
+            .zip(&addrs)
+            .map(|(l, addr)| format!("{}://{addr}", l.transport))
+            .collect();
+        let metrics = Arc::new(metrics::Metrics::new(
+            std::time::Instant::now(),
+            workers,
+            listener_names.clone(),
+        ));
         let store = if config.persistence.enabled {
             let dir = &config.persistence.data_dir;
+            let options =
+                persist::PersistOptions { metrics: Some(metrics.clone()), ..Default::default() };
             let (handle, recovered) =
-                persist::Persister::start(dir, Default::default()).map_err(StartError::Persist)?;
+                persist::Persister::start(dir, options).map_err(StartError::Persist)?;
             Some((handle, recovered))
         } else {
             None
@@ -231,17 +244,6 @@ impl Broker {
             }
         }
         let shutdown = Arc::new(AtomicBool::new(false));
-        let listener_names: Vec<String> = config
-            .listeners
-            .iter()
-            .zip(&addrs)
-            .map(|(l, addr)| format!("{}://{addr}", l.transport))
-            .collect();
-        let metrics = Arc::new(metrics::Metrics::new(
-            std::time::Instant::now(),
-            workers,
-            listener_names.clone(),
-        ));
         let sys_secs = config.admin.sys_interval_secs;
         let shared = worker::Shared {
             retained: retained.clone(),

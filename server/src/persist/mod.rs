@@ -184,6 +184,8 @@ pub struct PersistOptions {
     pub cache_bytes: usize,
     /// Fault injection for tests; `None` in production.
     pub faults: Option<Arc<FaultInjector>>,
+    /// Where the persister publishes its commit statistics after each commit.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for PersistOptions {
@@ -193,6 +195,7 @@ impl Default for PersistOptions {
             max_group_intents: 64 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             faults: None,
+            metrics: None,
         }
     }
 }
@@ -204,6 +207,7 @@ impl std::fmt::Debug for PersistOptions {
             .field("max_group_intents", &self.max_group_intents)
             .field("cache_bytes", &self.cache_bytes)
             .field("faults", &self.faults.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -305,6 +309,9 @@ pub struct PersistStats {
     pub batches: u64,
     /// Intents committed.
     pub intents: u64,
+    /// Time spent in committed transactions (applying the intents and the fsync),
+    /// nanoseconds.
+    pub commit_nanos: u64,
     /// Commits that failed.
     pub failed_commits: u64,
     /// References to messages the store did not hold, skipped.
@@ -316,6 +323,7 @@ struct Counters {
     commits: AtomicU64,
     batches: AtomicU64,
     intents: AtomicU64,
+    commit_nanos: AtomicU64,
     failed_commits: AtomicU64,
     dangling: AtomicU64,
 }
@@ -335,6 +343,7 @@ impl Shared {
             commits: c.commits.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             intents: c.intents.load(Ordering::Relaxed),
+            commit_nanos: c.commit_nanos.load(Ordering::Relaxed),
             failed_commits: c.failed_commits.load(Ordering::Relaxed),
             dangling: c.dangling.load(Ordering::Relaxed),
         }
@@ -686,6 +695,7 @@ impl Writer {
     }
 
     fn try_commit(&mut self, group: &Group) -> Result<(), PersistError> {
+        let started = std::time::Instant::now();
         let db = self.db.as_ref().ok_or(PersistError::Stopped)?;
         let mut txn = db.begin_write().map_err(DbError::from)?;
         txn.set_durability(Durability::Immediate);
@@ -714,6 +724,8 @@ impl Writer {
         c.commits.fetch_add(1, Ordering::Relaxed);
         c.batches.fetch_add(group.items.len() as u64, Ordering::Relaxed);
         c.intents.fetch_add(group.intents as u64, Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        c.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
         Ok(())
     }
 
@@ -722,6 +734,14 @@ impl Writer {
         let error = match outcome {
             Ok(()) => {
                 self.shared.degraded.store(false, Ordering::Release);
+                if let Some(m) = &self.options.metrics {
+                    let s = self.shared.stats();
+                    m.publish_store(&crate::metrics::StoreStats {
+                        commits: s.commits,
+                        commit_nanos: s.commit_nanos,
+                        records: s.intents,
+                    });
+                }
                 None
             }
             Err(e) => {

@@ -524,3 +524,37 @@ fn dashboard_shows_live_traffic_and_disconnects_a_client() {
     let shot = browser.screenshot(&artifacts_dir().join("dashboard-try-it.png"));
     eprintln!("screenshots in {}", shot.parent().unwrap().display());
 }
+
+/// With the durable store on, `/metrics` shows its group commits: a QoS 1 message to
+/// a persistent subscriber is committed before it is acknowledged.
+#[test]
+fn metrics_show_durable_store_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = TestBroker::with_config(&format!(
+        "persistence = true\ndata_dir = {:?}\n[admin]\nenabled = true\nbind = \"127.0.0.1:0\"\n",
+        data.to_str().unwrap()
+    ));
+    let mut sub =
+        RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V311, "st-sub")).0;
+    sub.subscribe_one("st/x", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V311, "st-pub");
+    for i in 0..3u8 {
+        publisher.publish("st/x", &[i], 1, false);
+    }
+    let value = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut body = String::new();
+    wait_until(SETTLE, "/metrics to count store commits", || {
+        body = request(broker.admin_addr(), "GET", "/metrics", None, None).text();
+        value(&body, "shoal_store_commit_batch_records_count") > 0.0
+    });
+    let commits = value(&body, "shoal_store_commit_seconds_count");
+    assert_eq!(commits, value(&body, "shoal_store_commit_batch_records_count"));
+    // At least the session, its subscription and the three queued-or-in-flight messages.
+    assert!(value(&body, "shoal_store_commit_batch_records_sum") >= 4.0, "{body}");
+    assert!(value(&body, "shoal_store_commit_seconds_sum") > 0.0, "{body}");
+}
