@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bench_support;
 pub mod config;
 mod control;
+mod idhash;
 pub mod metrics;
 pub mod persist;
 pub mod proxy;

@@ -459,7 +459,7 @@ fn open_db(path: &Path, options: &PersistOptions) -> Result<Database, PersistErr
         }
     }
     // Create every table so that readers can open them.
-    drop(Tables::open(&txn, &Counts::new())?);
+    drop(Tables::open(&txn, &Counts::default())?);
     txn.commit().map_err(DbError::from)?;
     Ok(db)
 }

@@ -42,7 +42,7 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
 
 /// References to each stored body, by message id (see the module docs).
-pub(super) type Counts = HashMap<u64, u32>;
+pub(super) type Counts = HashMap<u64, u32, crate::idhash::IdHasher>;
 const RETAINED: TableDefinition<'_, &str, u64> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
 const QUEUES: TableDefinition<'_, (&str, u64), u64> = TableDefinition::new("queues");
@@ -100,7 +100,7 @@ impl<'txn, 'c> Tables<'txn, 'c> {
         Ok(Self {
             messages: txn.open_table(MESSAGES)?,
             counts,
-            delta: Counts::new(),
+            delta: Counts::default(),
             retained: txn.open_table(RETAINED)?,
             sessions: txn.open_table(SESSIONS)?,
             queues: txn.open_table(QUEUES)?,
@@ -349,7 +349,7 @@ impl Cleanup {
     }
 
     pub(super) fn apply(&self, txn: &WriteTransaction) -> Result<(), DbError> {
-        let counts = Counts::new();
+        let counts = Counts::default();
         let mut t = Tables::open(txn, &counts)?;
         for (client, record) in &self.sessions {
             match record {
@@ -398,7 +398,7 @@ pub(super) fn load(txn: &ReadTransaction, now_unix: u64) -> Result<Loaded, Recov
             messages.insert(id, Arc::new(m));
         }
     }
-    let mut live_refs = Counts::new();
+    let mut live_refs = Counts::default();
     // Looks a referenced body up: Ok(None) when it expired, an error when it is missing.
     let mut resolve = |id: u64, what: &'static str| -> Result<Option<Arc<StoredMessage>>, _> {
         if let Some(m) = messages.get(&id) {
@@ -528,7 +528,7 @@ pub(super) fn load(txn: &ReadTransaction, now_unix: u64) -> Result<Loaded, Recov
 /// reopened on an error: a failed commit may still have reached the disk, so the
 /// counts in memory are not trusted any more.
 pub(super) fn recount(txn: &ReadTransaction) -> Result<Counts, RecoverError> {
-    let mut counts = Counts::new();
+    let mut counts = Counts::default();
     for entry in txn.open_table(MESSAGES)?.iter()? {
         counts.insert(entry?.0.value(), 0);
     }

@@ -58,35 +58,7 @@ pub(crate) use shared::ShareMsg;
 
 pub(crate) use durable::{recovered_message, DurableShared};
 
-/// Hashes `SessionKey`s (small slab indices chosen by the server, not by peers) with
-/// one multiply instead of SipHash.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyHasher;
-
-impl std::hash::BuildHasher for KeyHasher {
-    type Hasher = KeyHash;
-    fn build_hasher(&self) -> KeyHash {
-        KeyHash(0)
-    }
-}
-
-/// The state of [`KeyHasher`].
-#[derive(Debug, Default)]
-struct KeyHash(u64);
-
-impl std::hash::Hasher for KeyHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
+use crate::idhash::IdHasher as KeyHasher;
 
 /// Token of the worker's `Waker`.
 const WAKER: Token = Token(0);
