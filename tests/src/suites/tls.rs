@@ -265,3 +265,48 @@ fn sighup_reloads_a_changed_certificate_and_keeps_clients_connected() {
         other => panic!("expected the publish, got {other:?}"),
     }
 }
+
+/// With `username_from = "cn"`, the client certificate's Common Name is the user the
+/// ACL file sees, whatever User Name the CONNECT carries: alice's certificate may
+/// write under `users/alice/` and not under `users/bob/`, even claiming to be bob.
+#[test]
+fn certificate_username_is_the_user_the_acl_sees() {
+    let pki = Pki::new("Shoal test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    // Anonymous clients (the plain listener) may read everything under users/.
+    std::fs::write(&acl, "topic read users/#\n\nuser alice\ntopic write users/alice/#\n").unwrap();
+    let server = pki.server("server");
+    let broker = TestBroker::with_config(&format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\n{}ca_file = {:?}\n\
+         client_certs = \"require\"\nusername_from = \"cn\"\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\n\
+         [auth]\nacl_file = {:?}\nallow_anonymous = true\n",
+        tls_keys(&server),
+        pki.ca_file().display().to_string(),
+        acl.display().to_string()
+    ));
+    let (tls, plain) = (broker.addrs()[0], broker.addrs()[1]);
+    let mut watcher = RawClient::connect(plain, ProtocolVersion::V3_1_1, "watcher");
+    watcher.subscribe_one("users/#", 1);
+
+    let alice = pki.client("alice", "alice", false);
+    let s = tls_stream(tls, pki.client_config(Some(&alice))).expect("TLS handshake");
+    let mut device = RawClient::over(Box::new(s), ProtocolVersion::V3_1_1);
+    let mut opts = crate::raw::ConnectOptions::new(ProtocolVersion::V3_1_1, "alice-device");
+    opts.username = Some("bob".to_owned());
+    device.send(&crate::raw::wire::connect(&opts));
+    assert!(
+        matches!(device.recv(DEADLINE), Ok(crate::raw::Incoming::ConnAck { code: 0, .. })),
+        "alice's certificate was not accepted"
+    );
+    // 3.1.1: a publish the ACL refuses is acknowledged and dropped.
+    device.publish("users/bob/door", b"open", 1, false);
+    device.publish("users/alice/door", b"closed", 1, false);
+    let p = watcher.expect_publish();
+    assert_eq!(
+        (p.topic.as_str(), text(&p.payload).as_str()),
+        ("users/alice/door", "closed"),
+        "the first message through must be alice's own: users/bob/door is not hers"
+    );
+}
