@@ -195,6 +195,11 @@ impl Conn {
         }
     }
 
+    /// Whether this connection's TLS handshake failed, once.
+    pub(super) fn take_tls_handshake_failure(&mut self) -> bool {
+        self.layer.as_deref_mut().is_some_and(Layer::take_handshake_failure)
+    }
+
     /// Holds the bytes from `offset` on until `ticket` is released. Boundaries of one
     /// ticket merge into the earliest.
     pub(super) fn hold(&mut self, offset: usize, ticket: u64) {

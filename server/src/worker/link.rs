@@ -111,6 +111,7 @@ impl ListenerSpec {
             closed: false,
             ending: Ending::Open,
             source: None,
+            handshake_failed: false,
         })))
     }
 }
@@ -165,6 +166,8 @@ pub(crate) struct Layer {
     ending: Ending,
     /// The client address from a PROXY header, not yet taken by the connection.
     source: Option<SocketAddr>,
+    /// The TLS handshake failed (counted by the worker once, for the metrics).
+    handshake_failed: bool,
 }
 
 impl std::fmt::Debug for Layer {
@@ -183,6 +186,11 @@ impl Layer {
     /// before the handshake is done.
     pub(crate) fn cert_username(&self) -> Option<String> {
         crate::tls::peer_username(self.tls.as_ref()?, self.username_from?)
+    }
+
+    /// Whether the TLS handshake failed, once (the worker counts it).
+    pub(super) fn take_handshake_failure(&mut self) -> bool {
+        std::mem::take(&mut self.handshake_failed)
     }
 
     /// The client's address from the PROXY header, once (the connection replaces its
@@ -238,6 +246,7 @@ impl Layer {
                         Ok(_) => {
                             if let Err(e) = tls.process_new_packets() {
                                 log::info!("TLS error: {e}");
+                                self.handshake_failed = tls.is_handshaking();
                                 // Sends the alert rustls queued, if the socket takes it.
                                 let _ = tls.write_tls(stream);
                                 return ReadOutcome::Closed;
@@ -304,6 +313,7 @@ impl Layer {
                             Ok(_) => {
                                 if let Err(e) = tls.process_new_packets() {
                                     log::info!("TLS error: {e}");
+                                    self.handshake_failed = tls.is_handshaking();
                                     return false;
                                 }
                             }

@@ -174,6 +174,10 @@ impl Worker {
                     }
                     ReadOutcome::WouldBlock => return,
                     ReadOutcome::Closed => {
+                        if conn.take_tls_handshake_failure() {
+                            self.counters.tls_handshake_failures =
+                                self.counters.tls_handshake_failures.wrapping_add(1);
+                        }
                         self.link_lost(idx, LinkLoss::SocketClosed, now);
                         return;
                     }

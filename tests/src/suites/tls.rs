@@ -310,3 +310,36 @@ fn certificate_username_is_the_user_the_acl_sees() {
         "the first message through must be alice's own: users/bob/door is not hers"
     );
 }
+
+/// Failed TLS handshakes are counted in `/metrics`; a good handshake is not.
+#[test]
+fn failed_handshakes_are_counted_in_the_metrics() {
+    let pki = Pki::new("Shoal test CA");
+    let server = pki.server("server");
+    let broker = TestBroker::with_config(&format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\n{}\n\
+         [admin]\nenabled = true\nbind = \"127.0.0.1:0\"\n",
+        tls_keys(&server)
+    ));
+    let addr = broker.addrs()[0];
+    let failures = || {
+        let body = crate::http::request(broker.admin_addr(), "GET", "/metrics", None, None).text();
+        body.lines()
+            .find_map(|l| l.strip_prefix("shoal_tls_handshake_failures_total ")?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    // Plain MQTT where a ClientHello belongs: the handshake fails.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    let connect = crate::raw::wire::connect(&crate::raw::ConnectOptions::new(
+        ProtocolVersion::V3_1_1,
+        "not-tls",
+    ));
+    plain.write_all(&connect).unwrap();
+    wait_until(Duration::from_secs(15), "one failed handshake counted", || failures() == 1.0);
+    // A good client does not move the count.
+    let mut good = tls_client(addr, pki.client_config(None), "good");
+    good.ping();
+    let mut bad = TcpStream::connect(addr).unwrap();
+    bad.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+    wait_until(Duration::from_secs(15), "the second failure counted", || failures() == 2.0);
+}
