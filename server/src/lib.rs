@@ -250,6 +250,7 @@ impl Broker {
             retained: retained.clone(),
             connections: Arc::new(AtomicUsize::new(0)),
             shutdown: shutdown.clone(),
+            wills_routed: Arc::new(AtomicUsize::new(0)),
             limits: config.limits,
             broker_limits: config.broker_limits,
             workers,
@@ -282,13 +283,21 @@ impl Broker {
                     list.push(s);
                 }
             }
-            for (w, sessions) in prepared.iter_mut().zip(by_worker) {
+            let mut wills_by_worker: Vec<Vec<(String, persist::StoredWill)>> =
+                (0..workers).map(|_| Vec::new()).collect();
+            for (id, will) in recovered.ended_wills {
+                if let Some(list) = wills_by_worker.get_mut(route::home_worker(&id, workers)) {
+                    list.push((id, will));
+                }
+            }
+            for ((w, sessions), wills) in prepared.iter_mut().zip(by_worker).zip(wills_by_worker) {
                 let waker = w.peer().waker;
                 let link = handle.link(Arc::new(move || {
                     let _ = waker.wake();
                 }));
                 w.set_durable(link, durable.clone());
                 w.restore_sessions(sessions);
+                w.restore_ended_wills(wills);
             }
             log::info!(
                 "durable store {}: {} sessions, {} queued and {} retained messages restored in {:?}",

@@ -261,6 +261,13 @@ impl Session {
         self.link.as_ref().map(|l| l.version)
     }
 
+    /// Removes the attached connection's will and returns it, for a broker that
+    /// publishes (or keeps) it itself, e.g. at shutdown: the end of this link then
+    /// carries no will.
+    pub fn take_will(&mut self) -> Option<Box<LastWill>> {
+        self.link.as_mut()?.will.take()
+    }
+
     /// Whether the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
         self.persistent

@@ -296,6 +296,10 @@ pub struct Recovered {
     pub sessions: Vec<RecoveredSession>,
     /// Retained messages by topic.
     pub retained: Vec<(TopicName, Arc<StoredMessage>)>,
+    /// Wills of sessions that expired while the broker was down, by client id: the
+    /// end of the session owes them [MQTT-3.1.3-9], so the broker publishes them at
+    /// start. (The sessions themselves are gone from the store.)
+    pub ended_wills: Vec<(String, StoredWill)>,
     /// What recovery did and how long it took.
     pub report: RecoveryReport,
 }
@@ -432,7 +436,12 @@ impl Persister {
             .spawn(move || worker.run(&rx))
             .map_err(PersistError::Spawn)?;
         let handle = PersisterHandle { tx, shared, thread: Some(thread) };
-        let recovered = Recovered { sessions: loaded.sessions, retained: loaded.retained, report };
+        let recovered = Recovered {
+            sessions: loaded.sessions,
+            retained: loaded.retained,
+            ended_wills: loaded.ended_wills,
+            report,
+        };
         Ok((handle, recovered))
     }
 }

@@ -31,7 +31,7 @@ use shoal_core::{PacketId, TopicName};
 use super::record::{
     decode_inflight, decode_message, decode_session, encode_inflight, encode_message,
     encode_session, inflight_message, CorruptRecord, InflightRecord, Intent, MessageId,
-    StoredMessage,
+    StoredMessage, StoredWill,
 };
 use super::{RecoveredInflight, RecoveredSession};
 
@@ -319,6 +319,8 @@ pub(super) struct Loaded {
     pub(super) max_message_id: Option<u64>,
     pub(super) expired_messages: u64,
     pub(super) expired_sessions: u64,
+    /// Wills of the expired sessions.
+    pub(super) ended_wills: Vec<(String, StoredWill)>,
     pub(super) orphans: u64,
     /// References to every body kept.
     pub(super) counts: Counts,
@@ -419,6 +421,9 @@ pub(super) fn load(txn: &ReadTransaction, now_unix: u64) -> Result<Loaded, Recov
         let mut record = decode_session(v.value()).map_err(corrupt_record)?;
         if record.is_expired(now_unix) {
             out.expired_sessions += 1;
+            if let Some(will) = record.will.take() {
+                out.ended_wills.push((client_id.clone(), will));
+            }
             out.cleanup.sessions.push((client_id, None));
             continue;
         }

@@ -488,6 +488,15 @@ impl Worker {
             self.discard_session(key, now);
         } else {
             self.share_presence(key, false, now);
+            // The store keeps the will only while it waits for its delay (published at
+            // the next start if the broker stops first).
+            let delayed =
+                will.as_ref().is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0);
+            if !delayed {
+                if let Some(d) = self.durable.as_mut() {
+                    d.drop_will(key);
+                }
+            }
             self.durable_put_session(key, true);
         }
         if let Some(will) = will {

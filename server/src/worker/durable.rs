@@ -28,11 +28,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::TrySendError;
-use shoal_core::codec::{LastWill, Packet, Publish};
+use shoal_core::codec::{LastWill, Packet, Publish, PublishProperties, WillProperties};
 use shoal_core::session::{
     Delivery, LinkLoss, Message, RestoredState, Session, StoreChange, SubscriptionEntry,
 };
@@ -91,8 +91,13 @@ pub(super) struct Mirror {
     next_seq: u64,
     /// Protocol version of the last connection.
     version: Option<ProtocolVersion>,
-    /// The will of the last connection, as stored.
+    /// The will still owed by the last connection, as stored: set at CONNECT, kept
+    /// while it waits for its Will Delay, dropped once published or discarded (a
+    /// stored will is published at the next start).
     will: Option<StoredWill>,
+    /// When the last connection ended (Unix seconds); the session's expiry and a
+    /// delayed will count from it, so rewriting the record must not move it.
+    disconnected_at: Option<u64>,
 }
 
 /// A ticket whose acks are not released yet.
@@ -317,15 +322,24 @@ impl Durable {
     ) {
         let m = self.mirrors.entry(key).or_default();
         m.version = Some(version);
+        m.disconnected_at = None;
         m.will = will.map(|w| StoredWill {
             topic: w.topic.clone(),
             payload: w.payload.clone(),
             qos: w.qos,
             retain: w.retain,
-            properties: Bytes::new(),
+            properties: encode_will_properties(w),
             delay_secs: w.properties.will_delay_interval.unwrap_or(0),
         });
         self.publish_count();
+    }
+
+    /// The session's will is no longer owed (published, or ended by a normal
+    /// DISCONNECT): the next session record leaves it out.
+    pub(super) fn drop_will(&mut self, key: SessionKey) {
+        if let Some(m) = self.mirrors.get_mut(&key) {
+            m.will = None;
+        }
     }
 
     /// Writes the session record.
@@ -335,7 +349,7 @@ impl Durable {
         session: &shoal_core::session::Session,
         disconnected: bool,
     ) {
-        let Some(m) = self.mirrors.get(&key) else { return };
+        let Some(m) = self.mirrors.get_mut(&key) else { return };
         let subscriptions = session
             .subscriptions()
             .map(|(filter, e)| StoredSubscription {
@@ -344,8 +358,14 @@ impl Durable {
                 identifier: e.identifier,
             })
             .collect();
-        let disconnected_at = disconnected
-            .then(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        m.disconnected_at = if disconnected {
+            m.disconnected_at.or_else(|| {
+                Some(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+            })
+        } else {
+            None
+        };
+        let disconnected_at = m.disconnected_at;
         let record = SessionRecord {
             version: m.version.unwrap_or(ProtocolVersion::V3_1_1),
             expiry_secs: session.expiry_secs(),
@@ -379,6 +399,7 @@ impl Durable {
                 next_seq,
                 version: Some(record.version),
                 will: record.will.clone(),
+                disconnected_at: record.disconnected_at,
             },
         );
         self.publish_count();
@@ -511,16 +532,56 @@ impl Durable {
 /// The MQTT 5 properties of a message, as the store keeps them: a v5 PUBLISH with the
 /// message's properties and no payload, or nothing when there are none.
 fn encode_properties(msg: &Message) -> Bytes {
-    if msg.properties == Default::default() {
+    encode_publish_properties(&msg.topic, &msg.properties)
+}
+
+/// The will's properties as the store keeps them: those it publishes with, in the
+/// form of [`encode_properties`] (the Will Delay is a field of its own).
+fn encode_will_properties(will: &LastWill) -> Bytes {
+    let p = &will.properties;
+    let properties = PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        ..PublishProperties::default()
+    };
+    encode_publish_properties(&will.topic, &properties)
+}
+
+/// A stored will back in the form a CONNECT carries it.
+pub(super) fn stored_will(w: &StoredWill) -> LastWill {
+    let p = decode_properties(&w.properties);
+    LastWill {
+        topic: w.topic.clone(),
+        payload: w.payload.clone(),
+        qos: w.qos,
+        retain: w.retain,
+        properties: WillProperties {
+            will_delay_interval: (w.delay_secs > 0).then_some(w.delay_secs),
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+        },
+    }
+}
+
+fn encode_publish_properties(topic: &TopicName, properties: &PublishProperties) -> Bytes {
+    if *properties == PublishProperties::default() {
         return Bytes::new();
     }
     let p = Publish {
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
-        topic: msg.topic.clone(),
+        topic: topic.clone(),
         packet_id: None,
-        properties: msg.properties.clone(),
+        properties: properties.clone(),
         payload: Bytes::new(),
     };
     let mut out = BytesMut::new();
@@ -627,8 +688,17 @@ impl Worker {
                 qos2_received: s.qos2_received.clone(),
             };
             let client_id: Arc<str> = Arc::from(s.client_id.as_str());
-            let session = Session::restore(client_id, self.shared.limits, state, now);
+            let session = Session::restore(client_id.clone(), self.shared.limits, state, now);
             let key = self.sessions.insert(SessionSlot { session, conn: None });
+            if let Some(w) = &s.record.will {
+                // Owed since the last connection ended (at the crash, for a session
+                // that was connected: recovery dated that end to now).
+                let ended = s.record.disconnected_at.unwrap_or(now_unix);
+                let due_unix = ended.saturating_add(u64::from(w.delay_secs));
+                let wait = Duration::from_secs(due_unix.saturating_sub(now_unix));
+                let due = now.checked_add(wait).unwrap_or(now);
+                self.owe_will(Some(key), client_id, Box::new(stored_will(w)), due);
+            }
             for (filter, entry) in subscriptions {
                 self.trie.insert(&filter, key, SubValue::from(entry));
             }
@@ -637,6 +707,15 @@ impl Worker {
             }
         }
         self.match_cache.clear();
+    }
+
+    /// Wills of sessions that ended while the broker was down (`Recovered::ended_wills`
+    /// of client ids this worker is home to): published as soon as the worker runs.
+    pub(crate) fn restore_ended_wills(&mut self, wills: Vec<(String, StoredWill)>) {
+        let now = Instant::now();
+        for (client_id, w) in wills {
+            self.owe_will(None, Arc::from(client_id.as_str()), Box::new(stored_will(&w)), now);
+        }
     }
 
     /// Where an input to connection `idx` starts: its write buffer's length and the
@@ -720,6 +799,24 @@ impl Worker {
         }
         for idx in failed {
             self.link_lost(idx, LinkLoss::Limit(ReasonCode::QuotaExceeded), now);
+        }
+    }
+
+    /// Shutdown: hands the persister every batch still waiting for room in its channel
+    /// (it commits all it was given before it stops), until `deadline`.
+    pub(super) fn durable_drain(&mut self, deadline: Instant) {
+        let Some(d) = self.durable.as_mut() else { return };
+        while d.backlogged() && Instant::now() < deadline {
+            d.submit();
+            if d.backlogged() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if d.backlogged() {
+            log::warn!(
+                "worker {}: the durable store did not take the last changes in time",
+                self.id
+            );
         }
     }
 

@@ -77,6 +77,8 @@ const BACKOFF: Duration = Duration::from_millis(1);
 const STALL_LIMIT: Duration = Duration::from_millis(250);
 /// How long shutdown keeps flushing what is owed to clients.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the other workers' wills before disconnecting clients.
+const SHUTDOWN_WILLS: Duration = Duration::from_secs(1);
 /// Publish batches from other workers handled per iteration before this worker
 /// reads and writes its own sockets again.
 const DRAIN_BATCHES: usize = 16;
@@ -88,6 +90,8 @@ pub(crate) struct Shared {
     /// Open connections over all workers, for `max_connections`.
     pub(crate) connections: Arc<AtomicUsize>,
     pub(crate) shutdown: Arc<AtomicBool>,
+    /// Workers that have routed their shutdown wills (see `shutdown_connections`).
+    pub(crate) wills_routed: Arc<AtomicUsize>,
     pub(crate) limits: Limits,
     pub(crate) broker_limits: BrokerLimits,
     pub(crate) workers: usize,
@@ -287,6 +291,9 @@ impl Worker {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        // Wills the store owed from before the start and already due, before any
+        // client can reconnect (a will without delay is not cancelled by that).
+        self.publish_due_wills(Instant::now());
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
             let timeout = if self.peers_full || !self.congested.is_empty() || backlogged {
@@ -403,28 +410,76 @@ impl Worker {
                 break;
             }
             let Ok(msg) = self.rx.try_recv() else { break };
-            match msg {
-                WorkerMsg::Publish(batch) => {
-                    batches += 1;
-                    for m in &batch {
-                        self.deliver_local(m, now);
-                    }
-                }
-                WorkerMsg::Handoff(h) => self.adopt(*h, now),
-                WorkerMsg::Share(batch) => {
-                    batches += 1;
-                    for m in batch {
-                        self.handle_share(m, now);
-                    }
-                }
-                WorkerMsg::Mark { from, mark } => {
-                    if let Some(d) = self.durable.as_mut() {
-                        d.on_mark(from, mark);
-                    }
-                }
+            if self.handle_worker_msg(msg, now) {
+                batches += 1;
             }
         }
         self.channel_pending = !self.rx.is_empty();
+    }
+
+    /// Handles one message from another worker; true for a batch of messages.
+    fn handle_worker_msg(&mut self, msg: WorkerMsg, now: Instant) -> bool {
+        match msg {
+            WorkerMsg::Publish(batch) => {
+                for m in &batch {
+                    self.deliver_local(m, now);
+                }
+                true
+            }
+            WorkerMsg::Handoff(h) => {
+                self.adopt(*h, now);
+                false
+            }
+            WorkerMsg::Share(batch) => {
+                for m in batch {
+                    self.handle_share(m, now);
+                }
+                true
+            }
+            WorkerMsg::Mark { from, mark } => {
+                if let Some(d) = self.durable.as_mut() {
+                    d.on_mark(from, mark);
+                }
+                false
+            }
+        }
+    }
+
+    /// Shutdown: routes this worker's wills, then handles the other workers' until
+    /// every worker has sent its own (at most `SHUTDOWN_WILLS`), so that subscribers
+    /// still connected get them before DISCONNECT and persistent sessions queue them.
+    fn exchange_shutdown_wills(&mut self, now: Instant) {
+        self.publish_shutdown_wills(now);
+        let deadline = now + SHUTDOWN_WILLS;
+        let mut events = Events::with_capacity(64);
+        let mut counted = false;
+        loop {
+            while let Ok(msg) = self.rx.try_recv() {
+                self.handle_worker_msg(msg, now);
+            }
+            self.flush_outbox();
+            self.flush_dirty(now);
+            // `peers_full`: some batch found its peer's channel full and is kept.
+            let sent = !self.peers_full;
+            if sent && !counted {
+                // Everything this worker routed is in the peers' channels now.
+                counted = true;
+                self.shared.wills_routed.fetch_add(1, Ordering::AcqRel);
+                for p in &self.peers {
+                    let _ = p.waker.wake();
+                }
+            }
+            let all = self.shared.wills_routed.load(Ordering::Acquire) >= self.shared.workers;
+            if counted && all && self.rx.is_empty() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!("worker {}: shutdown went on without every worker's wills", self.id);
+                break;
+            }
+            let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
+        }
     }
 
     /// Sends each non-empty outbox as one batch, waking the peer once. A full channel
@@ -581,6 +636,7 @@ impl Worker {
         }
         self.listeners.clear();
         let now = Instant::now();
+        self.exchange_shutdown_wills(now);
         let attached: Vec<SessionKey> =
             self.conns.iter().filter_map(|(_, c)| c.session()).collect();
         for key in attached {
@@ -588,16 +644,23 @@ impl Worker {
                 slot.session.handle_link_lost(now, LinkLoss::ServerShutdown);
             }
             self.client_disconnected(key, shoal_core::ReasonCode::ServerShuttingDown);
-            // Writes the DISCONNECT; the will is not routed: every worker is stopping.
+            // Writes the DISCONNECT; the will went out before (exchange_shutdown_wills).
             self.pump_transmit(key, now);
             if let Some(slot) = self.sessions.get_mut(key) {
                 while slot.session.poll_event().is_some() {}
             }
+            // A persistent session's record says when its connection ended (and keeps
+            // a will still waiting for its delay).
+            self.durable_put_session(key, true);
         }
+        self.durable_end();
+        self.durable_drain(now + SHUTDOWN_FLUSH);
         let deadline = now + SHUTDOWN_FLUSH;
         let mut events = Events::with_capacity(256);
         let mut close_notified = false;
         loop {
+            // Output held for the store is released once its commit is in.
+            self.durable_poll(Instant::now());
             let mut owed = false;
             for (_, conn) in self.conns.iter_mut() {
                 if !close_notified {

@@ -11,11 +11,13 @@ use shoal_core::codec::LastWill;
 use shoal_core::session::Message;
 
 use super::Worker;
-use crate::store::SessionKey;
+use crate::store::{SessionKey, SessionStore};
 
 /// A will waiting for its delay.
 pub(super) struct PendingWill {
-    key: SessionKey,
+    /// The session it belongs to; `None` for the will of a session that ended while
+    /// the broker was down (published at start).
+    key: Option<SessionKey>,
     client_id: Arc<str>,
     due: Instant,
     will: Box<LastWill>,
@@ -36,7 +38,7 @@ impl Worker {
         if delay > 0 && !session_ends {
             let due = now + Duration::from_secs(u64::from(delay));
             self.pending_wills.retain(|p| p.client_id != client_id);
-            self.pending_wills.push(PendingWill { key, client_id, due, will });
+            self.pending_wills.push(PendingWill { key: Some(key), client_id, due, will });
             return;
         }
         let msg = Message::from_will(*will, Some(client_id), now);
@@ -50,8 +52,10 @@ impl Worker {
 
     /// The session `key` ended: its delayed will goes out now.
     pub(super) fn session_ended_will(&mut self, key: SessionKey, client_id: &str, now: Instant) {
-        let Some(i) =
-            self.pending_wills.iter().position(|p| p.key == key && &*p.client_id == client_id)
+        let Some(i) = self
+            .pending_wills
+            .iter()
+            .position(|p| p.key == Some(key) && &*p.client_id == client_id)
         else {
             return;
         };
@@ -71,6 +75,65 @@ impl Worker {
         self.pending_wills = waiting;
         for p in due {
             let msg = Message::from_will(*p.will, Some(p.client_id), now);
+            self.route(Arc::new(msg), now);
+            if let Some(key) = p.key {
+                // The session lives on without a will owed: the store forgets it too.
+                if let Some(d) = self.durable.as_mut() {
+                    d.drop_will(key);
+                }
+                self.durable_put_session(key, true);
+            }
+        }
+    }
+
+    /// A will the store kept owing: of a session `key` recovered at start (due when its
+    /// delay, counted from the end of its last connection, runs out), or, with `key`
+    /// `None`, of a session that ended while the broker was down (due at once).
+    pub(super) fn owe_will(
+        &mut self,
+        key: Option<SessionKey>,
+        client_id: Arc<str>,
+        will: Box<LastWill>,
+        due: Instant,
+    ) {
+        self.pending_wills.push(PendingWill { key, client_id, due, will });
+    }
+
+    /// Shutdown, first step: publishes what the broker's end owes, while every
+    /// subscriber is still connected. A connected client's will goes out unless its
+    /// session outlives the broker in the durable store and the will has a delay (the
+    /// store keeps it, and the next start publishes it when the delay runs out, unless
+    /// the client is back by then). Without a durable store every session ends here,
+    /// so the wills still waiting for their delay go out too.
+    pub(super) fn publish_shutdown_wills(&mut self, now: Instant) {
+        let durable = self.durable.is_some();
+        let attached: Vec<SessionKey> =
+            self.conns.iter().filter_map(|(_, c)| c.session()).collect();
+        let mut wills = Vec::new();
+        for key in attached {
+            let Some(slot) = self.sessions.get_mut(key) else { continue };
+            let Some(will) = slot.session.take_will() else { continue };
+            let kept = durable
+                && slot.session.is_persistent()
+                && will.properties.will_delay_interval.unwrap_or(0) > 0;
+            if kept {
+                continue;
+            }
+            let client_id = slot.session.client_id().clone();
+            if let Some(d) = self.durable.as_mut() {
+                d.drop_will(key);
+            }
+            wills.push(Message::from_will(*will, Some(client_id), now));
+        }
+        if !durable {
+            for p in std::mem::take(&mut self.pending_wills) {
+                wills.push(Message::from_will(*p.will, Some(p.client_id), now));
+            }
+        }
+        if !wills.is_empty() {
+            log::info!("worker {}: publishing {} wills at shutdown", self.id, wills.len());
+        }
+        for msg in wills {
             self.route(Arc::new(msg), now);
         }
     }

@@ -68,6 +68,8 @@ pub struct ConnectOptions {
     pub topic_alias_maximum: Option<u16>,
     /// v5 Will Delay Interval of the will, when set.
     pub will_delay: Option<u32>,
+    /// More v5 will properties, already encoded (see [`property`]).
+    pub will_properties: Vec<u8>,
     /// Optional user name.
     pub username: Option<String>,
     /// Optional password (3.1.1 requires a user name with it).
@@ -90,6 +92,7 @@ impl ConnectOptions {
             max_packet_size: None,
             topic_alias_maximum: None,
             will_delay: None,
+            will_properties: Vec::new(),
             username: None,
             password: None,
             authentication: None,
@@ -204,8 +207,10 @@ pub fn connect(opts: &ConnectOptions) -> Vec<u8> {
     put_str(&mut body, opts.client_id.as_bytes());
     if let Some(will) = &opts.will {
         if opts.version.is_v5() {
-            let delay = opts.will_delay.map(|d| property(0x18, &d.to_be_bytes()));
-            put_properties(&mut body, &delay.unwrap_or_default());
+            let mut props =
+                opts.will_delay.map(|d| property(0x18, &d.to_be_bytes())).unwrap_or_default();
+            props.extend_from_slice(&opts.will_properties);
+            put_properties(&mut body, &props);
         }
         put_str(&mut body, will.topic.as_bytes());
         put_str(&mut body, &will.payload);

@@ -30,6 +30,7 @@ mod tls;
 mod topics;
 mod will;
 mod will_delay;
+mod will_store;
 mod ws;
 
 use shoal_core::ProtocolVersion;
