@@ -151,6 +151,20 @@ impl Worker {
         }
     }
 
+    /// A client's PUBLISH to `$SYS`: acknowledged (v5 with 0x87 Not authorized) and
+    /// dropped, like an ACL refusal.
+    pub(super) fn refuse_sys_publish(&mut self, key: SessionKey, publish: Publish, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else { return };
+        log::debug!(
+            "publish by {} to {} dropped: $SYS is the broker's",
+            slot.session.client_id(),
+            publish.topic.as_str()
+        );
+        self.counters.on_dropped(DropCause::Acl);
+        slot.session.handle_publish_refused(now, publish, ReasonCode::NotAuthorized);
+        self.service_session(key, now);
+    }
+
     /// Checks a PUBLISH against the publish rate and `on_publish`. Returns the packet
     /// when it is to be handled as usual; otherwise it has been refused (acknowledged
     /// without routing) or the connection is closing.
@@ -291,4 +305,10 @@ impl Worker {
             );
         }
     }
+}
+
+/// Whether `topic` is in the broker's `$SYS` tree (`$SYS` or `$SYS/...`).
+pub(super) fn is_sys_topic(topic: &TopicName) -> bool {
+    let t = topic.as_str().as_bytes();
+    t.first() == Some(&b'$') && t.starts_with(b"$SYS") && matches!(t.get(4), None | Some(&b'/'))
 }

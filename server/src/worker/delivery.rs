@@ -10,6 +10,7 @@ use shoal_core::session::{Delivery, Event, LinkLoss, Message, SubscriptionEntry}
 use shoal_core::topic::MergeSubscription;
 use shoal_core::{QoS, ReasonCode};
 
+use super::authz::is_sys_topic;
 use super::conn::Pressure;
 use super::Worker;
 use crate::metrics::{ClientEvent, DropCause};
@@ -91,6 +92,14 @@ impl Worker {
         let puback =
             mark.is_some() && matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtLeastOnce);
         let packet = match packet {
+            // `$SYS` is the broker's own: a client may not publish there (as in
+            // Mosquitto), whatever the ACL says, so nobody can fake broker statistics.
+            Packet::Publish(p) if is_sys_topic(&p.topic) => {
+                self.refuse_sys_publish(key, p, now);
+                self.hold_apply(idx, mark, true);
+                self.note_held_puback(idx, puback);
+                return;
+            }
             Packet::Publish(p) if !self.clients.is_empty() => {
                 match self.check_publish(idx, key, p, now) {
                     Some(p) => Packet::Publish(p),

@@ -5,7 +5,7 @@
 use shoal_core::ProtocolVersion::{V3_1_1, V5};
 
 use crate::harness::TestBroker;
-use crate::raw::RawClient;
+use crate::raw::{Incoming, RawClient};
 
 /// (filter, topic, matches?) — each row from a rule or example in 4.7.
 const MATCHING: &[(&str, &str, bool)] = &[
@@ -26,10 +26,11 @@ const MATCHING: &[(&str, &str, bool)] = &[
     ("A/b", "a/b", false),    // case-sensitive
     ("a b/c", "a b/c", true), // spaces are ordinary characters
     ("ünï/+/ködé", "ünï/x/ködé", true),
-    ("#", "$SYS/broker", false), // [MQTT-4.7.2-1]
-    ("+/broker", "$SYS/broker", false),
-    ("$SYS/#", "$SYS/broker", true),
-    ("$SYS/+", "$SYS/broker", true),
+    // [MQTT-4.7.2-1] on a `$` topic a client may publish to (`$SYS` is the broker's).
+    ("#", "$app/broker", false),
+    ("+/broker", "$app/broker", false),
+    ("$app/#", "$app/broker", true),
+    ("$app/+", "$app/broker", true),
 ];
 
 #[test]
@@ -71,4 +72,31 @@ fn topic_names_are_delivered_byte_for_byte() {
         // [MQTT-1.5.3-3] U+FEFF must not be stripped; nothing else may change either.
         assert_eq!(sub.expect_publish().topic, topic);
     }
+}
+
+#[test]
+fn clients_may_not_publish_to_sys() {
+    // `$SYS` carries the broker's own statistics: a client's PUBLISH there is
+    // acknowledged (v5: 0x87 Not authorized) and dropped, so nobody can fake them.
+    let broker = TestBroker::start();
+    let mut sub = RawClient::connect(broker.addr(), V5, "sys-sub");
+    sub.subscribe_one("$SYS/fake/#", 1);
+    sub.subscribe_one("sentinel/sys", 1);
+    for (i, version) in [V3_1_1, V5].into_iter().enumerate() {
+        let mut publisher = RawClient::connect(broker.addr(), version, "sys-faker");
+        let id = publisher.publish_no_wait("$SYS/fake/clients", b"999", 1, true);
+        let ack = publisher.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(i, _) if *i == id));
+        let expected = if version.is_v5() { 0x87 } else { 0 };
+        assert_eq!(ack, Incoming::PubAck(id, expected), "{version}");
+        publisher.publish_no_wait("$SYS", b"999", 0, false);
+        publisher.publish("sentinel/sys", format!("end {i}").as_bytes(), 1, false);
+        let first = sub.expect_publish_acked();
+        assert_eq!(first.topic, "sentinel/sys", "{version}: the $SYS publish was routed");
+        publisher.disconnect();
+    }
+    // Nor was it retained.
+    let mut late = RawClient::connect(broker.addr(), V5, "sys-late");
+    late.subscribe_one("$SYS/fake/#", 1);
+    let unread = late.ping_then_unread();
+    assert!(unread.is_empty(), "{unread:?}");
 }
