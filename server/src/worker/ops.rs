@@ -215,7 +215,9 @@ impl Worker {
         });
         Some(ClientInfo {
             id: s.client_id().to_string(),
-            username: None,
+            // Known when hooks (password file, ACL, an application's) run: the
+            // authenticated name, not a claim.
+            username: self.clients.get(&key).and_then(|c| c.info.identity.username.clone()),
             address: conn.map(|c| c.addr.to_string()),
             listener: conn
                 .and_then(|c| self.shared.ops.listener_names.get(usize::from(c.listener)))

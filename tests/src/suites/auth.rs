@@ -361,3 +361,26 @@ fn acl_checks_the_topic_behind_a_topic_alias() {
     admin.ping();
     assert!(admin.ping_then_unread().is_empty(), "nothing of bob's topic was routed");
 }
+
+#[test]
+fn admin_api_shows_the_authenticated_username() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("passwd");
+    shoal_passwd(&pw, "alice", "wonder land", true);
+    let admin = "[admin]\nenabled = true\nbind = \"127.0.0.1:0\"\ntoken = \"t0ken\"\n";
+    let broker = TestBroker::with_config(&format!("{}{admin}", auth_config(&pw, "")));
+    let opts = login(V5, "phone-1", Some("alice"), Some("wonder land"));
+    let (_alice, _) = RawClient::connect_with(broker.addr(), &opts);
+    let r = crate::http::request(broker.admin_addr(), "GET", "/api/clients", Some("t0ken"), None);
+    let page = r.json();
+    assert_eq!(page["clients"][0]["id"], "phone-1", "{page}");
+    assert_eq!(page["clients"][0]["username"], "alice", "{page}");
+    let found = crate::http::request(
+        broker.admin_addr(),
+        "GET",
+        "/api/clients?search=ALICE",
+        Some("t0ken"),
+        None,
+    );
+    assert_eq!(found.json()["total"], 1);
+}
