@@ -752,22 +752,27 @@ impl Session {
     ) -> Result<(), ReasonCode> {
         let identifier = s.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(s.filters.len());
+        let mut failures = Vec::new();
         for (i, f) in s.filters.into_iter().enumerate() {
-            if let Some(code) = refused.get(i).copied().flatten() {
-                codes.push(code);
-                continue;
-            }
-            let code = self.subscribe_one(version, &f.filter, f.options, identifier);
+            let code = match refused.get(i).copied().flatten() {
+                Some(code) => code,
+                None => self.subscribe_one(version, &f.filter, f.options, identifier),
+            };
             if code == ReasonCode::ProtocolError {
                 return Err(code);
             }
+            if code.is_error() {
+                failures.push(failure_clause(&f.filter, code));
+            }
             codes.push(code);
         }
-        self.transmit.push_back(Transmit::Other(Box::new(Packet::SubAck(SubAck {
+        let mut ack = Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             reason_codes: codes,
             properties: AckProperties::default(),
-        }))));
+        });
+        self.explain_failures(&mut ack, &failures);
+        self.transmit.push_back(Transmit::Other(Box::new(ack)));
         Ok(())
     }
 
@@ -815,23 +820,59 @@ impl Session {
 
     fn handle_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
+        let mut failures = Vec::new();
         for f in &u.filters {
-            let removed = TopicFilter::parse(f).ok().and_then(|filter| {
-                self.stored.as_mut()?.subscriptions.remove(&filter).map(|_| filter)
-            });
+            let Ok(filter) = TopicFilter::parse(f) else {
+                // Not a filter at all: nobody can be subscribed to it.
+                failures.push(failure_clause(f, ReasonCode::TopicFilterInvalid));
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            };
+            let removed = self.stored.as_mut().and_then(|s| s.subscriptions.remove(&filter));
             codes.push(match removed {
-                Some(filter) => {
+                Some(_) => {
                     self.events.push_back(Event::Unsubscribe(filter));
                     ReasonCode::Success
                 }
                 None => ReasonCode::NoSubscriptionExisted,
             });
         }
-        self.transmit.push_back(Transmit::Other(Box::new(Packet::UnsubAck(UnsubAck {
+        let mut ack = Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reason_codes: codes,
             properties: AckProperties::default(),
-        }))));
+        });
+        self.explain_failures(&mut ack, &failures);
+        self.transmit.push_back(Transmit::Other(Box::new(ack)));
+    }
+
+    /// Gives a SUBACK or UNSUBACK with failure codes a reason string naming each
+    /// refused filter and why (v5, unless the client asked for no reason strings with
+    /// Request Problem Information 0 [MQTT-3.1.2-29]). The property is left out when it
+    /// would make the packet larger than the client's Maximum Packet Size
+    /// [MQTT-3.1.2-25] or than a string may be.
+    fn explain_failures(&self, ack: &mut Packet, failures: &[String]) {
+        if failures.is_empty() {
+            return;
+        }
+        let Some(link) = self.link.as_ref().filter(|l| l.problem_info && l.version.is_v5()) else {
+            return;
+        };
+        let properties = match ack {
+            Packet::SubAck(a) => &mut a.properties,
+            Packet::UnsubAck(a) => &mut a.properties,
+            _ => return,
+        };
+        properties.reason_string = Some(failures.join("; "));
+        let mut encoded = BytesMut::new();
+        if ack.encode(link.version, &mut encoded).is_err() || encoded.len() > link.max_packet_bytes
+        {
+            if let Packet::SubAck(SubAck { properties, .. })
+            | Packet::UnsubAck(UnsubAck { properties, .. }) = ack
+            {
+                properties.reason_string = None;
+            }
+        }
     }
 
     fn handle_disconnect(&mut self, now: Instant, d: Disconnect) -> Result<(), ReasonCode> {
@@ -1026,6 +1067,18 @@ impl Session {
     fn stored_mut(&mut self) -> &mut Stored {
         self.stored.get_or_insert_with(Box::default)
     }
+}
+
+/// One clause of an ack's reason string: the filter and why it failed. A long filter
+/// is cut (at a character boundary) so the clause stays readable.
+fn failure_clause(filter: &str, code: ReasonCode) -> String {
+    const SHOWN_BYTES: usize = 64;
+    let mut end = filter.len().min(SHOWN_BYTES);
+    while !filter.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < filter.len() { "..." } else { "" };
+    format!("{}{cut}: {}", filter.get(..end).unwrap_or_default(), code.description())
 }
 
 #[cfg(test)]

@@ -706,3 +706,87 @@ fn pubacks_the_broker_holds_count_against_our_receive_maximum() {
     v3.handle_packet(now, publish(QoS::ExactlyOnce, Some(2)));
     assert!(v3.exceeds_receive_maximum(&qos2, 0));
 }
+
+/// A v5 session whose CONNECT set Request Problem Information and Maximum Packet Size.
+fn online_v5_with(problem_info: Option<bool>, max_packet: Option<u32>, now: Instant) -> Session {
+    let mut s = Session::new(Arc::from("c"), limits());
+    let mut c = connect(ProtocolVersion::V5, "c", true, 10);
+    c.properties.request_problem_information = problem_info;
+    c.properties.maximum_packet_size = max_packet;
+    s.handle_connect(now, &c, answer());
+    drain(&mut s);
+    s
+}
+
+fn subscribe_bad_and_good(s: &mut Session, now: Instant) -> SubAck {
+    let filter = |f: &str| SubscribeFilter { filter: f.into(), options: Default::default() };
+    s.handle_packet(
+        now,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![filter("a/#/b"), filter("ok")],
+            properties: SubscribeProperties::default(),
+        }),
+    );
+    match drain(s).into_iter().next() {
+        Some(Packet::SubAck(ack)) => ack,
+        other => panic!("no SUBACK: {other:?}"),
+    }
+}
+
+#[test]
+fn suback_and_unsuback_failures_carry_a_reason_string_naming_the_filter() {
+    let now = Instant::now();
+    let mut s = online_v5_with(None, None, now);
+    let ack = subscribe_bad_and_good(&mut s, now);
+    assert_eq!(ack.reason_codes, vec![ReasonCode::TopicFilterInvalid, ReasonCode::Success]);
+    let text = ack.properties.reason_string.expect("SUBACK failure without reason string");
+    assert!(text.contains("a/#/b") && text.contains("Topic Filter invalid"), "{text}");
+    s.handle_packet(
+        now,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            filters: vec!["ok".into(), "x/#/y".into(), "never".into()],
+            properties: UnsubscribeProperties::default(),
+        }),
+    );
+    let Some(Packet::UnsubAck(ack)) = s.poll_transmit() else { panic!("no UNSUBACK") };
+    assert_eq!(
+        ack.reason_codes,
+        vec![
+            ReasonCode::Success,
+            ReasonCode::TopicFilterInvalid,
+            ReasonCode::NoSubscriptionExisted
+        ]
+    );
+    // Only the failure is explained; "no subscription existed" is not one.
+    let text = ack.properties.reason_string.expect("UNSUBACK failure without reason string");
+    assert!(text.contains("x/#/y") && !text.contains("never"), "{text}");
+}
+
+#[test]
+fn ack_reason_strings_respect_problem_information_and_maximum_packet_size() {
+    let now = Instant::now();
+    // [MQTT-3.1.2-29] Request Problem Information 0: no reason string.
+    let mut s = online_v5_with(Some(false), None, now);
+    assert_eq!(subscribe_bad_and_good(&mut s, now).properties.reason_string, None);
+    // [MQTT-3.1.2-25] a SUBACK that would not fit the client's maximum goes without it.
+    let mut s = online_v5_with(None, Some(16), now);
+    let ack = subscribe_bad_and_good(&mut s, now);
+    assert_eq!(ack.reason_codes.len(), 2);
+    assert_eq!(ack.properties.reason_string, None);
+    // A long filter is cut, so the string stays short.
+    let mut s = online_v5_with(None, None, now);
+    let long = format!("{}/#/b", "x".repeat(1000));
+    s.handle_packet(
+        now,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![SubscribeFilter { filter: long, options: Default::default() }],
+            properties: SubscribeProperties::default(),
+        }),
+    );
+    let Some(Packet::SubAck(ack)) = s.poll_transmit() else { panic!("no SUBACK") };
+    let text = ack.properties.reason_string.expect("no reason string");
+    assert!(text.len() < 200, "{} bytes", text.len());
+}

@@ -284,6 +284,7 @@ impl Worker {
                 if let Some(shared) = super::shared::as_shared(&filter) {
                     // [MQTT-4.8.2] no retained messages on a shared subscribe.
                     self.share_join(key, &filter, shared, SubValue::from(entry), now);
+                    self.durable_put_session(key, false);
                     return;
                 }
                 self.trie.insert(&filter, key, SubValue::from(entry));
@@ -323,7 +324,10 @@ impl Worker {
             }
             Event::Unsubscribe(filter) => {
                 if super::shared::as_shared(&filter).is_some() {
+                    // [MQTT-3.10.4-3] what was already sent for the group is still
+                    // completed by this session; the group just stops choosing it.
                     self.share_leave(key, &filter, now);
+                    self.durable_put_session(key, false);
                     return;
                 }
                 self.trie.remove(&filter, &key);

@@ -79,6 +79,9 @@ const STALL_LIMIT: Duration = Duration::from_millis(250);
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the other workers' wills before disconnecting clients.
 const SHUTDOWN_WILLS: Duration = Duration::from_secs(1);
+/// How long a closed connection may keep its socket to write what it still owes (a
+/// DISCONNECT behind a full socket or behind output held for the durable store).
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Publish batches from other workers handled per iteration before this worker
 /// reads and writes its own sockets again.
 const DRAIN_BATCHES: usize = 16;
@@ -152,6 +155,9 @@ pub(crate) struct Worker {
     dirty: Vec<usize>,
     /// Connections to close at the end of the iteration.
     closing: Vec<usize>,
+    /// Closed connections that still owe bytes, and when they go regardless
+    /// (`CLOSE_LINGER`). Nothing is read from them.
+    lingering: Vec<(usize, Instant)>,
     /// Connections to read again next iteration without waiting for an event: their
     /// read budget ran out or reads were deferred (peer channel full), and mio is
     /// edge-triggered, so no new event comes for bytes already in the kernel.
@@ -240,6 +246,7 @@ impl Worker {
             inbuf: BytesMut::new(),
             dirty: Vec::new(),
             closing: Vec::new(),
+            lingering: Vec::new(),
             ready: Vec::new(),
             congested: Vec::new(),
             channel_pending: false,
@@ -347,7 +354,7 @@ impl Worker {
             self.flush_outbox();
             self.send_marks();
             self.flush_dirty(now);
-            self.close_pending();
+            self.close_pending(now);
             let busy = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.counters.busy_nanos = self.counters.busy_nanos.wrapping_add(busy);
         }
@@ -551,21 +558,49 @@ impl Worker {
         }
     }
 
-    /// Drops connections that ended this iteration, after one last write.
-    fn close_pending(&mut self) {
+    /// Drops connections that ended, once they have written what they owe: the last
+    /// packets (a server DISCONNECT above all) may wait behind a full socket or behind
+    /// output held until the durable store commits. Such a connection lingers, read no
+    /// more, until its buffer is written (its writable events and hold releases flush
+    /// it) or `CLOSE_LINGER` has passed, and is dropped then either way.
+    fn close_pending(&mut self, now: Instant) {
         for idx in std::mem::take(&mut self.closing) {
-            let Some(mut conn) = self.conns.try_remove(idx) else { continue };
-            if !self.refusing.is_empty() {
-                self.refusing.retain(|&i| i != idx);
-            }
-            if !self.auth.is_empty() {
-                self.auth.remove(&idx);
-            }
-            conn.close_notify();
-            let _ = conn.flush(&mut self.counters.bytes_sent);
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.shared.forget_connection(conn.listener);
+            self.lingering.push((idx, now + CLOSE_LINGER));
         }
+        if self.lingering.is_empty() {
+            return;
+        }
+        let mut lingering = std::mem::take(&mut self.lingering);
+        let mut gone = Vec::new();
+        lingering.retain(|&(idx, until)| {
+            let Some(conn) = self.conns.get_mut(idx) else { return false };
+            let outcome = conn.flush(&mut self.counters.bytes_sent);
+            let owed = outcome == WriteOutcome::Pending || !conn.wbuf.is_empty();
+            let keep = outcome != WriteOutcome::Failed && owed && now < until;
+            if !keep {
+                gone.push(idx);
+            }
+            keep
+        });
+        self.lingering = lingering;
+        for idx in gone {
+            self.drop_closed(idx);
+        }
+    }
+
+    /// Ends the layers, writes their last bytes and drops the connection.
+    fn drop_closed(&mut self, idx: usize) {
+        let Some(mut conn) = self.conns.try_remove(idx) else { return };
+        if !self.refusing.is_empty() {
+            self.refusing.retain(|&i| i != idx);
+        }
+        if !self.auth.is_empty() {
+            self.auth.remove(&idx);
+        }
+        conn.close_notify();
+        let _ = conn.flush(&mut self.counters.bytes_sent);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.shared.forget_connection(conn.listener);
     }
 
     /// Marks a connection to be closed at the end of the iteration.

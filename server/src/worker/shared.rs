@@ -23,6 +23,7 @@ use shoal_core::{SubscriptionTrie, TopicFilter};
 use super::delivery::SubValue;
 use super::Worker;
 use crate::config::ShareStrategy;
+use crate::metrics::DropCause;
 use crate::route::{home_worker, WorkerMsg};
 use crate::store::{SessionKey, SessionStore};
 
@@ -48,9 +49,21 @@ pub(crate) enum ShareMsg {
     /// To the group home: a member's connection ended (`false`) or it reconnected.
     Presence { name: Arc<str>, member: MemberId, online: bool },
     /// From the group home to the member's worker: deliver this.
-    Deliver { member: MemberId, delivery: Delivery },
+    Deliver { member: MemberId, delivery: Delivery, offer: Offer },
     /// To the group home: give this message of group `tag` to another member.
-    Reassign { tag: u64, message: Arc<Message> },
+    Reassign { tag: u64, message: Arc<Message>, refused: Vec<MemberId> },
+}
+
+/// What travels with one shared message from the group home to a member and back, so
+/// that a member that cannot take it hands it on without it going round in circles.
+#[derive(Debug, Default)]
+pub(crate) struct Offer {
+    /// Members whose `on_deliver` hook refused the message: it is not offered to them
+    /// again. Empty (no allocation) for nearly every message.
+    refused: Vec<MemberId>,
+    /// The group home chose this member knowing it is offline (nobody was online): its
+    /// persistent session queues the message. Otherwise an offline member hands it back.
+    to_offline: bool,
 }
 
 /// A group and its members, on its home worker.
@@ -141,10 +154,11 @@ impl ShareGroups {
         }
     }
 
-    /// Picks the member of group `tag` to get the next message: an online member by
-    /// the strategy; with none online, an offline one (a persistent session, which
-    /// queues it); `None` when the group is gone.
-    fn pick(&mut self, tag: u64) -> Option<(MemberId, SubValue)> {
+    /// Picks the member of group `tag` to get the next message, never one in `refused`:
+    /// an online member by the strategy; with none online, an offline one (a persistent
+    /// session, which queues it), reported by `false`; `None` when the group is gone or
+    /// every member refused.
+    fn pick(&mut self, tag: u64, refused: &[MemberId]) -> Option<(MemberId, SubValue, bool)> {
         let strategy = self.strategy;
         let random = match strategy {
             ShareStrategy::Random => Some(self.next_random()),
@@ -155,39 +169,35 @@ impl ShareGroups {
         if n == 0 {
             return None;
         }
-        let online = group.members.iter().filter(|(_, _, on)| *on).count();
-        let index = if online == 0 {
-            // Nobody connected: spread over the offline members in turn.
-            let i = group.cursor % n;
-            group.cursor = (i + 1) % n;
-            i
-        } else {
-            match strategy {
+        let eligible =
+            |g: &Group, i: usize| g.members.get(i).is_some_and(|(m, _, _)| !refused.contains(m));
+        let online = |g: &Group, i: usize| eligible(g, i) && is_online(g, i);
+        let start = group.cursor % n;
+        let mut ring = (0..n).map(|k| (start + k) % n);
+        let index = match ring.clone().find(|&i| online(group, i)) {
+            None => {
+                // Nobody eligible connected: spread over the offline members in turn.
+                let i = ring.find(|&i| eligible(group, i))?;
+                group.cursor = (i + 1) % n;
+                i
+            }
+            Some(first) => match strategy {
                 ShareStrategy::RoundRobin => {
-                    let start = group.cursor % n;
-                    let i = (0..n).map(|k| (start + k) % n).find(|&i| is_online(group, i))?;
-                    group.cursor = (i + 1) % n;
-                    i
+                    group.cursor = (first + 1) % n;
+                    first
                 }
                 ShareStrategy::Sticky => {
-                    let start = group.cursor % n;
-                    let i = (0..n).map(|k| (start + k) % n).find(|&i| is_online(group, i))?;
-                    group.cursor = i;
-                    i
+                    group.cursor = first;
+                    first
                 }
                 ShareStrategy::Random => {
-                    let r = usize::try_from(random.unwrap_or(0) % online as u64).unwrap_or(0);
-                    group
-                        .members
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, (_, _, on))| *on)
-                        .nth(r)
-                        .map(|(i, _)| i)?
+                    let count = (0..n).filter(|&i| online(group, i)).count().max(1);
+                    let r = usize::try_from(random.unwrap_or(0) % count as u64).unwrap_or(0);
+                    (0..n).filter(|&i| online(group, i)).nth(r)?
                 }
-            }
+            },
         };
-        group.members.get(index).map(|(m, v, _)| (m.clone(), v.clone()))
+        group.members.get(index).map(|(m, v, on)| (m.clone(), v.clone(), *on))
     }
 
     fn next_random(&mut self) -> u64 {
@@ -285,7 +295,8 @@ impl Worker {
         for d in orphans {
             if let Some(tag) = d.share {
                 let home = usize::try_from(tag >> 48).unwrap_or(usize::MAX);
-                self.send_share(home, ShareMsg::Reassign { tag, message: d.message }, now);
+                let msg = ShareMsg::Reassign { tag, message: d.message, refused: Vec::new() };
+                self.send_share(home, msg, now);
             }
         }
     }
@@ -297,15 +308,23 @@ impl Worker {
         matched.clear();
         self.share.trie.for_each_match(&msg.topic, |tag, ()| matched.push(*tag));
         for &tag in &matched {
-            self.share_pick_and_send(tag, msg.clone(), now);
+            self.share_pick_and_send(tag, msg.clone(), Vec::new(), now);
         }
         self.share.matched = matched;
     }
 
-    fn share_pick_and_send(&mut self, tag: u64, message: Arc<Message>, now: Instant) {
-        let Some((member, v)) = self.share.pick(tag) else {
-            // No member can take it: counted with the full queues, the nearest cause.
-            self.counters.on_dropped(crate::metrics::DropCause::QueueFull);
+    fn share_pick_and_send(
+        &mut self,
+        tag: u64,
+        message: Arc<Message>,
+        refused: Vec<MemberId>,
+        now: Instant,
+    ) {
+        let Some((member, v, online)) = self.share.pick(tag, &refused) else {
+            // No member can take it: every one refused it, or the group is gone
+            // (counted with the full queues, the nearest cause).
+            let cause = if refused.is_empty() { DropCause::QueueFull } else { DropCause::Acl };
+            self.counters.on_dropped(cause);
             return;
         };
         let delivery = Delivery {
@@ -316,7 +335,17 @@ impl Worker {
             message,
         };
         let to = member.worker;
-        self.send_share(to, ShareMsg::Deliver { member, delivery }, now);
+        let offer = Offer { refused, to_offline: !online };
+        self.send_share(to, ShareMsg::Deliver { member, delivery, offer }, now);
+    }
+
+    /// Sends a shared message back to its group home for another member.
+    fn share_hand_back(&mut self, delivery: Delivery, refused: Vec<MemberId>, now: Instant) {
+        if let Some(tag) = delivery.share {
+            let home = usize::try_from(tag >> 48).unwrap_or(usize::MAX);
+            let msg = ShareMsg::Reassign { tag, message: delivery.message, refused };
+            self.send_share(home, msg, now);
+        }
     }
 
     /// Handles one share message addressed to this worker.
@@ -329,27 +358,32 @@ impl Worker {
             ShareMsg::Presence { name, member, online } => {
                 self.share.presence(&name, &member, online);
             }
-            ShareMsg::Reassign { tag, message } => self.share_pick_and_send(tag, message, now),
-            ShareMsg::Deliver { member, delivery } => {
-                let mine = self
-                    .sessions
-                    .get(member.key)
-                    .is_some_and(|s| *s.session.client_id() == member.client_id);
-                if !mine {
-                    // The member's session ended after the group home chose it.
-                    if let Some(tag) = delivery.share {
-                        let home = usize::try_from(tag >> 48).unwrap_or(usize::MAX);
-                        let msg = ShareMsg::Reassign { tag, message: delivery.message };
-                        self.send_share(home, msg, now);
-                    }
-                    return;
+            ShareMsg::Reassign { tag, message, refused } => {
+                self.share_pick_and_send(tag, message, refused, now);
+            }
+            ShareMsg::Deliver { member, delivery, mut offer } => {
+                let Some(slot) = self.sessions.get(member.key) else {
+                    // The member's session ended after the group home chose it (its
+                    // `Leave` is already on the way there).
+                    return self.share_hand_back(delivery, offer.refused, now);
+                };
+                if *slot.session.client_id() != member.client_id {
+                    return self.share_hand_back(delivery, offer.refused, now);
+                }
+                if slot.conn.is_none() && !offer.to_offline {
+                    // Its connection went after the group home chose it; the home has
+                    // learnt that by now (same channel, earlier), so another member
+                    // gets it, or this one again, knowingly offline, if nobody is on.
+                    return self.share_hand_back(delivery, offer.refused, now);
                 }
                 // on_deliver (ACL read access): a member that may not read the topic
-                // does not get it; the message is not offered to another member.
+                // does not get it; the group offers it to the members that have not
+                // refused it yet.
                 if self.shared.hooks.is_some()
                     && !self.may_deliver(member.key, &delivery.message.topic)
                 {
-                    return;
+                    offer.refused.push(member);
+                    return self.share_hand_back(delivery, offer.refused, now);
                 }
                 // Connected: sent; offline (persistent session): queued for it.
                 self.deliver(member.key, delivery, now);
@@ -405,7 +439,7 @@ mod tests {
     }
 
     fn picks(g: &mut ShareGroups, tag: u64, n: usize) -> Vec<usize> {
-        (0..n).map(|_| g.pick(tag).unwrap().0.key.0).collect()
+        (0..n).map(|_| g.pick(tag, &[]).unwrap().0.key.0).collect()
     }
 
     #[test]
@@ -445,6 +479,30 @@ mod tests {
         g.leave(&name, &member(0));
         g.leave(&name, &member(1));
         assert!(g.is_empty());
-        assert!(g.pick(tag).is_none());
+        assert!(g.pick(tag, &[]).is_none());
+    }
+
+    #[test]
+    fn members_that_refused_a_message_are_not_offered_it_again() {
+        for strategy in [ShareStrategy::RoundRobin, ShareStrategy::Sticky, ShareStrategy::Random] {
+            let (mut g, tag) = groups(strategy, 3);
+            let refused = [member(0), member(1)];
+            for _ in 0..5 {
+                assert_eq!(g.pick(tag, &refused).map(|p| p.0), Some(member(2)), "{strategy:?}");
+            }
+            assert!(g.pick(tag, &[member(0), member(1), member(2)]).is_none());
+        }
+    }
+
+    #[test]
+    fn an_offline_pick_says_so() {
+        let (mut g, tag) = groups(ShareStrategy::RoundRobin, 2);
+        let name: Arc<str> = Arc::from("$share/g/a");
+        assert!(g.pick(tag, &[]).is_some_and(|p| p.2), "online member picked as online");
+        g.presence(&name, &member(0), false);
+        g.presence(&name, &member(1), false);
+        assert!(g.pick(tag, &[]).is_some_and(|p| !p.2), "offline member picked as online");
+        // Offline and refused: nobody.
+        assert!(g.pick(tag, &[member(0), member(1)]).is_none());
     }
 }

@@ -9,11 +9,12 @@
 //! reads CONNACK and checks whichever behaviour the broker announced.
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
 use shoal_core::ProtocolVersion::{V3_1_1, V5};
 
-use crate::harness::TestBroker;
+use crate::harness::{run_with_timeout, ExternalTool, TestBroker};
 use crate::raw::wire::{self, find_property, property, string_value, ConnectOptions};
 use crate::raw::{Incoming, Property, RawClient, DEADLINE};
 
@@ -456,4 +457,79 @@ fn qos2_deliveries_count_against_receive_maximum_until_pubcomp() {
     }
     assert_eq!(sub.expect_publish_acked().payload, [2]);
     assert_eq!(sub.expect_publish_acked().payload, [3]);
+}
+
+/// Connects with paho (v5; argv[2] = Request Problem Information, argv[3] = Maximum
+/// Packet Size or 0 for none), subscribes to two filters (one over the broker's quota),
+/// unsubscribes from one and from a malformed filter, and prints each ack's codes and
+/// reason string.
+const PAHO_ACK_REASONS: &str = r#"
+import sys
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+port, problem_info, max_packet = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+def reason(properties):
+    return getattr(properties, "ReasonString", None) if properties is not None else None
+
+def on_connect(client, userdata, flags, reason_code, properties):
+    client.subscribe([("good/t", 1), ("over/quota", 1)])
+
+def on_subscribe(client, userdata, mid, reason_codes, properties):
+    print("SUBACK", [c.value for c in reason_codes], reason(properties))
+    client.unsubscribe(["good/t", "bad/#/x"])
+
+def on_unsubscribe(client, userdata, mid, reason_codes, properties):
+    print("UNSUBACK", [c.value for c in reason_codes], reason(properties))
+    client.disconnect()
+
+props = Properties(PacketTypes.CONNECT)
+props.RequestProblemInformation = problem_info
+if max_packet:
+    props.MaximumPacketSize = max_packet
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-reasons", protocol=mqtt.MQTTv5)
+client.on_connect = on_connect
+client.on_subscribe = on_subscribe
+client.on_unsubscribe = on_unsubscribe
+client.connect("127.0.0.1", port, keepalive=30, properties=props)
+client.loop_forever()
+"#;
+
+#[test]
+fn paho_sees_reason_strings_on_failed_subscribe_and_unsubscribe_only_when_allowed() {
+    // v5 SUBACK/UNSUBACK explain a failure code with a reason string naming the
+    // filter; never when the client set Request Problem Information 0
+    // [MQTT-3.1.2-29], nor when the ack would then exceed its Maximum Packet Size
+    // [MQTT-3.1.2-25].
+    if !ExternalTool::PahoMqtt.available() {
+        return;
+    }
+    let broker = TestBroker::with_config("[limits]\nmax_subscriptions_per_client = 1\n");
+    let run = |problem_info: &str, max_packet: &str| {
+        let port = broker.port().to_string();
+        let out = run_with_timeout(
+            Command::new("python3").args(["-c", PAHO_ACK_REASONS, &port, problem_info, max_packet]),
+            Duration::from_secs(20),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "paho: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let explained = run("1", "0");
+    let lines: Vec<&str> = explained.lines().collect();
+    assert_eq!(lines.len(), 2, "{explained}");
+    // 0x97 Quota exceeded; 0x8F Topic Filter invalid.
+    assert!(
+        lines[0].starts_with("SUBACK [1, 151] ") && lines[0].contains("over/quota"),
+        "{explained}"
+    );
+    assert!(
+        lines[1].starts_with("UNSUBACK [0, 143] ") && lines[1].contains("bad/#/x"),
+        "{explained}"
+    );
+    assert_eq!(run("0", "0"), "SUBACK [1, 151] None\nUNSUBACK [0, 143] None\n");
+    // Room for the codes (10 bytes at most), not for the strings.
+    assert_eq!(run("1", "12"), "SUBACK [1, 151] None\nUNSUBACK [0, 143] None\n");
 }

@@ -317,3 +317,32 @@ fn resumed_session_does_not_resend_retained_messages() {
     publisher.publish("rr/t", b"live", 1, false);
     assert_eq!(sub.expect_publish_acked().payload, b"live", "retained message resent");
 }
+
+#[test]
+fn takeover_disconnect_reaches_an_old_connection_whose_socket_is_full() {
+    // The old connection stopped reading with QoS 1 messages (100 in flight x 200 kB)
+    // filling its socket and write buffer when the takeover comes: the write buffer
+    // may take them all, and holds far more than the loopback socket buffers can
+    // absorb later. DISCONNECT 0x8E is queued behind that output; the connection must
+    // stay open until it is written (the client reads again), not be closed with the
+    // DISCONNECT unsent. One worker: the publisher's PUBACKs prove the messages were
+    // handed to the old connection first.
+    let broker = TestBroker::with_config("workers = 1\n[limits]\nmax_outgoing_bytes = 33554432\n");
+    let (mut old, _) = persistent(&broker, V5, "stuck");
+    old.subscribe_one("full/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "full-pub");
+    let payload = vec![7u8; 200_000];
+    for _ in 0..100 {
+        publisher.publish("full/t", &payload, 1, false);
+    }
+    // Clean start: the old session (and what it still queues) goes.
+    let (_new, _) = RawClient::connect_with(broker.addr(), &ConnectOptions::new(V5, "stuck"));
+    let seen = old.expect_closed(DEADLINE);
+    let publishes = seen.iter().filter(|p| matches!(p, Incoming::Publish(_))).count();
+    assert!(publishes > 0, "nothing was delivered: {} packets", seen.len());
+    assert_eq!(
+        seen.last(),
+        Some(&Incoming::Disconnect(0x8E)),
+        "the old connection closed without DISCONNECT 0x8E after {publishes} publishes"
+    );
+}

@@ -8,9 +8,12 @@
 //! each group's home worker are spread over several event loops.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::ProtocolVersion::{self, V3_1_1, V5};
+use shoal_core::TopicName;
+use shoal_server::auth::{ClientInfo, Hooks};
 
 use crate::harness::{wait_until, TestBroker};
 use crate::raw::wire::{self, find_property, ConnectOptions};
@@ -221,4 +224,116 @@ fn no_local_on_a_shared_subscription_is_a_protocol_error() {
     let mut c = RawClient::connect(broker.addr(), V5, "nl");
     c.send(&wire::subscribe(V5, 1, &[("$share/g/x", 0x04 | 1)]));
     assert_eq!(c.expect_closed_with_reason(DEADLINE), Some(0x82));
+}
+
+/// Reconnects `opts` (a persistent session) and returns what the broker sends it before
+/// a PINGRESP, with every PUBLISH acknowledged.
+fn resume_and_drain(broker: &TestBroker, opts: &ConnectOptions) -> Vec<u16> {
+    let (mut back, present) = RawClient::connect_with(broker.addr(), opts);
+    assert!(present, "the persistent member's session is gone");
+    let mut got = Vec::new();
+    for p in back.ping_then_unread() {
+        if let Incoming::Publish(p) = p {
+            back.ack(&p);
+            got.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+        }
+    }
+    got
+}
+
+#[test]
+fn message_handed_to_another_member_is_not_resent_to_the_reconnecting_one() {
+    // A persistent member loses its connection with a QoS 1 message unacknowledged; the
+    // message goes to the other member. When the first comes back to its session it
+    // must not get that message again: one message, one member.
+    for version in [V3_1_1, V5] {
+        let broker = broker_with("round_robin");
+        let opts = ConnectOptions::persistent(version, "keeper");
+        let (mut keeper, _) = RawClient::connect_with(broker.addr(), &opts);
+        keeper.subscribe_one("$share/g/hk/t", 1);
+        let mut other = members(&broker, "other", 1, "$share/g/hk/t", 1);
+        let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+        // Round robin over two online members: one each.
+        publish_numbered(&mut publisher, "hk/t", 0..2);
+        let held = keeper.expect_publish();
+        keeper.drop_connection();
+        let got = collect(&mut other, 2);
+        assert_each_once(&got, 2);
+        let again = resume_and_drain(&broker, &opts);
+        assert!(
+            again.is_empty(),
+            "{version}: message {:?} reached two members (resent {again:?})",
+            held.payload
+        );
+    }
+}
+
+/// Lets no client whose id starts with `picky` read anything.
+struct PickyReaders;
+
+impl Hooks for PickyReaders {
+    fn on_deliver(&self, client: &ClientInfo, _: &TopicName) -> bool {
+        !client.identity.client_id.starts_with("picky")
+    }
+}
+
+#[test]
+fn delivery_refused_by_on_deliver_goes_to_another_member() {
+    // A member the `on_deliver` hook refuses does not get the message; another member
+    // of the group does, so the group still gets every message once.
+    let broker = TestBroker::with_hooks(FOUR_WORKERS, Arc::new(PickyReaders));
+    let mut group = members(&broker, "picky", 2, "$share/g/pk/t", 1);
+    group.extend(members(&broker, "reader", 1, "$share/g/pk/t", 1));
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publish_numbered(&mut publisher, "pk/t", 0..20);
+    let mut got = collect(&mut group, 20);
+    // A message refused on its way has taken a detour: order is not kept.
+    got[2].sort_unstable();
+    assert_eq!(got[2], (0..20).collect::<Vec<_>>(), "not all to the reader: {got:?}");
+}
+
+#[test]
+fn delivery_refused_by_every_member_is_dropped() {
+    // Nobody in the group may read it: dropped (counted as an ACL drop) once every
+    // member refused it, not passed around for ever.
+    let admin = "[admin]\nenabled = true\nbind = \"127.0.0.1:0\"\ntoken = \"t\"\n";
+    let broker = TestBroker::with_hooks(&format!("{FOUR_WORKERS}{admin}"), Arc::new(PickyReaders));
+    let mut group = members(&broker, "picky", 3, "$share/g/pa/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+    publish_numbered(&mut publisher, "pa/t", 0..5);
+    let metrics = || {
+        let r = crate::http::request(broker.admin_addr(), "GET", "/metrics", Some("t"), None);
+        r.text()
+    };
+    wait_until(DEADLINE, "five ACL drops", || {
+        metrics().contains("shoal_messages_dropped_total{cause=\"acl\"} 5\n")
+    });
+    for m in &mut group {
+        assert!(m.ping_then_unread().is_empty(), "a refused member got the message");
+    }
+}
+
+#[test]
+fn member_that_unsubscribes_completes_what_it_was_sent() {
+    // [MQTT-3.10.4-3] the server completes the delivery of QoS 1/2 messages it started
+    // to send: a member that leaves its group keeps its unacknowledged message (and
+    // may acknowledge it), which no other member gets; new messages go to the others.
+    for version in [V3_1_1, V5] {
+        let broker = broker_with("round_robin");
+        let mut leaver = RawClient::connect(broker.addr(), version, "leaver");
+        leaver.subscribe_one("$share/g/lv/t", 1);
+        let mut stayer = members(&broker, "stayer", 1, "$share/g/lv/t", 1);
+        let mut publisher = RawClient::connect(broker.addr(), V5, "pub");
+        publish_numbered(&mut publisher, "lv/t", 0..2);
+        let held = leaver.expect_publish();
+        let held_no = u16::from_be_bytes([held.payload[0], held.payload[1]]);
+        assert!(leaver.unsubscribe(&["$share/g/lv/t"]).iter().all(|&c| c == 0));
+        publish_numbered(&mut publisher, "lv/t", 2..8);
+        leaver.ack(&held);
+        let got = collect(&mut stayer, 7);
+        let mut all = got.clone();
+        all.push(vec![held_no]);
+        assert_each_once(&all, 8);
+        assert!(leaver.ping_then_unread().is_empty(), "{version}: the leaver got more");
+    }
 }
