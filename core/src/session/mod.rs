@@ -347,6 +347,11 @@ impl Session {
         self.stored.as_ref().map_or(0, |s| s.queue.len())
     }
 
+    /// The deliveries waiting in the queue, oldest first.
+    pub fn queued_deliveries(&self) -> impl Iterator<Item = &Delivery> + '_ {
+        self.stored.iter().flat_map(|s| s.queue.iter())
+    }
+
     /// Outgoing messages awaiting acknowledgement.
     pub fn inflight(&self) -> usize {
         self.stored.as_ref().map_or(0, |s| s.inflight.len())
@@ -527,6 +532,21 @@ impl Session {
         }
     }
 
+    /// Whether a QoS 1/2 delivery handed in now would wait in the queue rather than be
+    /// sent: the session is offline or write-blocked, its window is full, or others
+    /// already wait. The broker detaches such a message from its read buffer first
+    /// ([`Message::detached`]).
+    pub fn is_queueing(&self) -> bool {
+        match &self.link {
+            Some(l) => {
+                self.write_blocked
+                    || self.queued() > 0
+                    || self.inflight() >= usize::from(l.send_window)
+            }
+            None => true,
+        }
+    }
+
     /// A message matched one of this session's subscriptions.
     ///
     /// Returns `false` if it was dropped (and counted).
@@ -554,6 +574,7 @@ impl Session {
         }
         if let Some((version, window, max)) = online {
             if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
+                debug_assert!(!self.is_queueing());
                 let (message, qos) = (delivery.message.clone(), delivery.qos);
                 if let Some(packet_id) = self.send_qos12(version, max, delivery, now) {
                     self.journal(StoreChange::Sent { packet_id, message, qos });

@@ -54,6 +54,13 @@ impl TopicName {
         Self(Bytes::new())
     }
 
+    /// Wraps bytes that hold a copy of a topic name already validated (no check
+    /// repeated).
+    pub(crate) fn from_copy(bytes: Bytes) -> Self {
+        debug_assert!(Self::check(&bytes).is_ok());
+        Self(bytes)
+    }
+
     fn check(bytes: &[u8]) -> Result<(), TopicError> {
         if bytes.len() > MAX_TOPIC_BYTES {
             return Err(TopicError::TooLong);

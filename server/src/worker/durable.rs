@@ -511,16 +511,14 @@ impl Durable {
 /// The MQTT 5 properties of a message, as the store keeps them: a v5 PUBLISH with the
 /// message's properties and no payload, or nothing when there are none.
 fn encode_properties(msg: &Message) -> Bytes {
-    if msg.properties == Default::default() {
-        return Bytes::new();
-    }
+    let Some(properties) = msg.properties.as_deref() else { return Bytes::new() };
     let p = Publish {
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
         topic: msg.topic.clone(),
         packet_id: None,
-        properties: msg.properties.clone(),
+        properties: properties.clone(),
         payload: Bytes::new(),
     };
     let mut out = BytesMut::new();
@@ -553,7 +551,7 @@ pub(crate) fn recovered_message(m: &StoredMessage, now: Instant, now_unix: u64) 
         payload: m.payload.clone(),
         qos: m.qos,
         retain: m.retain,
-        properties: decode_properties(&m.properties),
+        properties: Message::pack_properties(decode_properties(&m.properties)),
         expires_at,
         publisher: None,
     }
@@ -798,7 +796,7 @@ fn released_placeholder() -> Option<Delivery> {
         payload: Bytes::new(),
         qos: QoS::ExactlyOnce,
         retain: false,
-        properties: Default::default(),
+        properties: None,
         expires_at: None,
         publisher: None,
     };
