@@ -322,7 +322,9 @@ impl Session {
         s.offline_since = Some(now);
         let stored = s.stored_mut();
         stored.subscriptions.extend(state.subscriptions);
-        stored.queue.extend(state.queue);
+        // The stored queue is new and empty: take the vector over (no copy, so a
+        // million recovered entries are not held twice).
+        stored.queue = VecDeque::from(state.queue);
         for (id, delivery, released) in state.inflight {
             stored.inflight.restore(id, delivery, released);
         }

@@ -566,16 +566,9 @@ impl Worker {
     /// Puts recovered sessions (of client ids this worker is home to) back: sessions,
     /// subscriptions in the trie, queues, in-flight windows, QoS 2 marks.
     pub(crate) fn restore_sessions(&mut self, sessions: Vec<RecoveredSession>) {
-        let now = Instant::now();
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut bodies: HashMap<u64, Arc<Message>> = HashMap::new();
-        let mut message = |m: &Arc<StoredMessage>| {
-            bodies
-                .entry(m.id.0)
-                .or_insert_with(|| Arc::new(recovered_message(m, now, now_unix)))
-                .clone()
-        };
-        for s in sessions {
+        let mut rebuild = super::rebuild::Rebuild::new();
+        let now = rebuild.now();
+        for mut s in sessions {
             let subscriptions: Vec<(TopicFilter, SubscriptionEntry)> = s
                 .record
                 .subscriptions
@@ -588,18 +581,19 @@ impl Worker {
                 .collect();
             let mut queue = Vec::with_capacity(s.queue.len());
             let mut positions = Vec::with_capacity(s.queue.len());
-            for (seq, m) in &s.queue {
-                let msg = message(m);
+            for (seq, m) in std::mem::take(&mut s.queue) {
+                let id = m.id;
+                let msg = rebuild.message(m);
                 if let Some(d) = delivery_for(&msg, &subscriptions, None) {
                     queue.push(d);
-                    positions.push((*seq, m.id));
+                    positions.push((seq, id));
                 }
             }
             let mut inflight = Vec::with_capacity(s.inflight.len());
             for (packet_id, state) in &s.inflight {
                 match state {
                     RecoveredInflight::Publish { message: m, qos } => {
-                        let msg = message(m);
+                        let msg = rebuild.message(m.clone());
                         let d =
                             delivery_for(&msg, &subscriptions, Some(*qos)).unwrap_or(Delivery {
                                 message: msg,

@@ -23,6 +23,7 @@ mod link;
 mod listener;
 mod match_cache;
 mod ops;
+mod rebuild;
 mod shared;
 mod will;
 
