@@ -25,7 +25,8 @@ use crate::worker::{Shared, Worker};
 /// The topic every bench message is published to.
 pub const TOPIC: &str = "site/17/device/4711/temperature";
 
-fn shared(workers: usize) -> Shared {
+/// What a worker shares, with the default config and nothing attached.
+pub(crate) fn shared(workers: usize) -> Shared {
     let config = Config::default();
     Shared {
         retained: Arc::new(MemoryRetainedStore::default()),

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use shoal_core::codec::PublishProperties;
 use shoal_core::session::Message;
 use shoal_core::{TopicFilter, TopicName};
 
@@ -207,7 +206,7 @@ impl AdminBackend for BrokerAdmin {
             payload: msg.payload,
             qos: msg.qos,
             retain: msg.retain,
-            properties: PublishProperties::default(),
+            properties: None,
             expires_at: None,
             publisher: None,
         };

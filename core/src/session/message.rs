@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::codec::{LastWill, Publish, PublishProperties};
 use crate::protocol::{ProtocolVersion, QoS};
@@ -13,18 +13,24 @@ use crate::topic::TopicName;
 
 /// An application message as routed: one allocation shared by every delivery of one
 /// publish.
+///
+/// Kept small because a million of them may wait in offline queues: the MQTT 5
+/// properties, absent from most messages, are boxed (`None` costs 8 bytes, not 150).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Topic it was published to.
     pub topic: TopicName,
-    /// Payload (shares the publisher's read buffer).
+    /// Payload. Straight from the decoder it is a view into the publisher's read chunk
+    /// (so fan-out copies nothing); a message that will wait is
+    /// [`detached`](Message::detached) from that chunk first.
     pub payload: Bytes,
     /// QoS it was published with.
     pub qos: QoS,
     /// RETAIN flag as published.
     pub retain: bool,
-    /// MQTT 5 properties passed through (topic alias and subscription ids removed).
-    pub properties: PublishProperties,
+    /// MQTT 5 properties passed through (topic alias and subscription ids removed);
+    /// `None` when there are none (build it with [`Message::pack_properties`]).
+    pub properties: Option<Box<PublishProperties>>,
     /// When the Message Expiry Interval runs out, if it was set.
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for No Local; `None` for server-made messages.
@@ -45,7 +51,7 @@ impl Message {
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties,
+            properties: Self::pack_properties(properties),
             expires_at,
             publisher,
         }
@@ -71,9 +77,48 @@ impl Message {
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
-            properties,
+            properties: Self::pack_properties(properties),
             expires_at,
             publisher,
+        }
+    }
+
+    /// Properties as [`Message::properties`] holds them: boxed, or `None` when empty.
+    pub fn pack_properties(properties: PublishProperties) -> Option<Box<PublishProperties>> {
+        (!properties.is_empty()).then(|| Box::new(properties))
+    }
+
+    /// This message with its topic and payload copied into one allocation of their
+    /// own.
+    ///
+    /// A decoded PUBLISH's topic and payload are views into the publisher's read
+    /// chunk (64 KiB, holding every frame read with it), and a view keeps the whole
+    /// chunk alive. That is free while a message passes through, but one that waits
+    /// (an offline or slow session's queue, the retained store) would pin a chunk
+    /// for each ~100 bytes it needs. The copy costs one allocation per message, not
+    /// per queue: the caller shares the detached `Arc` among all sessions that keep it.
+    pub fn detached(&self) -> Self {
+        let topic = self.topic.as_bytes();
+        let mut buf = BytesMut::with_capacity(topic.len() + self.payload.len());
+        buf.extend_from_slice(topic);
+        buf.extend_from_slice(&self.payload);
+        let mut topic = buf.freeze();
+        let payload = topic.split_off(self.topic.len());
+        Self {
+            topic: TopicName::from_copy(topic),
+            payload,
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.as_deref().map(|p| {
+                let mut p = p.clone();
+                p.response_topic = p
+                    .response_topic
+                    .map(|t| TopicName::from_copy(Bytes::copy_from_slice(t.as_bytes())));
+                p.correlation_data = p.correlation_data.map(|c| Bytes::copy_from_slice(&c));
+                Box::new(p)
+            }),
+            expires_at: self.expires_at,
+            publisher: self.publisher.clone(),
         }
     }
 
@@ -113,7 +158,7 @@ impl Message {
         expiry_secs: Option<u32>,
     ) -> Publish {
         let properties = if version.is_v5() {
-            let mut p = self.properties.clone();
+            let mut p = self.properties.as_deref().cloned().unwrap_or_default();
             p.subscription_identifiers.extend_from_slice(subscription_ids);
             if expiry_secs.is_some() {
                 p.message_expiry_interval = expiry_secs;

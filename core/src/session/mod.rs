@@ -329,7 +329,9 @@ impl Session {
         s.offline_since = Some(now);
         let stored = s.stored_mut();
         stored.subscriptions.extend(state.subscriptions);
-        stored.queue.extend(state.queue);
+        // The stored queue is new and empty: take the vector over (no copy, so a
+        // million recovered entries are not held twice).
+        stored.queue = VecDeque::from(state.queue);
         for (id, delivery, released) in state.inflight {
             stored.inflight.restore(id, delivery, released);
         }
@@ -352,6 +354,11 @@ impl Session {
     /// Messages waiting in the queue.
     pub fn queued(&self) -> usize {
         self.stored.as_ref().map_or(0, |s| s.queue.len())
+    }
+
+    /// The deliveries waiting in the queue, oldest first.
+    pub fn queued_deliveries(&self) -> impl Iterator<Item = &Delivery> + '_ {
+        self.stored.iter().flat_map(|s| s.queue.iter())
     }
 
     /// Outgoing messages awaiting acknowledgement.
@@ -534,6 +541,21 @@ impl Session {
         }
     }
 
+    /// Whether a QoS 1/2 delivery handed in now would wait in the queue rather than be
+    /// sent: the session is offline or write-blocked, its window is full, or others
+    /// already wait. The broker detaches such a message from its read buffer first
+    /// ([`Message::detached`]).
+    pub fn is_queueing(&self) -> bool {
+        match &self.link {
+            Some(l) => {
+                self.write_blocked
+                    || self.queued() > 0
+                    || self.inflight() >= usize::from(l.send_window)
+            }
+            None => true,
+        }
+    }
+
     /// A message matched one of this session's subscriptions.
     ///
     /// Returns `false` if it was dropped (and counted).
@@ -561,6 +583,7 @@ impl Session {
         }
         if let Some((version, window, max)) = online {
             if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
+                debug_assert!(!self.is_queueing());
                 let (message, qos) = (delivery.message.clone(), delivery.qos);
                 if let Some(packet_id) = self.send_qos12(version, max, delivery, now) {
                     self.journal(StoreChange::Sent { packet_id, message, qos });

@@ -48,7 +48,7 @@ fn message(topic: &str, qos: QoS) -> Arc<Message> {
         payload: Bytes::from_static(b"hi"),
         qos,
         retain: false,
-        properties: PublishProperties::default(),
+        properties: None,
         expires_at: None,
         publisher: None,
     })
@@ -789,4 +789,65 @@ fn ack_reason_strings_respect_problem_information_and_maximum_packet_size() {
     let Some(Packet::SubAck(ack)) = s.poll_transmit() else { panic!("no SUBACK") };
     let text = ack.properties.reason_string.expect("no reason string");
     assert!(text.len() < 200, "{} bytes", text.len());
+}
+
+#[test]
+fn a_detached_message_keeps_nothing_of_the_read_chunk() {
+    // A read chunk: the topic, the payload and the MQTT 5 properties' byte fields are
+    // all views into it, as the decoder makes them.
+    let chunk = Bytes::from(b"a/b hello reply/to corr".to_vec());
+    let in_chunk = |b: &[u8]| chunk.as_ptr_range().contains(&b.as_ptr());
+    let properties = PublishProperties {
+        response_topic: Some(TopicName::parse(chunk.slice(10..18)).unwrap()),
+        correlation_data: Some(chunk.slice(19..23)),
+        content_type: Some("text/plain".to_owned()),
+        ..PublishProperties::default()
+    };
+    let msg = Message {
+        topic: TopicName::parse(chunk.slice(0..3)).unwrap(),
+        payload: chunk.slice(4..9),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Message::pack_properties(properties),
+        expires_at: None,
+        publisher: Some(Arc::from("p")),
+    };
+    let copy = msg.detached();
+    assert_eq!(copy, msg);
+    assert!(!in_chunk(copy.topic.as_bytes()));
+    assert!(!in_chunk(&copy.payload));
+    let p = copy.properties.as_deref().unwrap();
+    assert!(!in_chunk(p.response_topic.as_ref().unwrap().as_bytes()));
+    assert!(!in_chunk(p.correlation_data.as_ref().unwrap()));
+}
+
+#[test]
+fn messages_without_properties_hold_no_room_for_them() {
+    assert_eq!(Message::pack_properties(PublishProperties::default()), None);
+    let p = PublishProperties { message_expiry_interval: Some(5), ..Default::default() };
+    assert!(Message::pack_properties(p).is_some());
+    // Growth of the routed message is a decision: a million may wait in queues.
+    assert_eq!(std::mem::size_of::<Message>(), 112);
+}
+
+#[test]
+fn a_session_queues_when_offline_blocked_or_its_window_is_full() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, false, now);
+    assert!(!s.is_queueing());
+    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert!(!s.is_queueing(), "one of a window of two in flight");
+    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert!(s.is_queueing(), "window full");
+    assert_eq!(s.queued(), 0);
+    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.queued(), 1);
+    assert_eq!(s.queued_deliveries().count(), 1);
+
+    let mut s = online(ProtocolVersion::V3_1_1, false, now);
+    s.set_write_blocked(now, true);
+    assert!(s.is_queueing());
+    s.set_write_blocked(now, false);
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
+    assert!(s.is_queueing(), "offline");
 }

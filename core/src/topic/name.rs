@@ -54,6 +54,20 @@ impl TopicName {
         Self(Bytes::new())
     }
 
+    /// A copy in an allocation of its own. A decoded topic is a view into the read
+    /// buffer and keeps all of it alive; anything that keeps a topic for long (a cache
+    /// key, a stored message) keeps a copy.
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
+    /// Wraps bytes that hold a copy of a topic name already validated (no check
+    /// repeated).
+    pub(crate) fn from_copy(bytes: Bytes) -> Self {
+        debug_assert!(Self::check(&bytes).is_ok());
+        Self(bytes)
+    }
+
     fn check(bytes: &[u8]) -> Result<(), TopicError> {
         if bytes.len() > MAX_TOPIC_BYTES {
             return Err(TopicError::TooLong);

@@ -2,7 +2,7 @@
 //! this worker's trie, and in batches to the other workers), subscriptions, retained
 //! messages, wills and the end of a connection.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use shoal_core::codec::{LastWill, Packet, RetainHandling};
@@ -72,6 +72,36 @@ impl MergeSubscription for SubValue {
                 self.ids.push(*id);
             }
         }
+    }
+}
+
+/// The detached copy ([`Message::detached`]) of the last message that a session on this
+/// worker queued, so that every session queueing one publish shares one copy and the
+/// publisher's read chunk is not kept alive by any of them. Deliveries that are sent
+/// at once (online fan-out) keep sharing the decoder's view: no copy on that path.
+#[derive(Debug, Default)]
+pub(crate) struct Detached {
+    /// The message as routed (weak: the cache must not pin its read chunk; holding
+    /// the allocation keeps its address from being reused) and its copy.
+    last: Option<(Weak<Message>, Arc<Message>)>,
+}
+
+impl Detached {
+    /// The copy of `msg` to queue, made on the first call for it.
+    pub(crate) fn of(&mut self, msg: &Arc<Message>) -> Arc<Message> {
+        if let Some((routed, copy)) = &self.last {
+            if std::ptr::eq(routed.as_ptr(), Arc::as_ptr(msg)) || Arc::ptr_eq(copy, msg) {
+                return copy.clone();
+            }
+        }
+        let copy = Arc::new(msg.detached());
+        self.last = Some((Arc::downgrade(msg), copy.clone()));
+        copy
+    }
+
+    /// `msg` is already detached: queue it as it is.
+    fn note(&mut self, msg: &Arc<Message>) {
+        self.last = Some((Arc::downgrade(msg), msg.clone()));
     }
 }
 
@@ -351,6 +381,15 @@ impl Worker {
 
     /// Routes a publish: retained store, this worker's subscribers, the other workers.
     pub(super) fn route(&mut self, msg: Arc<Message>, now: Instant) {
+        // A retained message is kept for long: detach it from the read chunk once,
+        // and route the copy so queues share it too.
+        let msg = if msg.retain && !msg.payload.is_empty() {
+            let copy = Arc::new(msg.detached());
+            self.detached.note(&copy);
+            copy
+        } else {
+            msg
+        };
         if let Some(d) = self.durable.as_mut() {
             if msg.retain {
                 d.retained(&msg);
@@ -446,13 +485,16 @@ impl Worker {
         }
     }
 
-    pub(super) fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
+    pub(super) fn deliver(&mut self, key: SessionKey, mut d: Delivery, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else { return };
         // The session drops an expired message first thing too; telling it here
         // gives the drop its cause.
         if d.message.is_expired(now) {
             self.counters.on_dropped(DropCause::Expired);
             return;
+        }
+        if d.qos != QoS::AtMostOnce && slot.session.is_queueing() {
+            d.message = self.detached.of(&d.message);
         }
         if !slot.session.handle_delivery(now, d) {
             self.counters.on_dropped(DropCause::QueueFull);
@@ -581,6 +623,97 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use shoal_core::codec::Publish;
+    use shoal_core::{PacketId, TopicName};
+
+    /// Whether `b` lies inside `chunk`'s memory.
+    fn inside(b: &[u8], chunk: &[u8]) -> bool {
+        let r = chunk.as_ptr_range();
+        r.contains(&b.as_ptr())
+    }
+
+    /// A QoS 1 message as the decoder makes one: topic and payload are views into the
+    /// read chunk.
+    fn from_chunk(chunk: &Bytes, i: usize, now: Instant) -> Arc<Message> {
+        let topic = TopicName::parse(chunk.slice(0..3)).unwrap();
+        let payload = chunk.slice(8 + i * 64..8 + (i + 1) * 64);
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic,
+            packet_id: PacketId::new(1),
+            properties: Default::default(),
+            payload,
+        };
+        Arc::new(Message::from_publish(publish, None, now))
+    }
+
+    #[test]
+    fn queued_messages_do_not_hold_the_read_chunk_and_sent_ones_are_not_copied() {
+        let now = Instant::now();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let shared = crate::bench_support::shared(1);
+        let window = usize::from(shared.limits.max_inflight);
+        let mut worker = Worker::new(0, &[], shared).unwrap();
+        worker.bench_add_subscribers(&listener, 2, "a/b", QoS::AtLeastOnce, now).unwrap();
+        let mut chunk = b"a/b".to_vec();
+        chunk.resize(64 * 1024, 0x5a);
+        let chunk = Bytes::from(chunk);
+        // The window fills first (sent at once); the three after it wait in the queue.
+        for i in 0..window + 3 {
+            let msg = from_chunk(&chunk, i, now);
+            worker.bench_deliver(&msg, now);
+            if i == 0 {
+                // An online delivery shares the routed message: nothing was copied.
+                let key = worker.sessions.keys()[0];
+                let sent = worker.sessions.get(key).unwrap().session.queued();
+                assert_eq!(sent, 0);
+                assert_eq!(Arc::strong_count(&msg), 1 + 2, "each in-flight entry shares it");
+            }
+        }
+        let keys = worker.sessions.keys();
+        assert_eq!(keys.len(), 2);
+        let queues: Vec<Vec<Arc<Message>>> = keys
+            .iter()
+            .map(|k| {
+                let s = &worker.sessions.get(*k).unwrap().session;
+                s.queued_deliveries().map(|d| d.message.clone()).collect()
+            })
+            .collect();
+        for q in &queues {
+            assert_eq!(q.len(), 3);
+            for m in q {
+                assert!(!inside(&m.payload, &chunk), "a queued payload pins the read chunk");
+                assert!(!inside(m.topic.as_bytes(), &chunk), "a queued topic pins the read chunk");
+                assert_eq!(m.topic.as_str(), "a/b");
+                assert_eq!(m.payload.len(), 64);
+            }
+        }
+        // One copy per publish, shared by both sessions' queues.
+        for (a, b) in queues[0].iter().zip(&queues[1]) {
+            assert!(Arc::ptr_eq(a, b));
+        }
+    }
+
+    #[test]
+    fn a_retained_message_is_kept_apart_from_the_read_chunk() {
+        let now = Instant::now();
+        let mut worker = Worker::new(0, &[], crate::bench_support::shared(1)).unwrap();
+        let mut chunk = b"a/b".to_vec();
+        chunk.resize(4096, 0x5a);
+        let chunk = Bytes::from(chunk);
+        let mut msg = (*from_chunk(&chunk, 0, now)).clone();
+        msg.retain = true;
+        worker.route(Arc::new(msg), now);
+        let mut kept = Vec::new();
+        let filter = shoal_core::TopicFilter::try_from("a/b").unwrap();
+        worker.shared.retained.for_each_matching(&filter, &mut |m| kept.push(m.clone()));
+        assert_eq!(kept.len(), 1);
+        assert!(!inside(&kept[0].payload, &chunk));
+        assert!(!inside(kept[0].topic.as_bytes(), &chunk));
+    }
 
     #[test]
     fn overlapping_subscriptions_merge_to_highest_qos_and_all_ids() {

@@ -532,7 +532,10 @@ impl Durable {
 /// The MQTT 5 properties of a message, as the store keeps them: a v5 PUBLISH with the
 /// message's properties and no payload, or nothing when there are none.
 fn encode_properties(msg: &Message) -> Bytes {
-    encode_publish_properties(&msg.topic, &msg.properties)
+    match msg.properties.as_deref() {
+        Some(properties) => encode_publish_properties(&msg.topic, properties),
+        None => Bytes::new(),
+    }
 }
 
 /// The will's properties as the store keeps them: those it publishes with, in the
@@ -614,7 +617,7 @@ pub(crate) fn recovered_message(m: &StoredMessage, now: Instant, now_unix: u64) 
         payload: m.payload.clone(),
         qos: m.qos,
         retain: m.retain,
-        properties: decode_properties(&m.properties),
+        properties: Message::pack_properties(decode_properties(&m.properties)),
         expires_at,
         publisher: None,
     }
@@ -629,16 +632,10 @@ impl Worker {
     /// Puts recovered sessions (of client ids this worker is home to) back: sessions,
     /// subscriptions in the trie, queues, in-flight windows, QoS 2 marks.
     pub(crate) fn restore_sessions(&mut self, sessions: Vec<RecoveredSession>) {
-        let now = Instant::now();
+        let mut rebuild = super::rebuild::Rebuild::new();
+        let now = rebuild.now();
         let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut bodies: HashMap<u64, Arc<Message>> = HashMap::new();
-        let mut message = |m: &Arc<StoredMessage>| {
-            bodies
-                .entry(m.id.0)
-                .or_insert_with(|| Arc::new(recovered_message(m, now, now_unix)))
-                .clone()
-        };
-        for s in sessions {
+        for mut s in sessions {
             let subscriptions: Vec<(TopicFilter, SubscriptionEntry)> = s
                 .record
                 .subscriptions
@@ -651,18 +648,19 @@ impl Worker {
                 .collect();
             let mut queue = Vec::with_capacity(s.queue.len());
             let mut positions = Vec::with_capacity(s.queue.len());
-            for (seq, m) in &s.queue {
-                let msg = message(m);
+            for (seq, m) in std::mem::take(&mut s.queue) {
+                let id = m.id;
+                let msg = rebuild.message(m);
                 if let Some(d) = delivery_for(&msg, &subscriptions, None) {
                     queue.push(d);
-                    positions.push((*seq, m.id));
+                    positions.push((seq, id));
                 }
             }
             let mut inflight = Vec::with_capacity(s.inflight.len());
             for (packet_id, state) in &s.inflight {
                 match state {
                     RecoveredInflight::Publish { message: m, qos } => {
-                        let msg = message(m);
+                        let msg = rebuild.message(m.clone());
                         let d =
                             delivery_for(&msg, &subscriptions, Some(*qos)).unwrap_or(Delivery {
                                 message: msg,
@@ -895,7 +893,7 @@ fn released_placeholder() -> Option<Delivery> {
         payload: Bytes::new(),
         qos: QoS::ExactlyOnce,
         retain: false,
-        properties: Default::default(),
+        properties: None,
         expires_at: None,
         publisher: None,
     };

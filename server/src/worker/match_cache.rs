@@ -53,7 +53,9 @@ impl MatchCache {
         }
         let any_no_local = subscribers.iter().any(|(_, v)| v.no_local);
         let entry = Arc::new(CachedMatches { subscribers: subscribers.into(), any_no_local });
-        self.topics.insert(topic.clone(), entry.clone());
+        // A copy, not the decoder's view: a kept view would pin its whole read chunk
+        // (up to MAX_CACHED_TOPICS of them).
+        self.topics.insert(topic.detached(), entry.clone());
         entry
     }
 
@@ -62,5 +64,23 @@ impl MatchCache {
         if !self.topics.is_empty() {
             self.topics.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn a_cached_topic_does_not_hold_the_read_chunk() {
+        let chunk = Bytes::from(b"a/b and the rest of a read chunk".to_vec());
+        let topic = TopicName::parse(chunk.slice(0..3)).unwrap();
+        let mut cache = MatchCache::default();
+        cache.insert(&topic, &[]);
+        assert!(cache.get(&topic).is_some());
+        let key = cache.topics.keys().next().unwrap();
+        assert!(!chunk.as_ptr_range().contains(&key.as_bytes().as_ptr()));
     }
 }

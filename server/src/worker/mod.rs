@@ -23,6 +23,7 @@ mod link;
 mod listener;
 mod match_cache;
 mod ops;
+mod rebuild;
 mod shared;
 mod will;
 
@@ -140,6 +141,8 @@ pub(crate) struct Worker {
     /// The last QoS 0 PUBLISH encoded, reused for every subscriber of the same message
     /// and wire form.
     publish_cache: PublishCache,
+    /// The copy of the message being delivered that queues keep (see `Detached`).
+    detached: delivery::Detached,
     /// Publishes for each other worker, sent at the end of the iteration.
     outbox: Vec<Vec<Arc<Message>>>,
     /// Some outbox reached `OUTBOX_BATCH_MESSAGES`: send it before reading more.
@@ -239,6 +242,7 @@ impl Worker {
             trie: SubscriptionTrie::new(),
             matches: MatchSet::with_hasher(KeyHasher),
             match_cache: MatchCache::default(),
+            detached: delivery::Detached::default(),
             publish_cache: PublishCache::default(),
             outbox: Vec::new(),
             outbox_full: false,

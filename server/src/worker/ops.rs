@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use shoal_core::codec::{Connect, PublishProperties};
+use shoal_core::codec::Connect;
 use shoal_core::session::{LinkLoss, Message};
 use shoal_core::{ProtocolVersion, QoS, ReasonCode, TopicName};
 
@@ -81,7 +81,7 @@ fn broker_message(topic: &str, payload: String, retain: bool) -> Option<Message>
         payload: Bytes::from(payload),
         qos: QoS::AtMostOnce,
         retain,
-        properties: PublishProperties::default(),
+        properties: None,
         expires_at: None,
         publisher: None,
     })
