@@ -11,8 +11,11 @@
 //! boundary. When the ticket is committed, its boundaries go and the rest is written;
 //! when the commit fails the held bytes are dropped and the connection is closed (the
 //! client resends what it was not acknowledged for). So PUBACK, PUBREC, PUBCOMP,
-//! SUBACK, CONNACK, PUBREL and PUBLISHes to persistent sessions leave only once what
-//! they promise is on disk, in their original order; nothing that needs no write waits.
+//! SUBACK, CONNACK, PUBREL and QoS 2 PUBLISHes to persistent sessions leave only once
+//! what they promise is on disk, in their original order; nothing that needs no write
+//! waits. QoS 1 PUBLISHes to persistent sessions do not wait (see [`Durable::journal`]):
+//! their subscriber's PUBACK then often comes before the commit, and the persister
+//! skips the writes it undoes (`persist/net.rs`).
 //!
 //! # Other workers' subscribers
 //! A publish is matched by every worker, each for its own sessions, so a QoS 1/2
