@@ -58,6 +58,7 @@
 //! encoding MQTT properties (callers pass them as bytes), compacting the file (redb
 //! reuses freed pages; `Database::compact` in idle periods is future work).
 
+mod net;
 mod record;
 mod table;
 
@@ -320,6 +321,10 @@ pub struct PersistStats {
     pub failed_commits: u64,
     /// References to messages the store did not hold, skipped.
     pub dangling: u64,
+    /// Intents of committed groups not written because a later intent of the same
+    /// group undid them (a body, its queue or in-flight entry, acknowledged before the
+    /// commit).
+    pub skipped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -330,6 +335,7 @@ struct Counters {
     commit_nanos: AtomicU64,
     failed_commits: AtomicU64,
     dangling: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// State shared by the handle, the links and the persister thread.
@@ -350,6 +356,7 @@ impl Shared {
             commit_nanos: c.commit_nanos.load(Ordering::Relaxed),
             failed_commits: c.failed_commits.load(Ordering::Relaxed),
             dangling: c.dangling.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
         }
     }
 }
@@ -667,6 +674,15 @@ impl Writer {
         if !late.items.is_empty() {
             self.report(late, Err(PersistError::Stopped));
         }
+        let s = self.shared.stats();
+        log::info!(
+            "store {}: {} commits, {} records submitted, {} of them undone within their \
+             group and not written",
+            self.path.display(),
+            s.commits,
+            s.intents,
+            s.skipped
+        );
     }
 
     fn commit(&mut self, group: &Group) -> Result<(), PersistError> {
@@ -708,11 +724,16 @@ impl Writer {
         let db = self.db.as_ref().ok_or(PersistError::Stopped)?;
         let mut txn = db.begin_write().map_err(DbError::from)?;
         txn.set_durability(Durability::Immediate);
+        let skips = net::cancelled(group.items.iter().map(|(_, b, _)| b.as_slice()), group.intents);
         let (delta, dangling) = {
             let mut tables = Tables::open(&txn, &self.counts)?;
+            let mut pos = 0;
             for (_, batch, _) in &group.items {
                 for intent in batch {
-                    tables.apply(intent)?;
+                    if !skips.is_skipped(pos) {
+                        tables.apply(intent)?;
+                    }
+                    pos += 1;
                 }
             }
             tables.finish()?
@@ -733,6 +754,7 @@ impl Writer {
         c.commits.fetch_add(1, Ordering::Relaxed);
         c.batches.fetch_add(group.items.len() as u64, Ordering::Relaxed);
         c.intents.fetch_add(group.intents as u64, Ordering::Relaxed);
+        c.skipped.fetch_add(skips.count as u64, Ordering::Relaxed);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         c.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
         Ok(())
@@ -748,7 +770,7 @@ impl Writer {
                     m.publish_store(&crate::metrics::StoreStats {
                         commits: s.commits,
                         commit_nanos: s.commit_nanos,
-                        records: s.intents,
+                        records: s.intents.saturating_sub(s.skipped),
                     });
                 }
                 None

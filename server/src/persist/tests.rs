@@ -362,6 +362,60 @@ fn a_body_in_two_queues_is_stored_once_and_deleted_with_its_last_reference() {
     assert_eq!(raw_bodies(dir.path()), Vec::<u64>::new());
 }
 
+fn put_inflight(client: &str, packet_id: u16, id: u64) -> Intent {
+    Intent::PutInflight {
+        client_id: client.into(),
+        packet_id: pid(packet_id),
+        record: InflightRecord::Publish { message: MessageId(id), qos: QoS::AtLeastOnce },
+    }
+}
+
+fn delete_inflight(client: &str, packet_id: u16) -> Intent {
+    Intent::DeleteInflight { client_id: client.into(), packet_id: pid(packet_id) }
+}
+
+#[test]
+fn a_message_acknowledged_within_its_group_is_not_written_and_what_stays_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, _) = start(dir.path());
+    let (link, woken) = open_link(&handle);
+    // An entry committed before, then overwritten and removed in one later group: the
+    // removal must still take the old entry (and its body) away.
+    let batch = vec![
+        put_session("a", session(60, Some(now_unix()))),
+        Intent::PutMessage(message(1, "t", b"old")),
+        put_inflight("a", 5, 1),
+    ];
+    commit(&link, &woken, batch, 1);
+    let batch = vec![
+        // Delivered and acknowledged in the same group: nothing of it is written.
+        Intent::PutMessage(message(2, "t", b"acked")),
+        put_inflight("a", 6, 2),
+        delete_inflight("a", 6),
+        // Queued and moved into the window: only the in-flight entry stays.
+        Intent::PutMessage(message(3, "t", b"moved")),
+        enqueue("a", 3, 0),
+        put_inflight("a", 7, 3),
+        dequeue("a", 0),
+        // Written over without a removal first, then removed.
+        Intent::PutMessage(message(4, "t", b"over")),
+        put_inflight("a", 5, 4),
+        delete_inflight("a", 5),
+    ];
+    commit(&link, &woken, batch, 2);
+    let stats = handle.stats();
+    drop(link);
+    drop(handle);
+    assert_eq!(raw_bodies(dir.path()), vec![3]);
+    // Skipped: body 2 and its entry, the queue entry of 3, body 4 and its entry.
+    assert_eq!(stats.skipped, 5);
+    let (_handle, recovered) = start(dir.path());
+    let a = &recovered.sessions[0];
+    assert!(a.queue.is_empty());
+    let inflight: Vec<u16> = a.inflight.iter().map(|(p, _)| p.get()).collect();
+    assert_eq!(inflight, vec![7]);
+}
+
 #[test]
 fn a_garbage_data_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

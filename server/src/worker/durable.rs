@@ -11,8 +11,11 @@
 //! boundary. When the ticket is committed, its boundaries go and the rest is written;
 //! when the commit fails the held bytes are dropped and the connection is closed (the
 //! client resends what it was not acknowledged for). So PUBACK, PUBREC, PUBCOMP,
-//! SUBACK, CONNACK, PUBREL and PUBLISHes to persistent sessions leave only once what
-//! they promise is on disk, in their original order; nothing that needs no write waits.
+//! SUBACK, CONNACK, PUBREL and QoS 2 PUBLISHes to persistent sessions leave only once
+//! what they promise is on disk, in their original order; nothing that needs no write
+//! waits. QoS 1 PUBLISHes to persistent sessions do not wait (see [`Durable::journal`]):
+//! their subscriber's PUBACK then often comes before the commit, and the persister
+//! skips the writes it undoes (`persist/net.rs`).
 //!
 //! # Other workers' subscribers
 //! A publish is matched by every worker, each for its own sessions, so a QoS 1/2
@@ -100,6 +103,19 @@ pub(super) struct Mirror {
     disconnected_at: Option<u64>,
 }
 
+/// Where a connection's output and the iteration's intents stood before an input
+/// ([`Worker::hold_mark`]). Two counts, because what must wait differs: the packet's
+/// own acknowledgement (PUBACK, PUBREC of a publish) waits for everything routing it
+/// wrote, the body and every queue and in-flight entry, on any session; a delivery
+/// waits only for what its own session wrote that the delivery promises (a QoS 2
+/// in-flight record, a PUBREL's state, a session record).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HoldMark {
+    offset: usize,
+    strict: u64,
+    owed: u64,
+}
+
 /// A ticket whose acks are not released yet.
 #[derive(Debug)]
 struct Pending {
@@ -131,6 +147,12 @@ pub(super) struct Durable {
     pub(super) shared: Arc<DurableShared>,
     /// This iteration's intents.
     batch: Vec<Intent>,
+    /// Intents so far that the output encoded after them, for the connection whose
+    /// input or delivery wrote them, must wait for (see [`HoldMark`]).
+    strict: u64,
+    /// Intents so far that an acknowledgement to a publisher routed in the same input
+    /// must wait for: the body and the queue or in-flight entry of a QoS 1/2 message.
+    owed: u64,
     /// This iteration's ticket.
     pub(super) ticket: u64,
     /// Batches a full channel handed back, oldest first.
@@ -162,6 +184,8 @@ impl Durable {
             link,
             shared,
             batch: Vec::new(),
+            strict: 0,
+            owed: 0,
             ticket: 1,
             unsent: VecDeque::new(),
             pending: VecDeque::new(),
@@ -177,9 +201,21 @@ impl Durable {
         }
     }
 
-    /// Intents queued so far this iteration (to tell whether an input wrote anything).
-    pub(super) fn written(&self) -> usize {
-        self.batch.len()
+    /// Where the intents stand now (to tell what an input wrote).
+    fn hold_mark(&self) -> (u64, u64) {
+        (self.strict, self.owed)
+    }
+
+    /// Queues an intent the emitting connection's later output must wait for.
+    fn push_strict(&mut self, intent: Intent) {
+        self.strict += 1;
+        self.batch.push(intent);
+    }
+
+    /// Queues an intent a publisher's acknowledgement must wait for.
+    fn push_owed(&mut self, intent: Intent) {
+        self.owed += 1;
+        self.batch.push(intent);
     }
 
     /// Counts persistent sessions for other workers' mark decisions.
@@ -211,6 +247,14 @@ impl Durable {
     }
 
     /// Converts a session's journaled changes into intents.
+    ///
+    /// Which of them hold the session's own output back ([`HoldMark`]): what a QoS 2
+    /// PUBLISH, a PUBREL, a PUBREC or a PUBCOMP promises must be on disk before it
+    /// leaves (a QoS 2 message resent under a new packet id after a crash would be a
+    /// duplicate). A QoS 1 PUBLISH is sent at once: if the broker crashes before its
+    /// in-flight record is committed, the publisher was not acknowledged either and
+    /// sends it again, and a duplicate is what QoS 1 allows. Removals (an acknowledged
+    /// in-flight entry, a queue entry moved into the window) never hold anything.
     pub(super) fn journal(&mut self, key: SessionKey, client_id: &str, changes: Vec<StoreChange>) {
         for change in changes {
             match change {
@@ -220,7 +264,7 @@ impl Durable {
                     let seq = m.next_seq;
                     m.next_seq += 1;
                     m.queue.push_back((seq, id));
-                    self.batch.push(Intent::Enqueue {
+                    self.push_owed(Intent::Enqueue {
                         client_id: client_id.into(),
                         message: id,
                         seq,
@@ -230,11 +274,13 @@ impl Durable {
                     let Some(m) = self.mirrors.get_mut(&key) else { continue };
                     let Some((seq, id)) = m.queue.pop_front() else { continue };
                     if let Some((packet_id, qos)) = sent {
-                        self.batch.push(Intent::PutInflight {
+                        let intent = Intent::PutInflight {
                             client_id: client_id.into(),
                             packet_id,
                             record: InflightRecord::Publish { message: id, qos },
-                        });
+                        };
+                        // The body and its queue entry were made durable when queued.
+                        self.push_delivery(intent, qos, false);
                     }
                     self.batch.push(Intent::Dequeue { client_id: client_id.into(), seq });
                 }
@@ -246,28 +292,48 @@ impl Durable {
                 }
                 StoreChange::Sent { packet_id, message, qos } => {
                     let id = self.body(&message);
-                    self.batch.push(Intent::PutInflight {
+                    let intent = Intent::PutInflight {
                         client_id: client_id.into(),
                         packet_id,
                         record: InflightRecord::Publish { message: id, qos },
-                    });
+                    };
+                    self.push_delivery(intent, qos, true);
                 }
                 StoreChange::Completed(packet_id) => self
                     .batch
                     .push(Intent::DeleteInflight { client_id: client_id.into(), packet_id }),
-                StoreChange::Released(packet_id) => self.batch.push(Intent::PutInflight {
+                StoreChange::Released(packet_id) => self.push_strict(Intent::PutInflight {
                     client_id: client_id.into(),
                     packet_id,
                     record: InflightRecord::Released,
                 }),
-                StoreChange::Qos2Received(packet_id) => self
-                    .batch
-                    .push(Intent::MarkQos2Received { client_id: client_id.into(), packet_id }),
-                StoreChange::Qos2Released(packet_id) => self
-                    .batch
-                    .push(Intent::ClearQos2Received { client_id: client_id.into(), packet_id }),
+                StoreChange::Qos2Received(packet_id) => {
+                    self.push_strict(Intent::MarkQos2Received {
+                        client_id: client_id.into(),
+                        packet_id,
+                    })
+                }
+                StoreChange::Qos2Released(packet_id) => {
+                    self.push_strict(Intent::ClearQos2Received {
+                        client_id: client_id.into(),
+                        packet_id,
+                    })
+                }
             }
         }
+    }
+
+    /// Queues the in-flight record of a delivery: QoS 2 holds the subscriber's output,
+    /// QoS 1 does not; `owed` when the publisher's ack waits for it (a routed message,
+    /// not one leaving the queue).
+    fn push_delivery(&mut self, intent: Intent, qos: QoS, owed: bool) {
+        if qos == QoS::ExactlyOnce {
+            self.strict += 1;
+        }
+        if owed {
+            self.owed += 1;
+        }
+        self.batch.push(intent);
     }
 
     /// The id of `msg`'s body in this batch, storing it first if it is not there yet.
@@ -278,7 +344,8 @@ impl Durable {
             }
         }
         let id = self.link.next_message_id();
-        self.batch.push(Intent::PutMessage(self.stored_message(msg, id)));
+        let stored = self.stored_message(msg, id);
+        self.push_owed(Intent::PutMessage(stored));
         self.last_body = Some((msg.clone(), id));
         id
     }
@@ -306,10 +373,10 @@ impl Durable {
     /// A retained message was set or deleted.
     pub(super) fn retained(&mut self, msg: &Arc<Message>) {
         if msg.payload.is_empty() {
-            self.batch.push(Intent::DeleteRetained { topic: msg.topic.clone() });
+            self.push_strict(Intent::DeleteRetained { topic: msg.topic.clone() });
         } else {
             let id = self.body(msg);
-            self.batch.push(Intent::PutRetained { topic: msg.topic.clone(), message: id });
+            self.push_strict(Intent::PutRetained { topic: msg.topic.clone(), message: id });
         }
     }
 
@@ -373,13 +440,13 @@ impl Durable {
             subscriptions,
             will: m.will.clone(),
         };
-        self.batch.push(Intent::PutSession { client_id: session.client_id().to_string(), record });
+        self.push_strict(Intent::PutSession { client_id: session.client_id().to_string(), record });
     }
 
     /// The session is gone: delete it (and all it holds) from the store, if it was there.
     pub(super) fn forget(&mut self, key: SessionKey, client_id: &str) {
         if self.mirrors.remove(&key).is_some() {
-            self.batch.push(Intent::DeleteSession { client_id: client_id.into() });
+            self.push_strict(Intent::DeleteSession { client_id: client_id.into() });
             self.publish_count();
         }
     }
@@ -718,22 +785,26 @@ impl Worker {
 
     /// Where an input to connection `idx` starts: its write buffer's length and the
     /// intents written so far.
-    pub(super) fn hold_mark(&self, idx: usize) -> Option<(usize, usize)> {
+    pub(super) fn hold_mark(&self, idx: usize) -> Option<HoldMark> {
         let d = self.durable.as_ref()?;
         let c = self.conns.get(idx)?;
-        Some((c.wbuf.len(), d.written()))
+        let (strict, owed) = d.hold_mark();
+        Some(HoldMark { offset: c.wbuf.len(), strict, owed })
     }
 
-    /// After an input to connection `idx`: if it wrote anything (or, with
-    /// `packet` set, its ack waits for other workers), hold what was encoded for it
-    /// since `mark`. Only the wrapper around a whole packet (`packet`) may take the
-    /// "waits for other workers" flag: an inner encode pass starts after the ack was
-    /// encoded, and taking it there would leave the ack unheld.
-    pub(super) fn hold_apply(&mut self, idx: usize, mark: Option<(usize, usize)>, packet: bool) {
-        let Some((offset, written)) = mark else { return };
+    /// After an input to connection `idx`: if it wrote anything its output must wait
+    /// for (or, with `packet` set, anything an ack to it waits for, including other
+    /// workers), hold what was encoded for it since `mark`. Only the wrapper around a
+    /// whole packet (`packet`) may take the "waits for other workers" flag: an inner
+    /// encode pass starts after the ack was encoded, and taking it there would leave
+    /// the ack unheld.
+    pub(super) fn hold_apply(&mut self, idx: usize, mark: Option<HoldMark>, packet: bool) {
+        let Some(mark) = mark else { return };
         let Some(d) = self.durable.as_mut() else { return };
+        let (strict, owed) = d.hold_mark();
         let remote = packet && d.take_remote_hold();
-        if d.written() == written && !remote {
+        let wrote = strict != mark.strict || (packet && owed != mark.owed);
+        if !wrote && !remote {
             return;
         }
         let ticket = d.ticket;
@@ -741,7 +812,7 @@ impl Worker {
         if !c.is_holding() {
             d.held.push(idx);
         }
-        c.hold(offset, ticket);
+        c.hold(mark.offset, ticket);
         d.holds_placed = true;
     }
 
