@@ -764,8 +764,20 @@ impl Worker {
                 let due = now.checked_add(wait).unwrap_or(now);
                 self.owe_will(Some(key), client_id, Box::new(stored_will(w)), due);
             }
+            let mut member = false;
             for (filter, entry) in subscriptions {
-                self.trie.insert(&filter, key, SubValue::from(entry));
+                // A shared subscription is a group membership, kept by the group's
+                // home worker (as on SUBSCRIBE), not a trie entry of this worker.
+                if let Some(shared) = super::shared::as_shared(&filter) {
+                    self.share_join(key, &filter, shared, SubValue::from(entry), now);
+                    member = true;
+                } else {
+                    self.trie.insert(&filter, key, SubValue::from(entry));
+                }
+            }
+            if member {
+                // Not connected yet: the groups use it only when nobody else is online.
+                self.share_presence(key, false, now);
             }
             if let Some(d) = self.durable.as_mut() {
                 d.adopt(key, positions, &s.record);

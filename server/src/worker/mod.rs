@@ -262,7 +262,7 @@ impl Worker {
             control_rx,
             control,
             share: shared::ShareGroups::new(id, shared.share_strategy),
-            share_out: Vec::new(),
+            share_out: (0..shared.workers).map(|_| Vec::new()).collect(),
             pending_wills: Vec::new(),
             shared,
             durable: None,
@@ -289,9 +289,11 @@ impl Worker {
 
     /// Every worker's peer handle, indexed by worker id (this one included).
     pub(crate) fn set_peers(&mut self, peers: Vec<Peer>) {
-        self.outbox = peers.iter().map(|_| Vec::new()).collect();
-        self.share_out = peers.iter().map(|_| Vec::new()).collect();
-        self.owed_marks = vec![0; peers.len()];
+        // Resized, not replaced: recovery may have queued messages for peers already
+        // (a restored session joining a shared group homed on another worker).
+        self.outbox.resize_with(peers.len(), Vec::new);
+        self.share_out.resize_with(peers.len(), Vec::new);
+        self.owed_marks.resize(peers.len(), 0);
         self.peers = peers;
     }
 

@@ -453,3 +453,32 @@ fn persistent_qos1_streams_across_both_workers_keep_flowing() {
         s.join().unwrap();
     }
 }
+
+/// A persistent session's shared subscription survives a restart as a group membership:
+/// messages published to the group afterwards reach the member.
+#[test]
+fn restart_keeps_shared_subscription_members_in_their_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = start(dir.path());
+    for id in ["share-a", "share-b"] {
+        let (mut m, _) = RawClient::connect_with(broker.addr(), &persistent(V5, id));
+        m.subscribe_one("$share/workers/jobs/+", 1);
+        m.disconnect();
+    }
+    broker.signal("TERM");
+    broker.wait_exit(DEADLINE).expect("graceful exit");
+
+    let broker = start(dir.path());
+    let (mut a, present) = RawClient::connect_with(broker.addr(), &persistent(V5, "share-a"));
+    assert!(present);
+    a.ping();
+    let mut p = RawClient::connect(broker.addr(), V3_1_1, "share-pub");
+    for n in 0..6 {
+        p.publish(&format!("jobs/{n}"), format!("{n}").as_bytes(), 1, false);
+    }
+    // "share-a" is the only member online: it gets every message.
+    let mut got: Vec<String> =
+        (0..6).map(|_| String::from_utf8_lossy(&a.expect_publish_acked().payload).into()).collect();
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3", "4", "5"]);
+}
