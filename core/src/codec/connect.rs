@@ -53,6 +53,35 @@ pub struct LastWill {
     pub properties: WillProperties,
 }
 
+impl LastWill {
+    /// The will with its topic, payload, response topic and correlation data copied
+    /// out of the buffer they were decoded from (one allocation for topic and payload),
+    /// so that a broker keeping the will for the whole connection, or in a store, does
+    /// not keep that read buffer alive with it.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        let topic = self.topic.as_bytes();
+        let mut buf = BytesMut::with_capacity(topic.len() + self.payload.len());
+        buf.extend_from_slice(topic);
+        buf.extend_from_slice(&self.payload);
+        let mut topic = buf.freeze();
+        let payload = topic.split_off(self.topic.len());
+        let mut properties = self.properties.clone();
+        properties.response_topic = properties
+            .response_topic
+            .map(|t| TopicName::from_copy(Bytes::copy_from_slice(t.as_bytes())));
+        properties.correlation_data =
+            properties.correlation_data.map(|c| Bytes::copy_from_slice(&c));
+        Self {
+            topic: TopicName::from_copy(topic),
+            payload,
+            qos: self.qos,
+            retain: self.retain,
+            properties,
+        }
+    }
+}
+
 /// CONNACK: the server's answer to CONNECT.
 ///
 /// The reason code is kept in MQTT 5 terms for every version; the codec maps it to
@@ -476,5 +505,43 @@ mod tests {
         c.protocol = V5;
         let bytes = encode_bytes(&Packet::Connect(Box::new(c.clone())), V5);
         assert_eq!(decode_bytes(&bytes, V311), Ok(Packet::Connect(Box::new(c))));
+    }
+
+    #[test]
+    fn a_detached_will_keeps_nothing_of_the_decode_buffer() {
+        let mut c = connect(V5, "w");
+        c.will = Some(LastWill {
+            topic: TopicName::try_from_str("dev/1/status").unwrap(),
+            payload: Bytes::from_static(b"OFFLINE"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: WillProperties {
+                will_delay_interval: Some(5),
+                response_topic: Some(TopicName::try_from_str("dev/1/reply").unwrap()),
+                correlation_data: Some(Bytes::from_static(b"corr")),
+                ..WillProperties::default()
+            },
+        });
+        let mut wire = BytesMut::new();
+        c.encode(&mut wire).unwrap();
+        let frame = wire.freeze();
+        let mut buf = BytesMut::from(frame.as_ref());
+        let chunk = buf.as_ptr_range();
+        let Ok(Some(Packet::Connect(decoded))) = crate::codec::decode(&mut buf, V5, usize::MAX)
+        else {
+            panic!("CONNECT did not decode");
+        };
+        let will = decoded.will.expect("will");
+        let inside = |b: &[u8]| chunk.contains(&b.as_ptr());
+        // The decoder's will is a view into the buffer (what the copy is for) ...
+        assert!(inside(&will.payload));
+        let copy = will.detached();
+        assert_eq!(copy, will);
+        // ... and the copy is not.
+        assert!(!inside(copy.topic.as_bytes()));
+        assert!(!inside(&copy.payload));
+        let props = &copy.properties;
+        assert!(!inside(props.response_topic.as_ref().unwrap().as_bytes()));
+        assert!(!inside(props.correlation_data.as_ref().unwrap()));
     }
 }

@@ -30,7 +30,7 @@ impl Worker {
             self.handle_connect_auth_packet(idx, packet, now);
             return self.conns.get(idx).is_some_and(|c| c.state != ConnState::Closing);
         }
-        let Packet::Connect(connect) = packet else {
+        let Packet::Connect(mut connect) = packet else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             if let Some(c) = self.conns.get(idx) {
                 log::info!("connection from {} closed: first packet was {}", c.addr, packet.name());
@@ -38,6 +38,11 @@ impl Worker {
             self.close_later(idx);
             return false;
         };
+        // The will is kept for the whole connection (and in the store): copied out of
+        // the decode buffer, so it does not keep that buffer (up to a 64 KiB read) alive.
+        if let Some(will) = connect.will.as_mut() {
+            *will = will.detached();
+        }
         if !self.refusing.is_empty() && self.refusing.contains(&idx) {
             self.refuse(idx, &connect, ReasonCode::QuotaExceeded);
             return false;
