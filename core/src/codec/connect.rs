@@ -60,25 +60,12 @@ impl LastWill {
     /// not keep that read buffer alive with it.
     #[must_use]
     pub fn detached(&self) -> Self {
-        let topic = self.topic.as_bytes();
-        let mut buf = BytesMut::with_capacity(topic.len() + self.payload.len());
-        buf.extend_from_slice(topic);
-        buf.extend_from_slice(&self.payload);
-        let mut topic = buf.freeze();
-        let payload = topic.split_off(self.topic.len());
+        let (topic, payload) = self.topic.detached_with(&self.payload);
         let mut properties = self.properties.clone();
-        properties.response_topic = properties
-            .response_topic
-            .map(|t| TopicName::from_copy(Bytes::copy_from_slice(t.as_bytes())));
+        properties.response_topic = properties.response_topic.map(|t| t.detached());
         properties.correlation_data =
             properties.correlation_data.map(|c| Bytes::copy_from_slice(&c));
-        Self {
-            topic: TopicName::from_copy(topic),
-            payload,
-            qos: self.qos,
-            retain: self.retain,
-            properties,
-        }
+        Self { topic, payload, qos: self.qos, retain: self.retain, properties }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::codec::{LastWill, Publish, PublishProperties};
 use crate::protocol::{ProtocolVersion, QoS};
@@ -98,22 +98,15 @@ impl Message {
     /// for each ~100 bytes it needs. The copy costs one allocation per message, not
     /// per queue: the caller shares the detached `Arc` among all sessions that keep it.
     pub fn detached(&self) -> Self {
-        let topic = self.topic.as_bytes();
-        let mut buf = BytesMut::with_capacity(topic.len() + self.payload.len());
-        buf.extend_from_slice(topic);
-        buf.extend_from_slice(&self.payload);
-        let mut topic = buf.freeze();
-        let payload = topic.split_off(self.topic.len());
+        let (topic, payload) = self.topic.detached_with(&self.payload);
         Self {
-            topic: TopicName::from_copy(topic),
+            topic,
             payload,
             qos: self.qos,
             retain: self.retain,
             properties: self.properties.as_deref().map(|p| {
                 let mut p = p.clone();
-                p.response_topic = p
-                    .response_topic
-                    .map(|t| TopicName::from_copy(Bytes::copy_from_slice(t.as_bytes())));
+                p.response_topic = p.response_topic.map(|t| t.detached());
                 p.correlation_data = p.correlation_data.map(|c| Bytes::copy_from_slice(&c));
                 Box::new(p)
             }),

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::TopicError;
 
@@ -61,11 +61,15 @@ impl TopicName {
         Self(Bytes::copy_from_slice(&self.0))
     }
 
-    /// Wraps bytes that hold a copy of a topic name already validated (no check
-    /// repeated).
-    pub(crate) fn from_copy(bytes: Bytes) -> Self {
-        debug_assert!(Self::check(&bytes).is_ok());
-        Self(bytes)
+    /// This topic and `payload` copied into one allocation of their own, for a
+    /// message or will kept for long (see [`Self::detached`]).
+    pub(crate) fn detached_with(&self, payload: &[u8]) -> (Self, Bytes) {
+        let mut buf = BytesMut::with_capacity(self.0.len() + payload.len());
+        buf.extend_from_slice(&self.0);
+        buf.extend_from_slice(payload);
+        let mut topic = buf.freeze();
+        let payload = topic.split_off(self.0.len());
+        (Self(topic), payload)
     }
 
     fn check(bytes: &[u8]) -> Result<(), TopicError> {
