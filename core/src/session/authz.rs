@@ -41,7 +41,7 @@ impl Session {
     /// PUBREC); MQTT 3.x clients get an ordinary acknowledgement, as 3.x cannot say no
     /// [MQTT-3.3.5-2: the server may discard a message it does not authorise]. QoS 0 is
     /// dropped silently in every version.
-    pub fn handle_publish_refused(&mut self, now: Instant, publish: Publish, reason: ReasonCode) {
+    pub fn handle_publish_refused(&mut self, now: Instant, publish: &Publish, reason: ReasonCode) {
         let Some(link) = &mut self.link else { return };
         link.last_packet = now;
         let v5 = link.version.is_v5();
@@ -65,6 +65,36 @@ impl Session {
         // 3.x QoS 2: the PUBREL that follows finds no stored id and gets a PUBCOMP all
         // the same (its "not found" code exists only in v5), so nothing is stored here.
         self.transmit.push_back(Transmit::Ack(kind, ack));
+    }
+
+    /// A QoS 1/2 PUBLISH the broker cannot take now because it would have to be written
+    /// to a durable store that cannot write (full disk, I/O error). It is not routed.
+    /// MQTT 5 clients get `reason` in PUBACK or PUBREC, as for a refusal. MQTT 3.x
+    /// clients get no acknowledgement at all: 3.x has no way to say no, and an ordinary
+    /// one would promise what the broker cannot keep; the client sends the message again
+    /// (DUP) when it reconnects.
+    ///
+    /// Returns `false`, and does nothing, for a QoS 2 PUBLISH whose packet id was
+    /// already taken (a resend before PUBREL): that message is in, and the caller
+    /// handles the packet as usual, which only answers PUBREC again.
+    pub fn handle_publish_unstorable(
+        &mut self,
+        now: Instant,
+        publish: &Publish,
+        reason: ReasonCode,
+    ) -> bool {
+        if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
+            if self.stored.as_ref().is_some_and(|s| s.inbound_qos2.contains(id)) {
+                return false;
+            }
+        }
+        let Some(link) = &mut self.link else { return true };
+        if link.version.is_v5() {
+            self.handle_publish_refused(now, publish, reason);
+        } else {
+            link.last_packet = now;
+        }
+        true
     }
 
     /// A SUBSCRIBE whose filters the broker has checked: `refused[i]`, when set, is the

@@ -204,6 +204,57 @@ fn qos2_publish_resent_before_pubrel_is_routed_once() {
     assert_eq!(events(&mut s).len(), 1);
 }
 
+fn unpack(p: Packet) -> Publish {
+    match p {
+        Packet::Publish(p) => p,
+        other => panic!("not a PUBLISH: {other:?}"),
+    }
+}
+
+#[test]
+fn unstorable_publish_is_refused_on_v5_and_left_unacknowledged_on_3x() {
+    let now = Instant::now();
+    let mut v5 = online(ProtocolVersion::V5, false, now);
+    for (qos, id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        let p = unpack(publish(qos, Some(id)));
+        assert!(v5.handle_publish_unstorable(now, &p, ReasonCode::QuotaExceeded));
+    }
+    assert!(events(&mut v5).is_empty(), "not routed");
+    let acks = drain(&mut v5);
+    assert!(
+        matches!(acks.as_slice(),
+        [Packet::PubAck(a), Packet::PubRec(r)]
+            if a.reason_code == ReasonCode::QuotaExceeded
+                && r.reason_code == ReasonCode::QuotaExceeded),
+        "{acks:?}"
+    );
+    // The refused QoS 2 id was not taken: a PUBREL for it is not found.
+    v5.handle_packet(now, Packet::PubRel(PubAckLike::new(pid(2))));
+    assert!(matches!(drain(&mut v5).as_slice(),
+        [Packet::PubComp(c)] if c.reason_code == ReasonCode::PacketIdentifierNotFound));
+
+    let mut v3 = online(ProtocolVersion::V3_1_1, false, now);
+    let later = now + Duration::from_secs(9);
+    let p = unpack(publish(QoS::AtLeastOnce, Some(1)));
+    assert!(v3.handle_publish_unstorable(later, &p, ReasonCode::QuotaExceeded));
+    assert!(events(&mut v3).is_empty() && drain(&mut v3).is_empty(), "no PUBACK on 3.x");
+    // It still counts as traffic for the keep-alive (10 s, so 15 s from the last packet).
+    v3.handle_timeout(now + Duration::from_secs(16));
+    assert!(events(&mut v3).is_empty(), "the link is alive");
+}
+
+#[test]
+fn unstorable_qos2_resend_of_a_taken_id_is_handled_as_usual() {
+    let now = Instant::now();
+    let mut s = online(ProtocolVersion::V3_1_1, false, now);
+    s.handle_packet(now, publish(QoS::ExactlyOnce, Some(4)));
+    assert_eq!(events(&mut s).len(), 1);
+    assert_eq!(drain(&mut s).len(), 1);
+    let resend = unpack(publish(QoS::ExactlyOnce, Some(4)));
+    assert!(!s.handle_publish_unstorable(now, &resend, ReasonCode::QuotaExceeded));
+    assert!(events(&mut s).is_empty() && drain(&mut s).is_empty());
+}
+
 #[test]
 fn outgoing_window_holds_back_and_ack_releases() {
     let now = Instant::now();
