@@ -76,6 +76,10 @@ pub mod name {
     pub const STORE_COMMIT_SECONDS: &str = "shoal_store_commit_seconds";
     /// Records per durable-store commit (summary: `_sum`, `_count`).
     pub const STORE_COMMIT_BATCH: &str = "shoal_store_commit_batch_records";
+    /// Durable-store commits that failed.
+    pub const STORE_FAILED_COMMITS: &str = "shoal_store_failed_commits_total";
+    /// 1 while the durable store cannot write.
+    pub const STORE_DEGRADED: &str = "shoal_store_degraded";
 }
 
 /// Why a message was dropped; one counter each.
@@ -89,12 +93,20 @@ pub enum DropCause {
     TooLarge,
     /// Refused by the ACL.
     Acl,
+    /// A QoS 1/2 publish refused because it needed the durable store while the store
+    /// could not write (full disk, I/O error).
+    StoreUnavailable,
 }
 
 impl DropCause {
     /// Every cause, in exposition order.
-    pub const ALL: [DropCause; 4] =
-        [DropCause::QueueFull, DropCause::Expired, DropCause::TooLarge, DropCause::Acl];
+    pub const ALL: [DropCause; 5] = [
+        DropCause::QueueFull,
+        DropCause::Expired,
+        DropCause::TooLarge,
+        DropCause::Acl,
+        DropCause::StoreUnavailable,
+    ];
 
     /// The `cause` label value.
     pub fn label(self) -> &'static str {
@@ -103,6 +115,7 @@ impl DropCause {
             DropCause::Expired => "expired",
             DropCause::TooLarge => "too_large",
             DropCause::Acl => "acl",
+            DropCause::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -160,6 +173,8 @@ pub struct WorkerCounters {
     pub dropped_too_large: u64,
     /// Dropped: refused by the ACL.
     pub dropped_acl: u64,
+    /// Refused: a QoS 1/2 publish that needed the durable store while it could not write.
+    pub dropped_store_unavailable: u64,
     /// Sockets accepted.
     pub sockets_accepted: u64,
     /// Successful CONNECTs.
@@ -197,6 +212,7 @@ impl WorkerCounters {
             DropCause::Expired => &mut self.dropped_expired,
             DropCause::TooLarge => &mut self.dropped_too_large,
             DropCause::Acl => &mut self.dropped_acl,
+            DropCause::StoreUnavailable => &mut self.dropped_store_unavailable,
         };
         *c = c.wrapping_add(1);
     }
@@ -208,6 +224,7 @@ impl WorkerCounters {
             DropCause::Expired => self.dropped_expired,
             DropCause::TooLarge => self.dropped_too_large,
             DropCause::Acl => self.dropped_acl,
+            DropCause::StoreUnavailable => self.dropped_store_unavailable,
         }
     }
 
@@ -233,7 +250,7 @@ impl WorkerCounters {
                 self.publish_received[i].wrapping_add(other.publish_received[i]);
             self.publish_sent[i] = self.publish_sent[i].wrapping_add(other.publish_sent[i]);
         }
-        let pairs: [(&mut u64, u64); 14] = [
+        let pairs: [(&mut u64, u64); 15] = [
             (&mut self.packets_received, other.packets_received),
             (&mut self.packets_sent, other.packets_sent),
             (&mut self.bytes_received, other.bytes_received),
@@ -242,6 +259,7 @@ impl WorkerCounters {
             (&mut self.dropped_expired, other.dropped_expired),
             (&mut self.dropped_too_large, other.dropped_too_large),
             (&mut self.dropped_acl, other.dropped_acl),
+            (&mut self.dropped_store_unavailable, other.dropped_store_unavailable),
             (&mut self.sockets_accepted, other.sockets_accepted),
             (&mut self.connects, other.connects),
             (&mut self.disconnects, other.disconnects),
@@ -327,6 +345,10 @@ pub struct StoreStats {
     pub commit_nanos: u64,
     /// Sum of records written over all commits.
     pub records: u64,
+    /// Commits that failed (full disk, I/O error).
+    pub failed_commits: u64,
+    /// The last commit failed: QoS 1/2 work that needs the disk is refused.
+    pub degraded: bool,
 }
 
 impl StoreStats {
@@ -802,6 +824,18 @@ pub fn render_prometheus(snap: &MetricsSnapshot) -> String {
     e.family(STORE_COMMIT_BATCH, "summary", "Records written per durable-store commit.");
     e.sample(&format!("{STORE_COMMIT_BATCH}_sum"), &[], snap.store.records);
     e.sample(&format!("{STORE_COMMIT_BATCH}_count"), &[], snap.store.commits);
+    e.single(
+        STORE_FAILED_COMMITS,
+        "counter",
+        "Durable-store commits that failed (full disk, I/O error).",
+        snap.store.failed_commits,
+    );
+    e.single(
+        STORE_DEGRADED,
+        "gauge",
+        "1 while the durable store cannot write: QoS 1/2 work that needs it is refused.",
+        u64::from(snap.store.degraded),
+    );
     e.out
 }
 
@@ -888,8 +922,9 @@ mod tests {
 
     #[test]
     fn hot_path_counters_stay_small() {
-        // Copied once a second per worker; growth should be a decision.
-        assert_eq!(std::mem::size_of::<WorkerCounters>(), 20 * 8);
+        // Copied once a second per worker; growth should be a decision (the 21st:
+        // publishes refused while the durable store cannot write).
+        assert_eq!(std::mem::size_of::<WorkerCounters>(), 21 * 8);
     }
 
     fn counters_with(publish: u64, bytes: u64) -> WorkerCounters {

@@ -48,8 +48,11 @@
 //! [`PersistLink::is_degraded`]; the database is reopened before the next group (redb
 //! refuses all work after an I/O error until then) and the reference counts are
 //! rebuilt from it (a failed commit may have reached the disk after all); the first
-//! commit that succeeds clears the flag. While degraded the broker stops acknowledging QoS 1/2 work that
-//! needs the disk (v5 0x97, v3 no PUBACK) and keeps serving the rest.
+//! commit that succeeds clears the flag. While degraded, workers refuse QoS 1/2
+//! publishes that would need the disk (v5 0x97, 3.x no PUBACK; `worker/authz.rs`) and
+//! keep serving the rest, so few groups come; with none submitted the persister
+//! commits a small probe record every [`PersistOptions::probe_interval`] to learn
+//! that the disk takes writes again.
 //!
 //! **Shutdown.** Dropping the [`PersisterHandle`] (or [`PersisterHandle::shutdown`])
 //! commits what was submitted before it and joins the thread; stop the workers first.
@@ -71,7 +74,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use redb::{Database, Durability};
 use shoal_core::{PacketId, QoS, TopicName};
 
@@ -187,6 +190,10 @@ pub struct PersistOptions {
     pub faults: Option<Arc<FaultInjector>>,
     /// Where the persister publishes its commit statistics after each commit.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// While degraded with nothing submitted, how often to try a small commit to learn
+    /// that the disk takes writes again (workers refuse disk work meanwhile, so no
+    /// group would come to find out).
+    pub probe_interval: Duration,
 }
 
 impl Default for PersistOptions {
@@ -197,6 +204,7 @@ impl Default for PersistOptions {
             cache_bytes: 64 * 1024 * 1024,
             faults: None,
             metrics: None,
+            probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -209,6 +217,7 @@ impl std::fmt::Debug for PersistOptions {
             .field("cache_bytes", &self.cache_bytes)
             .field("faults", &self.faults.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("probe_interval", &self.probe_interval)
             .finish()
     }
 }
@@ -641,7 +650,19 @@ impl Writer {
     fn run(&mut self, rx: &Receiver<Command>) {
         let mut stopping = false;
         while !stopping {
-            let Ok(first) = rx.recv() else { break };
+            let first = if self.shared.degraded.load(Ordering::Acquire) {
+                match rx.recv_timeout(self.options.probe_interval) {
+                    Ok(cmd) => cmd,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.probe();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                let Ok(cmd) = rx.recv() else { break };
+                cmd
+            };
             let mut group = Group { items: Vec::new(), intents: 0 };
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
@@ -708,6 +729,62 @@ impl Writer {
         result
     }
 
+    /// While degraded and idle: commits one small record. Success clears the degraded
+    /// flag, so workers take work that needs the disk again; failure leaves it set.
+    fn probe(&mut self) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.db.is_none() {
+                self.reopen()?;
+            }
+            let db = self.db.as_ref().ok_or(PersistError::Stopped)?;
+            let mut txn = db.begin_write().map_err(DbError::from)?;
+            txn.set_durability(Durability::Immediate);
+            table::write_probe(&txn, now_unix())?;
+            if self.options.faults.as_ref().is_some_and(|f| f.take_failure()) {
+                txn.abort().map_err(DbError::from)?;
+                return Err(PersistError::Injected);
+            }
+            txn.commit().map_err(DbError::from)?;
+            Ok(())
+        }))
+        .unwrap_or_else(|_| Err(PersistError::EnginePanicked { path: self.path.clone() }));
+        match result {
+            Ok(()) => {
+                self.shared.degraded.store(false, Ordering::Release);
+                log::warn!(
+                    "store {}: writable again; taking QoS 1/2 work that needs the disk",
+                    self.path.display()
+                );
+                self.publish_metrics();
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    PersistError::Database(_)
+                        | PersistError::EnginePanicked { .. }
+                        | PersistError::Injected
+                ) {
+                    self.db = None;
+                }
+                log::debug!("store {}: still not writable: {e}", self.path.display());
+            }
+        }
+    }
+
+    /// Hands the commit statistics and the degraded state to the metrics.
+    fn publish_metrics(&self) {
+        if let Some(m) = &self.options.metrics {
+            let s = self.shared.stats();
+            m.publish_store(&crate::metrics::StoreStats {
+                commits: s.commits,
+                commit_nanos: s.commit_nanos,
+                records: s.intents.saturating_sub(s.skipped),
+                failed_commits: s.failed_commits,
+                degraded: self.shared.degraded.load(Ordering::Acquire),
+            });
+        }
+    }
+
     /// Reopens the file after an error and recounts references from it: the failed
     /// commit may have reached the disk after all.
     fn reopen(&mut self) -> Result<(), PersistError> {
@@ -764,21 +841,27 @@ impl Writer {
     fn report(&self, group: Group, outcome: Result<(), PersistError>) {
         let error = match outcome {
             Ok(()) => {
-                self.shared.degraded.store(false, Ordering::Release);
-                if let Some(m) = &self.options.metrics {
-                    let s = self.shared.stats();
-                    m.publish_store(&crate::metrics::StoreStats {
-                        commits: s.commits,
-                        commit_nanos: s.commit_nanos,
-                        records: s.intents.saturating_sub(s.skipped),
-                    });
+                if self.shared.degraded.swap(false, Ordering::AcqRel) {
+                    log::warn!(
+                        "store {}: writable again; taking QoS 1/2 work that needs the disk",
+                        self.path.display()
+                    );
                 }
+                self.publish_metrics();
                 None
             }
             Err(e) => {
-                log::error!("store {}: commit failed: {e}", self.path.display());
-                self.shared.degraded.store(true, Ordering::Release);
+                if self.shared.degraded.swap(true, Ordering::AcqRel) {
+                    log::debug!("store {}: commit failed again: {e}", self.path.display());
+                } else {
+                    log::error!(
+                        "store {}: commit failed: {e}; refusing QoS 1/2 work that needs \
+                         the disk until a write succeeds",
+                        self.path.display()
+                    );
+                }
                 self.shared.counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+                self.publish_metrics();
                 Some(Arc::new(e))
             }
         };

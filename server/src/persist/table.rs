@@ -49,6 +49,14 @@ const QUEUES: TableDefinition<'_, (&str, u64), u64> = TableDefinition::new("queu
 const INFLIGHT: TableDefinition<'_, (&str, u16), &[u8]> = TableDefinition::new("inflight");
 const QOS2: TableDefinition<'_, (&str, u16), ()> = TableDefinition::new("qos2_received");
 
+/// Writes one small record (`meta["probe"]` = `now`) in `txn`: a commit of it shows
+/// that the file takes writes again after a failure.
+pub(super) fn write_probe(txn: &WriteTransaction, now: u64) -> Result<(), DbError> {
+    let mut meta = txn.open_table(META)?;
+    meta.insert("probe", now)?;
+    Ok(())
+}
+
 /// Why opening the tables failed.
 #[derive(Debug)]
 pub(super) enum FormatCheck {

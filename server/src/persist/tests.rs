@@ -105,6 +105,43 @@ fn raw_bodies(dir: &Path) -> Vec<u64> {
 }
 
 #[test]
+fn an_idle_degraded_store_probes_until_a_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults =
+        Arc::new(FaultInjector { fail_next_commits: AtomicU32::new(0), before_commit: None });
+    let options = PersistOptions {
+        faults: Some(faults.clone()),
+        probe_interval: Duration::from_millis(20),
+        ..PersistOptions::default()
+    };
+    let (handle, _) = Persister::start(dir.path(), options).unwrap();
+    let (link, woken) = open_link(&handle);
+
+    // The failed group, then three failed probes: still degraded.
+    faults.fail_next_commits.store(4, Ordering::SeqCst);
+    link.try_submit(vec![put_session("a", session(60, None))], Ticket(1)).unwrap();
+    assert!(matches!(next_completion(&link, &woken), Completion::Failed(..)));
+    assert!(link.is_degraded());
+    let until = Instant::now() + DEADLINE;
+    while faults.fail_next_commits.load(Ordering::SeqCst) > 0 {
+        assert!(link.is_degraded(), "cleared while every write failed");
+        assert!(Instant::now() < until, "no probe within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // With no submission at all, a probe that succeeds clears the flag.
+    while link.is_degraded() {
+        assert!(Instant::now() < until, "still degraded after the disk took writes again");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(handle.stats().failed_commits, 1, "probes are not counted as commits");
+    commit(&link, &woken, vec![put_session("a", session(60, None))], 2);
+    drop(link);
+    drop(handle);
+    let (_handle, recovered) = start(dir.path());
+    assert_eq!(recovered.sessions.len(), 1);
+}
+
+#[test]
 fn no_completion_is_released_before_its_commit_returns_and_failures_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (reached_tx, reached) = bounded::<()>(0);

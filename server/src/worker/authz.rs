@@ -17,7 +17,7 @@ use std::time::Instant;
 use shoal_core::codec::{Connect, Publish, Subscribe};
 use shoal_core::session::LinkLoss;
 use shoal_core::topic::Subscription;
-use shoal_core::{ReasonCode, TopicName};
+use shoal_core::{QoS, ReasonCode, TopicName};
 
 use super::enhanced::Authenticated;
 use super::Worker;
@@ -161,8 +161,64 @@ impl Worker {
             publish.topic.as_str()
         );
         self.counters.on_dropped(DropCause::Acl);
-        slot.session.handle_publish_refused(now, publish, ReasonCode::NotAuthorized);
+        slot.session.handle_publish_refused(now, &publish, ReasonCode::NotAuthorized);
         self.service_session(key, now);
+    }
+
+    /// While the durable store cannot write: a QoS 1/2 PUBLISH that would need it is
+    /// refused without routing (v5: PUBACK/PUBREC 0x97 Quota exceeded; 3.x: no
+    /// acknowledgement, and a log line), so nothing is acknowledged that a crash could
+    /// lose. Returns the packet when it is to be handled as usual: it needs no disk
+    /// (QoS 0, or only clean sessions match), or it is a QoS 2 resend already taken.
+    pub(super) fn check_storable(
+        &mut self,
+        key: SessionKey,
+        mut publish: Publish,
+        now: Instant,
+    ) -> Option<Publish> {
+        let Some(slot) = self.sessions.get_mut(key) else { return Some(publish) };
+        // The real topic decides; a bad alias is the session's to refuse.
+        if slot.session.resolve_topic_alias(&mut publish).is_err() || !self.needs_disk(&publish) {
+            return Some(publish);
+        }
+        let Some(slot) = self.sessions.get_mut(key) else { return Some(publish) };
+        if !slot.session.handle_publish_unstorable(now, &publish, ReasonCode::QuotaExceeded) {
+            return Some(publish);
+        }
+        self.counters.on_dropped(DropCause::StoreUnavailable);
+        let client = slot.session.client_id().clone();
+        let v5 = slot.session.version().is_some_and(|v| v.is_v5());
+        if let Some(d) = self.durable.as_mut() {
+            d.note_refusal(now, &client, &publish.topic, v5);
+        }
+        self.service_session(key, now);
+        None
+    }
+
+    /// Whether routing `p` (QoS 1/2) would write to the durable store: it is retained,
+    /// or a persistent session may receive it at QoS 1/2. This worker's sessions are
+    /// matched exactly; another worker's count when it has any persistent session, as
+    /// its trie is its own (the same rule decides whether an ack waits for it).
+    fn needs_disk(&self, p: &Publish) -> bool {
+        let Some(d) = self.durable.as_ref() else { return false };
+        if p.qos == QoS::AtMostOnce {
+            return false;
+        }
+        if p.retain || d.others_persistent() {
+            return true;
+        }
+        if d.mirrors.is_empty() {
+            return false;
+        }
+        // Shared groups homed here may hand it to a persistent member.
+        if !self.share.is_empty() {
+            return true;
+        }
+        let mut hit = false;
+        self.trie.for_each_match(&p.topic, |k, v| {
+            hit |= v.qos() != QoS::AtMostOnce && d.mirrors.contains_key(k);
+        });
+        hit
     }
 
     /// Checks a PUBLISH against the publish rate and `on_publish`. Returns the packet
@@ -220,7 +276,7 @@ impl Worker {
                 );
                 self.counters.on_dropped(DropCause::Acl);
                 if let Some(slot) = self.sessions.get_mut(key) {
-                    slot.session.handle_publish_refused(now, publish, code);
+                    slot.session.handle_publish_refused(now, &publish, code);
                 }
                 self.service_session(key, now);
                 None

@@ -158,6 +158,24 @@ impl Worker {
             }
             other => other,
         };
+        let packet = match packet {
+            Packet::Publish(p)
+                if p.qos != QoS::AtMostOnce
+                    && self.durable.as_ref().is_some_and(|d| d.is_degraded()) =>
+            {
+                match self.check_storable(key, p, now) {
+                    Some(p) => Packet::Publish(p),
+                    None => {
+                        // 3.x got no PUBACK at all.
+                        let acked = self.sessions.get(key).and_then(|s| s.session.version());
+                        self.hold_apply(idx, mark, true);
+                        self.note_held_puback(idx, puback && acked.is_some_and(|v| v.is_v5()));
+                        return;
+                    }
+                }
+            }
+            other => other,
+        };
         let Some(slot) = self.sessions.get_mut(key) else { return };
         slot.session.handle_packet(now, packet);
         self.service_session(key, now);

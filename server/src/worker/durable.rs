@@ -140,6 +140,16 @@ pub(super) struct Released {
     pub(super) confirms: Vec<(usize, u64)>,
 }
 
+/// How often at most a worker logs publishes refused while the store cannot write.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Publishes refused while the store could not write, for the log.
+#[derive(Debug, Default)]
+struct Refusals {
+    logged: Option<Instant>,
+    count: u64,
+}
+
 /// One worker's durable-store state.
 pub(super) struct Durable {
     me: usize,
@@ -174,6 +184,7 @@ pub(super) struct Durable {
     pub(super) held: Vec<usize>,
     /// A hold was placed this iteration.
     pub(super) holds_placed: bool,
+    refusals: Refusals,
 }
 
 impl Durable {
@@ -198,6 +209,7 @@ impl Durable {
             epoch: (Instant::now(), unix),
             held: Vec::new(),
             holds_placed: false,
+            refusals: Refusals::default(),
         }
     }
 
@@ -225,12 +237,42 @@ impl Durable {
         }
     }
 
+    /// Whether another worker has persistent sessions.
+    pub(super) fn others_persistent(&self) -> bool {
+        (0..self.shared.workers).any(|w| w != self.me && self.shared.has_persistent(w))
+    }
+
+    /// True while the store cannot write (the last commit failed).
+    pub(super) fn is_degraded(&self) -> bool {
+        self.link.is_degraded()
+    }
+
+    /// Logs a publish refused because the store cannot write: the first one, then at
+    /// most one line every [`REFUSAL_LOG_EVERY`] with the number refused since.
+    pub(super) fn note_refusal(&mut self, now: Instant, client: &str, topic: &TopicName, v5: bool) {
+        self.refusals.count += 1;
+        if self
+            .refusals
+            .logged
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_EVERY)
+        {
+            return;
+        }
+        let how = if v5 { "answered 0x97 Quota exceeded" } else { "not acknowledged (MQTT 3.x)" };
+        log::warn!(
+            "worker {}: the durable store cannot write; QoS 1/2 publish by {client} to {} {how} \
+             ({} refused since the last such line)",
+            self.me,
+            topic.as_str(),
+            self.refusals.count
+        );
+        self.refusals = Refusals { logged: Some(now), count: 0 };
+    }
+
     /// A QoS 1/2 publish from a client was routed: if another worker has persistent
     /// sessions, its ack must wait for that worker too.
     pub(super) fn routed_qos12(&mut self) {
-        let others =
-            (0..self.shared.workers).any(|w| w != self.me && self.shared.has_persistent(w));
-        if others {
+        if self.others_persistent() {
             self.mark_needed = true;
             self.remote_hold = true;
         }
@@ -370,13 +412,18 @@ impl Durable {
         }
     }
 
-    /// A retained message was set or deleted.
+    /// A retained message was set or deleted. At QoS 0 nothing was promised, so the
+    /// publisher's output does not wait for it (and a failed commit closes nobody).
     pub(super) fn retained(&mut self, msg: &Arc<Message>) {
+        let counted = (self.strict, self.owed);
         if msg.payload.is_empty() {
             self.push_strict(Intent::DeleteRetained { topic: msg.topic.clone() });
         } else {
             let id = self.body(msg);
             self.push_strict(Intent::PutRetained { topic: msg.topic.clone(), message: id });
+        }
+        if msg.qos == QoS::AtMostOnce {
+            (self.strict, self.owed) = counted;
         }
     }
 

@@ -237,7 +237,8 @@ let prev = null; // { at: ms, snap }
 
 const sum = (a) => (a || []).reduce((x, y) => x + y, 0);
 const connections = (g) => sum((g.connections || []).map(sum));
-const dropped = (c) => c.dropped_queue_full + c.dropped_expired + c.dropped_too_large + c.dropped_acl;
+const dropped = (c) => c.dropped_queue_full + c.dropped_expired + c.dropped_too_large + c.dropped_acl +
+  (c.dropped_store_unavailable || 0);
 
 async function pollStats() {
   let snap;
@@ -283,7 +284,8 @@ async function pollStats() {
   const causes = $("causes");
   causes.replaceChildren(
     ...[["queue full", c.dropped_queue_full], ["expired", c.dropped_expired],
-        ["too large", c.dropped_too_large], ["ACL", c.dropped_acl]]
+        ["too large", c.dropped_too_large], ["ACL", c.dropped_acl],
+        ["store unavailable", c.dropped_store_unavailable || 0]]
       .map(([n, v]) => el("div", {}, el("span", { class: "muted" }, n), el("b", {}, fmt(v)))),
   );
   if (activeTab === "overview") Object.values(charts).forEach((ch) => ch.draw());
