@@ -57,9 +57,15 @@
 //! **Shutdown.** Dropping the [`PersisterHandle`] (or [`PersisterHandle::shutdown`])
 //! commits what was submitted before it and joins the thread; stop the workers first.
 //!
+//! **Compaction.** redb reuses freed pages but never shrinks the file, so after a burst
+//! (a million messages queued for offline sessions, then delivered) the disk space
+//! would stay taken. When no work came for [`PersistOptions::compact_after_idle`]
+//! after a commit, and more than half of a file of at least
+//! [`PersistOptions::compact_min_bytes`] is free, the persister compacts it. Only acks
+//! submitted during that wait for it; the event loops never do.
+//!
 //! What is not here: deciding what must be written (the workers' and sessions' job),
-//! encoding MQTT properties (callers pass them as bytes), compacting the file (redb
-//! reuses freed pages; `Database::compact` in idle periods is future work).
+//! encoding MQTT properties (callers pass them as bytes).
 
 mod net;
 mod record;
@@ -194,6 +200,11 @@ pub struct PersistOptions {
     /// that the disk takes writes again (workers refuse disk work meanwhile, so no
     /// group would come to find out).
     pub probe_interval: Duration,
+    /// Idle time after the last commit before the file is considered for compaction;
+    /// `None` never compacts.
+    pub compact_after_idle: Option<Duration>,
+    /// Files smaller than this are never compacted.
+    pub compact_min_bytes: u64,
 }
 
 impl Default for PersistOptions {
@@ -205,6 +216,8 @@ impl Default for PersistOptions {
             faults: None,
             metrics: None,
             probe_interval: Duration::from_secs(1),
+            compact_after_idle: Some(Duration::from_secs(30)),
+            compact_min_bytes: 64 << 20,
         }
     }
 }
@@ -218,6 +231,8 @@ impl std::fmt::Debug for PersistOptions {
             .field("faults", &self.faults.is_some())
             .field("metrics", &self.metrics.is_some())
             .field("probe_interval", &self.probe_interval)
+            .field("compact_after_idle", &self.compact_after_idle)
+            .field("compact_min_bytes", &self.compact_min_bytes)
             .finish()
     }
 }
@@ -445,8 +460,14 @@ impl Persister {
             counters: Counters::default(),
         });
         let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity.max(1));
-        let mut worker =
-            Writer { db: Some(db), path, options, shared: shared.clone(), counts: loaded.counts };
+        let mut worker = Writer {
+            db: Some(db),
+            path,
+            options,
+            shared: shared.clone(),
+            counts: loaded.counts,
+            compact_due: true,
+        };
         let thread = std::thread::Builder::new()
             .name("shoal-persister".into())
             .spawn(move || worker.run(&rx))
@@ -639,6 +660,8 @@ struct Writer {
     shared: Arc<Shared>,
     /// References to each stored body, as committed (see `table.rs`).
     counts: Counts,
+    /// A commit happened since the last look at compaction.
+    compact_due: bool,
 }
 
 struct Group {
@@ -650,18 +673,30 @@ impl Writer {
     fn run(&mut self, rx: &Receiver<Command>) {
         let mut stopping = false;
         while !stopping {
-            let first = if self.shared.degraded.load(Ordering::Acquire) {
-                match rx.recv_timeout(self.options.probe_interval) {
+            let degraded = self.shared.degraded.load(Ordering::Acquire);
+            let wait = match (degraded, self.options.compact_after_idle) {
+                (true, _) => Some(self.options.probe_interval),
+                (false, Some(idle)) if self.compact_due => Some(idle),
+                _ => None,
+            };
+            let first = match wait {
+                Some(wait) => match rx.recv_timeout(wait) {
                     Ok(cmd) => cmd,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.probe();
+                        if degraded {
+                            self.probe();
+                        } else {
+                            self.compact_due = false;
+                            self.maybe_compact();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => {
+                    let Ok(cmd) = rx.recv() else { break };
+                    cmd
                 }
-            } else {
-                let Ok(cmd) = rx.recv() else { break };
-                cmd
             };
             let mut group = Group { items: Vec::new(), intents: 0 };
             let mut next = Some(first);
@@ -727,6 +762,54 @@ impl Writer {
             self.db = None;
         }
         result
+    }
+
+    /// After [`PersistOptions::compact_after_idle`] without work: if more than half of
+    /// a file of at least [`PersistOptions::compact_min_bytes`] is free pages (a burst of
+    /// queued messages came and went), compacts it so the disk space goes back. The
+    /// event loops do not wait for this; acks submitted meanwhile wait until it ends.
+    fn maybe_compact(&mut self) {
+        let Some(db) = self.db.as_mut() else { return };
+        let file_bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if file_bytes < self.options.compact_min_bytes {
+            return;
+        }
+        let used = db.begin_write().map_err(DbError::from).and_then(|txn| {
+            let stats = txn.stats().map_err(DbError::from);
+            txn.abort().map_err(DbError::from)?;
+            stats
+        });
+        let used = match used {
+            Ok(stats) => stats.allocated_pages().saturating_mul(stats.page_size() as u64),
+            Err(e) => {
+                log::warn!("store {}: cannot read its statistics: {e:?}", self.path.display());
+                return;
+            }
+        };
+        if used.saturating_mul(2) > file_bytes {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.compact()));
+        let after = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        match result {
+            Ok(Ok(_)) => log::info!(
+                "store {}: compacted from {} to {} MiB in {} ms ({} MiB in use)",
+                self.path.display(),
+                file_bytes >> 20,
+                after >> 20,
+                started.elapsed().as_millis(),
+                used >> 20
+            ),
+            Ok(Err(e)) => {
+                log::warn!("store {}: compaction failed: {e}", self.path.display());
+                self.db = None;
+            }
+            Err(_) => {
+                log::warn!("store {}: compaction panicked; reopening", self.path.display());
+                self.db = None;
+            }
+        }
     }
 
     /// While degraded and idle: commits one small record. Success clears the degraded
@@ -838,9 +921,10 @@ impl Writer {
     }
 
     /// Sends each link its tickets (one completion and one wake-up per link).
-    fn report(&self, group: Group, outcome: Result<(), PersistError>) {
+    fn report(&mut self, group: Group, outcome: Result<(), PersistError>) {
         let error = match outcome {
             Ok(()) => {
+                self.compact_due = true;
                 if self.shared.degraded.swap(false, Ordering::AcqRel) {
                     log::warn!(
                         "store {}: writable again; taking QoS 1/2 work that needs the disk",

@@ -105,6 +105,53 @@ fn raw_bodies(dir: &Path) -> Vec<u64> {
 }
 
 #[test]
+fn an_idle_store_gives_the_space_of_a_drained_burst_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = PersistOptions {
+        compact_after_idle: Some(Duration::from_millis(200)),
+        compact_min_bytes: 1 << 20,
+        ..PersistOptions::default()
+    };
+    let (handle, _) = Persister::start(dir.path(), options).unwrap();
+    let (link, woken) = open_link(&handle);
+    let file = dir.path().join(DB_FILE_NAME);
+    let size = || std::fs::metadata(&file).unwrap().len();
+
+    // A burst: 16 MiB of queued bodies, in batches, then all of them delivered.
+    static BODY: [u8; 16 * 1024] = [7; 16 * 1024];
+    let mut ticket = 0;
+    commit(&link, &woken, vec![put_session("a", session(600, None))], ticket);
+    for chunk in 0..16u64 {
+        let mut batch = Vec::new();
+        for i in chunk * 64..(chunk + 1) * 64 {
+            batch.push(Intent::PutMessage(message(i + 1, "x", &BODY)));
+            batch.push(enqueue("a", i + 1, i));
+        }
+        ticket += 1;
+        commit(&link, &woken, batch, ticket);
+    }
+    let full = size();
+    assert!(full >= 16 << 20, "the burst took {full} bytes");
+    ticket += 1;
+    commit(&link, &woken, (0..1024).map(|i| dequeue("a", i)).collect(), ticket);
+    // The one body still queued survives the compaction.
+    ticket += 1;
+    let last = vec![Intent::PutMessage(message(5000, "x", b"kept")), enqueue("a", 5000, 2000)];
+    commit(&link, &woken, last, ticket);
+
+    let until = Instant::now() + DEADLINE;
+    while size() * 4 > full {
+        assert!(Instant::now() < until, "still {} of {full} bytes after {DEADLINE:?}", size());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(link);
+    drop(handle);
+    let (_handle, recovered) = start(dir.path());
+    let queue: Vec<_> = recovered.sessions[0].queue.iter().map(|(s, m)| (*s, m.id.0)).collect();
+    assert_eq!(queue, vec![(2000, 5000)]);
+}
+
+#[test]
 fn an_idle_degraded_store_probes_until_a_write_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let faults =
