@@ -145,6 +145,12 @@ impl Inflight {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &OutEntry> + '_ {
         self.entries.iter()
     }
+
+    /// The deliveries of every entry, to swap their messages (see
+    /// [`Session::replace_inflight_messages`](super::Session::replace_inflight_messages)).
+    pub(crate) fn deliveries_mut(&mut self) -> impl Iterator<Item = &mut Delivery> + '_ {
+        self.entries.iter_mut().map(|e| &mut e.delivery)
+    }
 }
 
 /// Packet ids of incoming QoS 2 PUBLISHes that were routed but not yet released by

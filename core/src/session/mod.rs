@@ -366,6 +366,12 @@ impl Session {
         self.stored.as_ref().map_or(0, |s| s.inflight.len())
     }
 
+    /// The deliveries of the outgoing window (sent, not yet fully acknowledged), in
+    /// send order.
+    pub fn inflight_deliveries(&self) -> impl Iterator<Item = &Delivery> + '_ {
+        self.stored.iter().flat_map(|s| s.inflight.iter().map(|e| &e.delivery))
+    }
+
     /// True when an offline session has outlived its expiry interval.
     pub fn is_expired(&self, now: Instant) -> bool {
         match self.offline_since {
@@ -553,6 +559,24 @@ impl Session {
                     || self.inflight() >= usize::from(l.send_window)
             }
             None => true,
+        }
+    }
+
+    /// Replaces the message of every delivery in the outgoing QoS 1/2 window (sent,
+    /// not yet fully acknowledged) with what `keep` returns for it.
+    ///
+    /// For the broker when the connection ends and the window may wait long for a
+    /// reconnect: a message that was sent at once still shares the publisher's read
+    /// chunk, and `keep` copies it out ([`Message::detached`]), sharing one copy among
+    /// every session that holds the same message. `keep` must return the same
+    /// message (equal topic, payload, QoS, properties); nothing else changes.
+    pub fn replace_inflight_messages(
+        &mut self,
+        mut keep: impl FnMut(&Arc<Message>) -> Arc<Message>,
+    ) {
+        let Some(stored) = self.stored.as_mut() else { return };
+        for d in stored.inflight.deliveries_mut() {
+            d.message = keep(&d.message);
         }
     }
 

@@ -2,6 +2,7 @@
 //! this worker's trie, and in batches to the other workers), subscriptions, retained
 //! messages, wills and the end of a connection.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -16,6 +17,9 @@ use super::Worker;
 use crate::metrics::{ClientEvent, DropCause};
 use crate::route::OUTBOX_BATCH_MESSAGES;
 use crate::store::{SessionKey, SessionStore};
+
+/// The fewest entries of [`Detached::kept`] worth a pruning pass.
+const KEPT_PRUNE_MIN: usize = 1024;
 
 /// What the trie stores per (filter, session).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +83,23 @@ impl MergeSubscription for SubValue {
 /// worker queued, so that every session queueing one publish shares one copy and the
 /// publisher's read chunk is not kept alive by any of them. Deliveries that are sent
 /// at once (online fan-out) keep sharing the decoder's view: no copy on that path.
+///
+/// When a persistent session's connection ends, the messages of its in-flight window
+/// (sent at once, so still views into read chunks) are copied too ([`Self::kept`]);
+/// sessions that go offline at different moments hold the same messages, so those
+/// copies are found by the routed message's address.
 #[derive(Debug, Default)]
 pub(crate) struct Detached {
     /// The message as routed (weak: the cache must not pin its read chunk; holding
     /// the allocation keeps its address from being reused) and its copy.
     last: Option<(Weak<Message>, Arc<Message>)>,
+    /// In-flight copies by the address of the message they were made from, and each
+    /// copy by its own address (so that it is not copied again). Both weak: an entry
+    /// keeps neither a read chunk nor a copy alive, and its weak reference to the
+    /// original keeps that address from being reused while the entry exists.
+    kept: HashMap<usize, (Weak<Message>, Weak<Message>)>,
+    /// `kept`'s size at which entries whose messages are gone are dropped.
+    prune_at: usize,
 }
 
 impl Detached {
@@ -96,6 +112,31 @@ impl Detached {
         }
         let copy = Arc::new(msg.detached());
         self.last = Some((Arc::downgrade(msg), copy.clone()));
+        copy
+    }
+
+    /// The copy of `msg` for an offline session's in-flight window: the one already
+    /// made for it (for another session's window or queue), or a new one; `msg`
+    /// itself when it is such a copy.
+    pub(crate) fn kept(&mut self, msg: &Arc<Message>) -> Arc<Message> {
+        if let Some((routed, copy)) = &self.last {
+            if std::ptr::eq(routed.as_ptr(), Arc::as_ptr(msg)) || Arc::ptr_eq(copy, msg) {
+                return copy.clone();
+            }
+        }
+        let addr = Arc::as_ptr(msg) as usize;
+        if let Some(copy) = self.kept.get(&addr).and_then(|(_, copy)| copy.upgrade()) {
+            return copy;
+        }
+        let copy = Arc::new(msg.detached());
+        let weak = Arc::downgrade(&copy);
+        self.kept.insert(addr, (Arc::downgrade(msg), weak.clone()));
+        self.kept.insert(Arc::as_ptr(&copy) as usize, (weak.clone(), weak));
+        if self.kept.len() >= self.prune_at {
+            self.kept.retain(|_, (from, copy)| from.strong_count() > 0 && copy.strong_count() > 0);
+            self.kept.shrink_to_fit();
+            self.prune_at = (self.kept.len() * 2).max(KEPT_PRUNE_MIN);
+        }
         copy
     }
 
@@ -560,6 +601,11 @@ impl Worker {
         if discard {
             self.discard_session(key, now);
         } else {
+            // The window waits for a reconnect now: its messages stop pinning read chunks.
+            if let Some(slot) = self.sessions.get_mut(key) {
+                let detached = &mut self.detached;
+                slot.session.replace_inflight_messages(|m| detached.kept(m));
+            }
             self.share_presence(key, false, now);
             // The store keeps the will only while it waits for its delay (published at
             // the next start if the broker stops first).
@@ -713,6 +759,116 @@ mod tests {
         for (a, b) in queues[0].iter().zip(&queues[1]) {
             assert!(Arc::ptr_eq(a, b));
         }
+    }
+
+    /// Attaches `count` persistent (3.1.1, clean session 0) subscribers of `a/b` at
+    /// QoS 1, each on its own accepted loopback socket; returns their connections.
+    fn persistent_subscribers(
+        worker: &mut Worker,
+        listener: &std::net::TcpListener,
+        count: usize,
+        now: Instant,
+    ) -> Vec<usize> {
+        use shoal_core::codec::{Connect, Subscribe, SubscribeFilter, SubscriptionOptions};
+        let mut idxs = Vec::new();
+        for i in 0..count {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            drop(client);
+            server.set_nonblocking(true).unwrap();
+            let stream = mio::net::TcpStream::from_std(server);
+            let idx = worker.register(super::super::conn::Conn::new(stream, peer, None, 0, now));
+            let idx = idx.unwrap();
+            let connect = Connect {
+                protocol: shoal_core::ProtocolVersion::V3_1_1,
+                clean_start: false,
+                keep_alive: 0,
+                client_id: format!("kept-{i}"),
+                will: None,
+                username: None,
+                password: None,
+                properties: Default::default(),
+            };
+            worker.accept_connect(idx, Box::new(connect), now);
+            let subscribe = Subscribe {
+                packet_id: PacketId::new(1).unwrap(),
+                filters: vec![SubscribeFilter {
+                    filter: "a/b".to_owned(),
+                    options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+                }],
+                properties: Default::default(),
+            };
+            worker.handle_packet(idx, Packet::Subscribe(subscribe), now);
+            idxs.push(idx);
+        }
+        worker.bench_take_output();
+        idxs
+    }
+
+    /// The messages of a session's in-flight window.
+    fn window(worker: &Worker, key: SessionKey) -> Vec<Arc<Message>> {
+        let s = &worker.sessions.get(key).unwrap().session;
+        s.inflight_deliveries().map(|d| d.message.clone()).collect()
+    }
+
+    #[test]
+    fn an_offline_sessions_window_stops_pinning_the_read_chunk_one_copy_per_message() {
+        let now = Instant::now();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let shared = crate::bench_support::shared(1);
+        let size = usize::from(shared.limits.max_inflight);
+        let mut worker = Worker::new(0, &[], shared).unwrap();
+        let conns = persistent_subscribers(&mut worker, &listener, 2, now);
+        let keys: Vec<SessionKey> =
+            conns.iter().map(|&i| worker.conns.get(i).unwrap().session().unwrap()).collect();
+        let mut chunk = b"a/b".to_vec();
+        chunk.resize(64 * 1024, 0x5a);
+        let chunk = Bytes::from(chunk);
+        let routed: Vec<_> = (0..size).map(|i| from_chunk(&chunk, i, now)).collect();
+        for msg in &routed {
+            worker.bench_deliver(msg, now);
+        }
+        for &key in &keys {
+            let online = window(&worker, key);
+            assert_eq!(online.len(), size, "the window is full and nothing waits");
+            assert!(online.iter().zip(&routed).all(|(a, b)| Arc::ptr_eq(a, b)), "sent uncopied");
+        }
+
+        worker.link_lost(conns[0], LinkLoss::SocketClosed, now);
+        let first = window(&worker, keys[0]);
+        assert_eq!(first.len(), size, "a persistent session keeps its window offline");
+        for (m, r) in first.iter().zip(&routed) {
+            assert!(!inside(&m.payload, &chunk), "an offline window's payload pins the chunk");
+            assert!(!inside(m.topic.as_bytes(), &chunk), "an offline window's topic pins it");
+            assert_eq!(**m, **r);
+        }
+        // The session still online keeps the routed messages: no copy for it.
+        assert!(window(&worker, keys[1]).iter().zip(&routed).all(|(a, b)| Arc::ptr_eq(a, b)));
+
+        // The second session goes offline later and shares the first one's copies.
+        worker.link_lost(conns[1], LinkLoss::SocketClosed, now);
+        let second = window(&worker, keys[1]);
+        assert!(second.iter().zip(&first).all(|(a, b)| Arc::ptr_eq(a, b)), "one copy each");
+        drop(second);
+        // Nothing but the test holds the routed messages (and so the chunk) any more.
+        assert!(routed.iter().all(|m| Arc::strong_count(m) == 1));
+    }
+
+    #[test]
+    fn copies_for_offline_windows_are_forgotten_once_their_messages_are_gone() {
+        let now = Instant::now();
+        let chunk = Bytes::from(vec![b'a'; 8 + 64 * 4]);
+        let mut detached = Detached::default();
+        let held = from_chunk(&chunk, 0, now);
+        let held_copy = detached.kept(&held);
+        for i in 0..10 * KEPT_PRUNE_MIN {
+            let msg = from_chunk(&chunk, i % 4, now);
+            let copy = detached.kept(&msg);
+            assert!(Arc::ptr_eq(&detached.kept(&copy), &copy), "a copy is not copied again");
+        }
+        assert!(detached.kept.len() <= 2 * KEPT_PRUNE_MIN, "{} entries", detached.kept.len());
+        // What is still held is still found.
+        assert!(Arc::ptr_eq(&detached.kept(&held), &held_copy));
     }
 
     #[test]
