@@ -59,8 +59,10 @@
 //!
 //! **Compaction.** redb reuses freed pages but never shrinks the file, so after a burst
 //! (a million messages queued for offline sessions, then delivered) the disk space
-//! would stay taken. When no work came for [`PersistOptions::compact_after_idle`]
-//! after a commit, and more than half of a file of at least
+//! would stay taken where live pages sit behind the freed ones (redb trims only a
+//! free tail). Every [`PersistOptions::compact_check`], if that period was quiet (at
+//! most [`PersistOptions::compact_quiet_records`] records written: `$SYS` and a few
+//! sessions, not a stream) and more than half of a file of at least
 //! [`PersistOptions::compact_min_bytes`] is free, the persister compacts it. Only acks
 //! submitted during that wait for it; the event loops never do.
 //!
@@ -200,9 +202,11 @@ pub struct PersistOptions {
     /// that the disk takes writes again (workers refuse disk work meanwhile, so no
     /// group would come to find out).
     pub probe_interval: Duration,
-    /// Idle time after the last commit before the file is considered for compaction;
-    /// `None` never compacts.
-    pub compact_after_idle: Option<Duration>,
+    /// How often the file is considered for compaction; `None` never compacts.
+    pub compact_check: Option<Duration>,
+    /// Most records written since the last look for the period to count as quiet
+    /// enough to compact in.
+    pub compact_quiet_records: u64,
     /// Files smaller than this are never compacted.
     pub compact_min_bytes: u64,
 }
@@ -216,7 +220,8 @@ impl Default for PersistOptions {
             faults: None,
             metrics: None,
             probe_interval: Duration::from_secs(1),
-            compact_after_idle: Some(Duration::from_secs(30)),
+            compact_check: Some(Duration::from_secs(30)),
+            compact_quiet_records: 10_000,
             compact_min_bytes: 64 << 20,
         }
     }
@@ -231,7 +236,8 @@ impl std::fmt::Debug for PersistOptions {
             .field("faults", &self.faults.is_some())
             .field("metrics", &self.metrics.is_some())
             .field("probe_interval", &self.probe_interval)
-            .field("compact_after_idle", &self.compact_after_idle)
+            .field("compact_check", &self.compact_check)
+            .field("compact_quiet_records", &self.compact_quiet_records)
             .field("compact_min_bytes", &self.compact_min_bytes)
             .finish()
     }
@@ -466,7 +472,8 @@ impl Persister {
             options,
             shared: shared.clone(),
             counts: loaded.counts,
-            compact_due: true,
+            next_compact_check: None,
+            records_since_check: 0,
         };
         let thread = std::thread::Builder::new()
             .name("shoal-persister".into())
@@ -660,8 +667,10 @@ struct Writer {
     shared: Arc<Shared>,
     /// References to each stored body, as committed (see `table.rs`).
     counts: Counts,
-    /// A commit happened since the last look at compaction.
-    compact_due: bool,
+    /// When to look at compaction next.
+    next_compact_check: Option<Instant>,
+    /// Records written since the last look.
+    records_since_check: u64,
 }
 
 struct Group {
@@ -674,10 +683,15 @@ impl Writer {
         let mut stopping = false;
         while !stopping {
             let degraded = self.shared.degraded.load(Ordering::Acquire);
-            let wait = match (degraded, self.options.compact_after_idle) {
+            let check = self.compact_check_at();
+            if !degraded && check.is_some_and(|t| t <= Instant::now()) {
+                self.compact_check_done();
+                continue;
+            }
+            let wait = match (degraded, check) {
                 (true, _) => Some(self.options.probe_interval),
-                (false, Some(idle)) if self.compact_due => Some(idle),
-                _ => None,
+                (false, Some(t)) => Some(t.saturating_duration_since(Instant::now())),
+                (false, None) => None,
             };
             let first = match wait {
                 Some(wait) => match rx.recv_timeout(wait) {
@@ -685,9 +699,6 @@ impl Writer {
                     Err(RecvTimeoutError::Timeout) => {
                         if degraded {
                             self.probe();
-                        } else {
-                            self.compact_due = false;
-                            self.maybe_compact();
                         }
                         continue;
                     }
@@ -764,10 +775,25 @@ impl Writer {
         result
     }
 
-    /// After [`PersistOptions::compact_after_idle`] without work: if more than half of
-    /// a file of at least [`PersistOptions::compact_min_bytes`] is free pages (a burst of
-    /// queued messages came and went), compacts it so the disk space goes back. The
-    /// event loops do not wait for this; acks submitted meanwhile wait until it ends.
+    /// When the next look at compaction is due (`None`: never).
+    fn compact_check_at(&mut self) -> Option<Instant> {
+        let every = self.options.compact_check?;
+        Some(*self.next_compact_check.get_or_insert_with(|| Instant::now() + every))
+    }
+
+    /// The look at compaction: compacts if the period since the last one was quiet.
+    fn compact_check_done(&mut self) {
+        if self.records_since_check <= self.options.compact_quiet_records {
+            self.maybe_compact();
+        }
+        self.records_since_check = 0;
+        self.next_compact_check = self.options.compact_check.map(|every| Instant::now() + every);
+    }
+
+    /// If more than half of a file of at least [`PersistOptions::compact_min_bytes`] is
+    /// free pages (a burst of queued messages came and went), compacts it so the disk
+    /// space goes back. The event loops do not wait for this; acks submitted meanwhile
+    /// wait until it ends.
     fn maybe_compact(&mut self) {
         let Some(db) = self.db.as_mut() else { return };
         let file_bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
@@ -787,6 +813,12 @@ impl Writer {
             }
         };
         if used.saturating_mul(2) > file_bytes {
+            log::debug!(
+                "store {}: {} MiB, {} MiB in use: not compacting",
+                self.path.display(),
+                file_bytes >> 20,
+                used >> 20
+            );
             return;
         }
         let started = std::time::Instant::now();
@@ -915,6 +947,9 @@ impl Writer {
         c.batches.fetch_add(group.items.len() as u64, Ordering::Relaxed);
         c.intents.fetch_add(group.intents as u64, Ordering::Relaxed);
         c.skipped.fetch_add(skips.count as u64, Ordering::Relaxed);
+        self.records_since_check = self
+            .records_since_check
+            .saturating_add(group.intents.saturating_sub(skips.count) as u64);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         c.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
         Ok(())
@@ -924,7 +959,6 @@ impl Writer {
     fn report(&mut self, group: Group, outcome: Result<(), PersistError>) {
         let error = match outcome {
             Ok(()) => {
-                self.compact_due = true;
                 if self.shared.degraded.swap(false, Ordering::AcqRel) {
                     log::warn!(
                         "store {}: writable again; taking QoS 1/2 work that needs the disk",

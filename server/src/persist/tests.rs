@@ -108,7 +108,7 @@ fn raw_bodies(dir: &Path) -> Vec<u64> {
 fn an_idle_store_gives_the_space_of_a_drained_burst_back() {
     let dir = tempfile::tempdir().unwrap();
     let options = PersistOptions {
-        compact_after_idle: Some(Duration::from_millis(200)),
+        compact_check: Some(Duration::from_millis(200)),
         compact_min_bytes: 1 << 20,
         ..PersistOptions::default()
     };
