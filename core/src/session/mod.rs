@@ -44,7 +44,7 @@ use crate::topic::TopicFilter;
 use alias::{Aliases, OutboundAliases};
 use inflight::{InboundQos2, Inflight, OutState};
 pub use journal::{RestoredState, StoreChange};
-pub use message::{Delivery, Message};
+pub use message::{Delivery, DropReason, Message, QueueDrops};
 use transmit::Transmit;
 pub use transmit::{PublishCache, SentCounts};
 
@@ -190,8 +190,10 @@ pub struct Session {
     journaling: bool,
     transmit: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    /// Messages dropped for this session (queue full, or QoS 0 while blocked/offline).
-    dropped: u64,
+    /// Messages dropped from the queue and not yet taken by the broker
+    /// ([`Session::take_queue_drops`]). The broker counts every drop by cause; the
+    /// session keeps no total of its own.
+    queue_drops: QueueDrops,
 }
 
 /// The encoded size of a delivery's PUBLISH (without a packet id).
@@ -242,7 +244,7 @@ impl Session {
             journaling: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
-            dropped: 0,
+            queue_drops: QueueDrops::default(),
         }
     }
 
@@ -341,9 +343,10 @@ impl Session {
         s
     }
 
-    /// Messages dropped so far for this session.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// Messages dropped from the queue since the last call: the broker counts these
+    /// itself, as [`Session::handle_delivery`] had accepted them.
+    pub fn take_queue_drops(&mut self) -> QueueDrops {
+        std::mem::take(&mut self.queue_drops)
     }
 
     /// The session's subscriptions.
@@ -497,16 +500,20 @@ impl Session {
         while !self.write_blocked && self.inflight() < window {
             let Some(d) = self.stored.as_mut().and_then(|s| s.queue.pop_front()) else { break };
             if d.message.is_expired(now) {
+                self.queue_drops.expired = self.queue_drops.expired.saturating_add(1);
                 self.journal(StoreChange::Dequeued(None));
                 continue;
             }
             let qos = d.qos;
             let sent = self.send_qos12(version, max, d, now);
+            if sent.is_none() {
+                self.queue_drops.too_large = self.queue_drops.too_large.saturating_add(1);
+            }
             self.journal(StoreChange::Dequeued(sent.map(|id| (id, qos))));
         }
     }
 
-    /// Sends a QoS 1/2 delivery under a new packet id; drops it (counted) if it is
+    /// Sends a QoS 1/2 delivery under a new packet id; drops it if it is
     /// larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
     /// Returns the packet id it was sent under, `None` when it was dropped.
     fn send_qos12(
@@ -518,7 +525,6 @@ impl Session {
     ) -> Option<PacketId> {
         // Account for the two-byte packet id not yet set.
         if max < usize::MAX && encoded_len(&d, version, now).saturating_add(2) > max {
-            self.dropped += 1;
             return None;
         }
         let mut t = Transmit::publish(d.clone(), version, now);
@@ -558,10 +564,12 @@ impl Session {
 
     /// A message matched one of this session's subscriptions.
     ///
-    /// Returns `false` if it was dropped (and counted).
-    pub fn handle_delivery(&mut self, now: Instant, delivery: Delivery) -> bool {
+    /// # Errors
+    /// Why the message was dropped rather than sent or queued. A queued message may
+    /// still be dropped when its turn comes: see [`Session::take_queue_drops`].
+    pub fn handle_delivery(&mut self, now: Instant, delivery: Delivery) -> Result<(), DropReason> {
         if delivery.message.is_expired(now) {
-            return false;
+            return Err(DropReason::Expired);
         }
         let online =
             self.link.as_ref().map(|l| (l.version, usize::from(l.send_window), l.max_packet_bytes));
@@ -569,37 +577,33 @@ impl Session {
             return match online {
                 Some((version, _, max)) if !self.write_blocked => {
                     if max < usize::MAX && encoded_len(&delivery, version, now) > max {
-                        self.dropped += 1;
-                        return false;
+                        return Err(DropReason::TooLarge);
                     }
                     self.push_transmit(Transmit::publish(delivery, version, now));
-                    true
+                    Ok(())
                 }
-                _ => {
-                    self.dropped += 1;
-                    false
-                }
+                _ => Err(DropReason::QueueFull),
             };
         }
         if let Some((version, window, max)) = online {
             if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
                 debug_assert!(!self.is_queueing());
                 let (message, qos) = (delivery.message.clone(), delivery.qos);
-                if let Some(packet_id) = self.send_qos12(version, max, delivery, now) {
-                    self.journal(StoreChange::Sent { packet_id, message, qos });
-                }
-                return true;
+                let Some(packet_id) = self.send_qos12(version, max, delivery, now) else {
+                    return Err(DropReason::TooLarge);
+                };
+                self.journal(StoreChange::Sent { packet_id, message, qos });
+                return Ok(());
             }
         }
         if self.queued() >= self.limits.max_queued_messages {
-            self.dropped += 1;
-            return false;
+            return Err(DropReason::QueueFull);
         }
         if self.journaling {
             self.journal(StoreChange::Queued(delivery.message.clone()));
         }
         self.stored_mut().queue.push_back(delivery);
-        true
+        Ok(())
     }
 
     /// A packet arrived from the client.

@@ -634,3 +634,40 @@ fn taken_over_connection_leaves_the_connection_gauge_while_it_lingers() {
         "the DISCONNECT was still owed when the gauge was sampled"
     );
 }
+
+/// A message over a v5 subscriber's Maximum Packet Size is not sent [MQTT-3.1.2-25] and
+/// counts as `too_large`, whichever way it goes: QoS 0, QoS 1 sent at once, and QoS 1
+/// that waited in the queue behind a full Receive Maximum window.
+#[test]
+fn messages_over_the_maximum_packet_size_are_dropped_as_too_large() {
+    let broker = admin_broker("");
+    let admin = broker.admin_addr();
+    let mut opts = ConnectOptions::new(ProtocolVersion::V5, "small");
+    opts.max_packet_size = Some(128);
+    opts.receive_maximum = Some(1);
+    let (mut sub, _) = RawClient::connect_with(broker.addr(), &opts);
+    sub.subscribe_one("mps/#", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V311, "mps-pub");
+    let big = [b'x'; 500];
+    publisher.publish("mps/now", &big, 0, false);
+    publisher.publish("mps/now", &big, 1, false);
+    publisher.publish("mps/held", b"first", 1, false);
+    let first = sub.expect_publish();
+    assert_eq!(first.payload, b"first", "an oversized message reached the client");
+    // The window (1) is full: these two wait in the session queue.
+    publisher.publish("mps/queued", &big, 1, false);
+    publisher.publish("mps/queued", b"fits", 1, false);
+    sub.ack(&first);
+    let fits = sub.expect_publish_acked();
+    assert_eq!(fits.payload, b"fits", "an oversized message reached the client");
+    let dropped = |body: &str, cause: &str| {
+        let sample = format!("shoal_messages_dropped_total{{cause=\"{cause}\"}}");
+        sum_samples(body, &sample)
+    };
+    let mut body = String::new();
+    wait_until(SETTLE, "three too_large drops", || {
+        body = metrics_text(admin);
+        dropped(&body, "too_large") == 3
+    });
+    assert_eq!(dropped(&body, "queue_full"), 0, "{body}");
+}
