@@ -23,6 +23,7 @@
 
 mod alias;
 mod authz;
+mod explain;
 mod inflight;
 mod journal;
 mod message;
@@ -702,8 +703,8 @@ impl Session {
                 None => return Err(ReasonCode::PayloadFormatInvalid),
             };
             ack.reason_code = ReasonCode::PayloadFormatInvalid;
-            ack.properties.reason_string = self.reason_string("payload is not UTF-8");
             let kind = if p.qos == QoS::ExactlyOnce { AckKind::PubRec } else { AckKind::PubAck };
+            self.explain_ack(kind, &mut ack, "payload is not UTF-8");
             self.transmit.push_back(Transmit::Ack(kind, ack));
             return Ok(());
         }
@@ -873,35 +874,6 @@ impl Session {
         self.transmit.push_back(Transmit::Other(Box::new(ack)));
     }
 
-    /// Gives a SUBACK or UNSUBACK with failure codes a reason string naming each
-    /// refused filter and why (v5, unless the client asked for no reason strings with
-    /// Request Problem Information 0 [MQTT-3.1.2-29]). The property is left out when it
-    /// would make the packet larger than the client's Maximum Packet Size
-    /// [MQTT-3.1.2-25] or than a string may be.
-    fn explain_failures(&self, ack: &mut Packet, failures: &[String]) {
-        if failures.is_empty() {
-            return;
-        }
-        let Some(link) = self.link.as_ref().filter(|l| l.problem_info && l.version.is_v5()) else {
-            return;
-        };
-        let properties = match ack {
-            Packet::SubAck(a) => &mut a.properties,
-            Packet::UnsubAck(a) => &mut a.properties,
-            _ => return,
-        };
-        properties.reason_string = Some(failures.join("; "));
-        let mut encoded = BytesMut::new();
-        if ack.encode(link.version, &mut encoded).is_err() || encoded.len() > link.max_packet_bytes
-        {
-            if let Packet::SubAck(SubAck { properties, .. })
-            | Packet::UnsubAck(UnsubAck { properties, .. }) = ack
-            {
-                properties.reason_string = None;
-            }
-        }
-    }
-
     fn handle_disconnect(&mut self, now: Instant, d: Disconnect) -> Result<(), ReasonCode> {
         if let (Some(link), Some(expiry)) = (&self.link, d.properties.session_expiry_interval) {
             // [MQTT-3.14.2-2] cannot turn a non-persistent session into a persistent one.
@@ -942,16 +914,15 @@ impl Session {
 
     /// Ends the attached connection.
     fn end_link(&mut self, now: Instant, reason: ReasonCode, send_disconnect: bool, will: bool) {
-        let reason_string =
-            if send_disconnect { self.reason_string(&reason.to_string()) } else { None };
+        let disconnect = (send_disconnect && self.link.as_ref().is_some_and(|l| l.version.is_v5()))
+            .then(|| {
+                let mut d = Disconnect { reason_code: reason, properties: Default::default() };
+                self.explain_disconnect(&mut d, &reason.to_string());
+                d
+            });
         let Some(link) = self.link.take() else { return };
-        if send_disconnect && link.version.is_v5() {
-            let properties =
-                crate::codec::DisconnectProperties { reason_string, ..Default::default() };
-            self.transmit.push_back(Transmit::Other(Box::new(Packet::Disconnect(Disconnect {
-                reason_code: reason,
-                properties,
-            }))));
+        if let Some(d) = disconnect {
+            self.transmit.push_back(Transmit::Other(Box::new(Packet::Disconnect(d))));
         }
         self.offline_since = Some(now);
         self.write_blocked = false;
@@ -999,17 +970,6 @@ impl Session {
         if !orphans.is_empty() {
             self.events.push_back(Event::Orphaned(orphans));
         }
-    }
-
-    /// A reason string for an ack or DISCONNECT, when the client did not turn them off
-    /// with Request Problem Information 0 [MQTT-3.1.2-29].
-    fn reason_string(&self, text: &str) -> Option<String> {
-        // Only where it cannot push a small packet over the client's Maximum Packet
-        // Size [MQTT-3.1.2-25].
-        self.link
-            .as_ref()
-            .filter(|l| l.problem_info && l.version.is_v5() && l.max_packet_bytes >= 128)
-            .map(|_| text.to_owned())
     }
 
     /// Keep-alive check; call at or after [`Session::poll_timeout`].

@@ -821,6 +821,74 @@ fn ack_reason_strings_respect_problem_information_and_maximum_packet_size() {
     assert!(text.len() < 200, "{} bytes", text.len());
 }
 
+/// The size of `packet` on the wire to a v5 client.
+fn v5_wire_len(packet: &Packet) -> usize {
+    let mut out = BytesMut::new();
+    packet.encode(ProtocolVersion::V5, &mut out).unwrap();
+    out.len()
+}
+
+#[test]
+fn puback_reason_string_goes_only_when_the_whole_ack_fits_the_maximum_packet_size() {
+    // [MQTT-3.4.2-2] PUBACK 0x99 with Reason String "payload is not UTF-8" (20 bytes):
+    // fixed header 2, packet id 2, reason code 1, property length 1, Reason String
+    // (identifier 1, length 2, text 20) = 29 bytes. Without the string: 5 bytes.
+    let now = Instant::now();
+    let bad = || {
+        let Packet::Publish(mut p) = publish(QoS::AtLeastOnce, Some(1)) else { unreachable!() };
+        p.properties.payload_format_indicator = Some(true);
+        p.payload = Bytes::from_static(&[0xff]);
+        Packet::Publish(p)
+    };
+    for (max, with_string, len) in [(29, true, 29), (28, false, 5)] {
+        let mut s = online_v5_with(None, Some(max), now);
+        s.handle_packet(now, bad());
+        let Some(ack) = s.poll_transmit() else { panic!("no PUBACK") };
+        let Packet::PubAck(a) = &ack else { panic!("not a PUBACK: {ack:?}") };
+        assert_eq!(a.reason_code, ReasonCode::PayloadFormatInvalid);
+        assert_eq!(a.properties.reason_string.is_some(), with_string, "maximum {max}");
+        assert_eq!(v5_wire_len(&ack), len, "maximum {max}");
+    }
+}
+
+#[test]
+fn disconnect_reason_string_goes_only_when_the_whole_packet_fits_the_maximum_packet_size() {
+    // [MQTT-3.14.2-3] DISCONNECT 0x8E with the reason's text as Reason String: fixed
+    // header 2, reason code 1, property length 1, Reason String (identifier 1, length
+    // 2, text) bytes. Without the string: 3 bytes.
+    let now = Instant::now();
+    let full = 2 + 1 + 1 + 3 + ReasonCode::SessionTakenOver.to_string().len();
+    for (max, with_string, len) in [(full, true, full), (full - 1, false, 3)] {
+        let mut s = online_v5_with(None, Some(u32::try_from(max).unwrap()), now);
+        s.handle_link_lost(now, LinkLoss::TakenOver);
+        let Some(packet) = s.poll_transmit() else { panic!("no DISCONNECT") };
+        let Packet::Disconnect(d) = &packet else { panic!("not a DISCONNECT: {packet:?}") };
+        assert_eq!(d.reason_code, ReasonCode::SessionTakenOver);
+        assert_eq!(d.properties.reason_string.is_some(), with_string, "maximum {max}");
+        assert_eq!(v5_wire_len(&packet), len, "maximum {max}");
+    }
+}
+
+#[test]
+fn an_ack_that_does_not_fit_sheds_its_reason_string_before_its_user_properties() {
+    // [MQTT-3.4.2-2], [MQTT-3.4.2-3]: fixed header 2, packet id 2, reason code 1,
+    // property length 1, Reason String "no" (1 + 2 + 2), User Property k=v
+    // (1 + 2 + 1 + 2 + 1): 18 bytes; 13 without the string; 5 with neither.
+    let now = Instant::now();
+    let ack_within = |max| {
+        let s = online_v5_with(None, Some(max), now);
+        let mut a = PubAckLike::new(pid(1));
+        a.reason_code = ReasonCode::NotAuthorized;
+        a.properties.user_properties.push(("k".to_owned(), "v".to_owned()));
+        s.explain_ack(AckKind::PubAck, &mut a, "no");
+        let kept = (a.properties.reason_string.is_some(), !a.properties.user_properties.is_empty());
+        (kept, v5_wire_len(&Packet::PubAck(a)))
+    };
+    assert_eq!(ack_within(18), ((true, true), 18));
+    assert_eq!(ack_within(17), ((false, true), 13));
+    assert_eq!(ack_within(12), ((false, false), 5));
+}
+
 #[test]
 fn a_detached_message_keeps_nothing_of_the_read_chunk() {
     // A read chunk: the topic, the payload and the MQTT 5 properties' byte fields are
