@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
+use shoal_core::session::{DropReason, QueueDrops};
 use shoal_core::{ProtocolVersion, QoS};
 
 /// Metric names, in one place so the dashboard and alert rules can be checked
@@ -120,6 +121,16 @@ impl DropCause {
     }
 }
 
+impl From<DropReason> for DropCause {
+    fn from(reason: DropReason) -> Self {
+        match reason {
+            DropReason::QueueFull => DropCause::QueueFull,
+            DropReason::Expired => DropCause::Expired,
+            DropReason::TooLarge => DropCause::TooLarge,
+        }
+    }
+}
+
 /// Protocol versions in the order of the per-version arrays.
 pub const PROTOCOL_VERSIONS: [ProtocolVersion; 3] =
     [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
@@ -202,6 +213,12 @@ impl WorkerCounters {
     pub fn on_publish_sent(&mut self, qos: QoS) {
         let i = qos_index(qos);
         self.publish_sent[i] = self.publish_sent[i].wrapping_add(1);
+    }
+
+    /// Counts what a session dropped from its queue on its own.
+    pub fn on_queue_drops(&mut self, drops: QueueDrops) {
+        self.dropped_expired = self.dropped_expired.wrapping_add(u64::from(drops.expired));
+        self.dropped_too_large = self.dropped_too_large.wrapping_add(u64::from(drops.too_large));
     }
 
     /// Counts one dropped message.

@@ -190,3 +190,35 @@ pub struct Delivery {
     /// back in [`super::Event::Orphaned`] for another member of the group.
     pub share: Option<u64>,
 }
+
+/// Why a session dropped a message: one it was handed
+/// ([`Session::handle_delivery`](super::Session::handle_delivery)) or one it held in its
+/// queue ([`QueueDrops`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No room: the session queue is at `max_queued_messages` (QoS 1/2), or a QoS 0
+    /// message found the connection's write buffer full or the session offline.
+    QueueFull,
+    /// Its Message Expiry Interval ran out before it was sent.
+    Expired,
+    /// Its PUBLISH is larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    TooLarge,
+}
+
+/// Messages a session dropped from its queue on its own, when their turn came (after
+/// [`Session::handle_delivery`](super::Session::handle_delivery) had taken them), and
+/// not yet reported: see [`Session::take_queue_drops`](super::Session::take_queue_drops).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDrops {
+    /// Expired while they waited.
+    pub expired: u32,
+    /// Larger than the Maximum Packet Size of the connection they were to go out on.
+    pub too_large: u32,
+}
+
+impl QueueDrops {
+    /// Whether nothing was dropped.
+    pub fn is_empty(&self) -> bool {
+        self.expired == 0 && self.too_large == 0
+    }
+}

@@ -23,6 +23,7 @@
 
 mod alias;
 mod authz;
+mod explain;
 mod inflight;
 mod journal;
 mod message;
@@ -44,7 +45,7 @@ use crate::topic::TopicFilter;
 use alias::{Aliases, OutboundAliases};
 use inflight::{InboundQos2, Inflight, OutState};
 pub use journal::{RestoredState, StoreChange};
-pub use message::{Delivery, Message};
+pub use message::{Delivery, DropReason, Message, QueueDrops};
 use transmit::Transmit;
 pub use transmit::{PublishCache, SentCounts};
 
@@ -190,8 +191,10 @@ pub struct Session {
     journaling: bool,
     transmit: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    /// Messages dropped for this session (queue full, or QoS 0 while blocked/offline).
-    dropped: u64,
+    /// Messages dropped from the queue and not yet taken by the broker
+    /// ([`Session::take_queue_drops`]). The broker counts every drop by cause; the
+    /// session keeps no total of its own.
+    queue_drops: QueueDrops,
 }
 
 /// The encoded size of a delivery's PUBLISH (without a packet id).
@@ -242,7 +245,7 @@ impl Session {
             journaling: false,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
-            dropped: 0,
+            queue_drops: QueueDrops::default(),
         }
     }
 
@@ -341,9 +344,10 @@ impl Session {
         s
     }
 
-    /// Messages dropped so far for this session.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// Messages dropped from the queue since the last call: the broker counts these
+    /// itself, as [`Session::handle_delivery`] had accepted them.
+    pub fn take_queue_drops(&mut self) -> QueueDrops {
+        std::mem::take(&mut self.queue_drops)
     }
 
     /// The session's subscriptions.
@@ -503,16 +507,20 @@ impl Session {
         while !self.write_blocked && self.inflight() < window {
             let Some(d) = self.stored.as_mut().and_then(|s| s.queue.pop_front()) else { break };
             if d.message.is_expired(now) {
+                self.queue_drops.expired = self.queue_drops.expired.saturating_add(1);
                 self.journal(StoreChange::Dequeued(None));
                 continue;
             }
             let qos = d.qos;
             let sent = self.send_qos12(version, max, d, now);
+            if sent.is_none() {
+                self.queue_drops.too_large = self.queue_drops.too_large.saturating_add(1);
+            }
             self.journal(StoreChange::Dequeued(sent.map(|id| (id, qos))));
         }
     }
 
-    /// Sends a QoS 1/2 delivery under a new packet id; drops it (counted) if it is
+    /// Sends a QoS 1/2 delivery under a new packet id; drops it if it is
     /// larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
     /// Returns the packet id it was sent under, `None` when it was dropped.
     fn send_qos12(
@@ -524,7 +532,6 @@ impl Session {
     ) -> Option<PacketId> {
         // Account for the two-byte packet id not yet set.
         if max < usize::MAX && encoded_len(&d, version, now).saturating_add(2) > max {
-            self.dropped += 1;
             return None;
         }
         let mut t = Transmit::publish(d.clone(), version, now);
@@ -582,10 +589,12 @@ impl Session {
 
     /// A message matched one of this session's subscriptions.
     ///
-    /// Returns `false` if it was dropped (and counted).
-    pub fn handle_delivery(&mut self, now: Instant, delivery: Delivery) -> bool {
+    /// # Errors
+    /// Why the message was dropped rather than sent or queued. A queued message may
+    /// still be dropped when its turn comes: see [`Session::take_queue_drops`].
+    pub fn handle_delivery(&mut self, now: Instant, delivery: Delivery) -> Result<(), DropReason> {
         if delivery.message.is_expired(now) {
-            return false;
+            return Err(DropReason::Expired);
         }
         let online =
             self.link.as_ref().map(|l| (l.version, usize::from(l.send_window), l.max_packet_bytes));
@@ -593,37 +602,33 @@ impl Session {
             return match online {
                 Some((version, _, max)) if !self.write_blocked => {
                     if max < usize::MAX && encoded_len(&delivery, version, now) > max {
-                        self.dropped += 1;
-                        return false;
+                        return Err(DropReason::TooLarge);
                     }
                     self.push_transmit(Transmit::publish(delivery, version, now));
-                    true
+                    Ok(())
                 }
-                _ => {
-                    self.dropped += 1;
-                    false
-                }
+                _ => Err(DropReason::QueueFull),
             };
         }
         if let Some((version, window, max)) = online {
             if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
                 debug_assert!(!self.is_queueing());
                 let (message, qos) = (delivery.message.clone(), delivery.qos);
-                if let Some(packet_id) = self.send_qos12(version, max, delivery, now) {
-                    self.journal(StoreChange::Sent { packet_id, message, qos });
-                }
-                return true;
+                let Some(packet_id) = self.send_qos12(version, max, delivery, now) else {
+                    return Err(DropReason::TooLarge);
+                };
+                self.journal(StoreChange::Sent { packet_id, message, qos });
+                return Ok(());
             }
         }
         if self.queued() >= self.limits.max_queued_messages {
-            self.dropped += 1;
-            return false;
+            return Err(DropReason::QueueFull);
         }
         if self.journaling {
             self.journal(StoreChange::Queued(delivery.message.clone()));
         }
         self.stored_mut().queue.push_back(delivery);
-        true
+        Ok(())
     }
 
     /// A packet arrived from the client.
@@ -722,8 +727,8 @@ impl Session {
                 None => return Err(ReasonCode::PayloadFormatInvalid),
             };
             ack.reason_code = ReasonCode::PayloadFormatInvalid;
-            ack.properties.reason_string = self.reason_string("payload is not UTF-8");
             let kind = if p.qos == QoS::ExactlyOnce { AckKind::PubRec } else { AckKind::PubAck };
+            self.explain_ack(kind, &mut ack, "payload is not UTF-8");
             self.transmit.push_back(Transmit::Ack(kind, ack));
             return Ok(());
         }
@@ -893,35 +898,6 @@ impl Session {
         self.transmit.push_back(Transmit::Other(Box::new(ack)));
     }
 
-    /// Gives a SUBACK or UNSUBACK with failure codes a reason string naming each
-    /// refused filter and why (v5, unless the client asked for no reason strings with
-    /// Request Problem Information 0 [MQTT-3.1.2-29]). The property is left out when it
-    /// would make the packet larger than the client's Maximum Packet Size
-    /// [MQTT-3.1.2-25] or than a string may be.
-    fn explain_failures(&self, ack: &mut Packet, failures: &[String]) {
-        if failures.is_empty() {
-            return;
-        }
-        let Some(link) = self.link.as_ref().filter(|l| l.problem_info && l.version.is_v5()) else {
-            return;
-        };
-        let properties = match ack {
-            Packet::SubAck(a) => &mut a.properties,
-            Packet::UnsubAck(a) => &mut a.properties,
-            _ => return,
-        };
-        properties.reason_string = Some(failures.join("; "));
-        let mut encoded = BytesMut::new();
-        if ack.encode(link.version, &mut encoded).is_err() || encoded.len() > link.max_packet_bytes
-        {
-            if let Packet::SubAck(SubAck { properties, .. })
-            | Packet::UnsubAck(UnsubAck { properties, .. }) = ack
-            {
-                properties.reason_string = None;
-            }
-        }
-    }
-
     fn handle_disconnect(&mut self, now: Instant, d: Disconnect) -> Result<(), ReasonCode> {
         if let (Some(link), Some(expiry)) = (&self.link, d.properties.session_expiry_interval) {
             // [MQTT-3.14.2-2] cannot turn a non-persistent session into a persistent one.
@@ -962,16 +938,15 @@ impl Session {
 
     /// Ends the attached connection.
     fn end_link(&mut self, now: Instant, reason: ReasonCode, send_disconnect: bool, will: bool) {
-        let reason_string =
-            if send_disconnect { self.reason_string(&reason.to_string()) } else { None };
+        let disconnect = (send_disconnect && self.link.as_ref().is_some_and(|l| l.version.is_v5()))
+            .then(|| {
+                let mut d = Disconnect { reason_code: reason, properties: Default::default() };
+                self.explain_disconnect(&mut d, &reason.to_string());
+                d
+            });
         let Some(link) = self.link.take() else { return };
-        if send_disconnect && link.version.is_v5() {
-            let properties =
-                crate::codec::DisconnectProperties { reason_string, ..Default::default() };
-            self.transmit.push_back(Transmit::Other(Box::new(Packet::Disconnect(Disconnect {
-                reason_code: reason,
-                properties,
-            }))));
+        if let Some(d) = disconnect {
+            self.transmit.push_back(Transmit::Other(Box::new(Packet::Disconnect(d))));
         }
         self.offline_since = Some(now);
         self.write_blocked = false;
@@ -1019,17 +994,6 @@ impl Session {
         if !orphans.is_empty() {
             self.events.push_back(Event::Orphaned(orphans));
         }
-    }
-
-    /// A reason string for an ack or DISCONNECT, when the client did not turn them off
-    /// with Request Problem Information 0 [MQTT-3.1.2-29].
-    fn reason_string(&self, text: &str) -> Option<String> {
-        // Only where it cannot push a small packet over the client's Maximum Packet
-        // Size [MQTT-3.1.2-25].
-        self.link
-            .as_ref()
-            .filter(|l| l.problem_info && l.version.is_v5() && l.max_packet_bytes >= 128)
-            .map(|_| text.to_owned())
     }
 
     /// Keep-alive check; call at or after [`Session::poll_timeout`].

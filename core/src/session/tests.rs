@@ -260,7 +260,7 @@ fn outgoing_window_holds_back_and_ack_releases() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, true, now);
     for _ in 0..4 {
-        assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+        assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     }
     let sent = drain(&mut s);
     assert_eq!(sent_ids(&sent), vec![(1, false), (2, false)]);
@@ -274,10 +274,9 @@ fn queue_beyond_limit_drops_and_counts() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, true, now);
     for _ in 0..5 {
-        s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+        assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     }
-    assert!(!s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
-    assert_eq!(s.dropped(), 1);
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Err(DropReason::QueueFull));
 }
 
 #[test]
@@ -285,8 +284,8 @@ fn write_blocked_drops_qos0_and_queues_qos1() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, true, now);
     s.set_write_blocked(now, true);
-    assert!(!s.handle_delivery(now, delivery(QoS::AtMostOnce)));
-    assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtMostOnce)), Err(DropReason::QueueFull));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     assert!(drain(&mut s).is_empty());
     s.set_write_blocked(now, false);
     assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false)]);
@@ -296,11 +295,11 @@ fn write_blocked_drops_qos0_and_queues_qos1() {
 fn qos1_publish_is_redelivered_with_dup_after_reconnect() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, false, now);
-    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     drain(&mut s);
     s.handle_link_lost(now, LinkLoss::SocketClosed);
     assert!(!s.is_connected());
-    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     let a = ConnectAnswer { session_present: true, ..answer() };
     s.handle_connect(now, &connect(ProtocolVersion::V3_1_1, "c", false, 0), a);
     let out = drain(&mut s);
@@ -312,7 +311,7 @@ fn qos1_publish_is_redelivered_with_dup_after_reconnect() {
 fn pubrel_not_publish_is_resent_for_pubrec_state() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, false, now);
-    s.handle_delivery(now, delivery(QoS::ExactlyOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::ExactlyOnce)), Ok(()));
     drain(&mut s);
     s.handle_packet(now, Packet::PubRec(PubAckLike::new(pid(1))));
     assert!(matches!(drain(&mut s).as_slice(), [Packet::PubRel(_)]));
@@ -456,10 +455,10 @@ fn unacknowledged_shared_deliveries_are_handed_back_when_the_link_ends() {
     // Persistent, window 2, queue 3: two shared in flight, one plain and one shared queued.
     let mut s = online(ProtocolVersion::V3_1_1, false, now);
     let shared = |n: u64| Delivery { share: Some(n), ..delivery(QoS::AtLeastOnce) };
-    assert!(s.handle_delivery(now, shared(1)));
-    assert!(s.handle_delivery(now, shared(2)));
-    assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
-    assert!(s.handle_delivery(now, shared(3)));
+    assert_eq!(s.handle_delivery(now, shared(1)), Ok(()));
+    assert_eq!(s.handle_delivery(now, shared(2)), Ok(()));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    assert_eq!(s.handle_delivery(now, shared(3)), Ok(()));
     let sent = drain(&mut s);
     assert_eq!(sent_ids(&sent), vec![(1, false), (2, false)]);
     // The first is acknowledged: the client has it, it is not handed back.
@@ -479,15 +478,16 @@ fn unacknowledged_shared_deliveries_are_handed_back_when_the_link_ends() {
 fn clean_session_end_forgets_inflight_but_persistent_keeps_it() {
     let now = Instant::now();
     let mut clean = online(ProtocolVersion::V3_1_1, true, now);
-    clean.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(clean.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     clean.handle_link_lost(now, LinkLoss::SocketClosed);
     assert_eq!(clean.inflight(), 0);
     assert!(!clean.is_persistent());
     let mut kept = online(ProtocolVersion::V3_1_1, false, now);
-    kept.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(kept.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     kept.handle_link_lost(now, LinkLoss::SocketClosed);
     assert_eq!(kept.inflight(), 1);
-    assert!(!kept.handle_delivery(now, delivery(QoS::AtMostOnce)), "QoS 0 not queued offline");
+    let offline = kept.handle_delivery(now, delivery(QoS::AtMostOnce));
+    assert_eq!(offline, Err(DropReason::QueueFull), "QoS 0 not queued offline");
 }
 
 #[test]
@@ -524,7 +524,7 @@ fn outbound_topic_aliases_follow_the_clients_maximum() {
     drain(&mut s);
     for topic in ["a", "a", "b", "b"] {
         let d = Delivery { message: message(topic, QoS::AtMostOnce), ..delivery(QoS::AtMostOnce) };
-        s.handle_delivery(now, d);
+        assert_eq!(s.handle_delivery(now, d), Ok(()));
     }
     let sent: Vec<(String, Option<u16>)> = drain(&mut s)
         .into_iter()
@@ -558,10 +558,40 @@ fn message_larger_than_client_maximum_packet_size_is_not_sent() {
     c.properties.maximum_packet_size = Some(8);
     s.handle_connect(now, &c, answer());
     drain(&mut s);
-    assert!(!s.handle_delivery(now, delivery(QoS::AtMostOnce)));
-    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtMostOnce)), Err(DropReason::TooLarge));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Err(DropReason::TooLarge));
     assert!(drain(&mut s).is_empty());
-    assert_eq!(s.dropped(), 2);
+    assert!(s.take_queue_drops().is_empty(), "dropped on arrival, reported then");
+}
+
+#[test]
+fn queued_messages_dropped_at_their_turn_are_reported_once_by_cause() {
+    let now = Instant::now();
+    let mut s = online_v5_with(None, Some(64), now);
+    for _ in 0..2 {
+        assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    }
+    // The window (2) is full: these wait in the queue, whatever their size or expiry.
+    let big = Message {
+        payload: Bytes::from(vec![0; 100]),
+        ..(*message("a/b", QoS::AtLeastOnce)).clone()
+    };
+    let expiring = Message {
+        expires_at: Some(now + Duration::from_secs(1)),
+        ..(*message("a/b", QoS::AtLeastOnce)).clone()
+    };
+    for m in [big, expiring] {
+        let d = Delivery { message: Arc::new(m), ..delivery(QoS::AtLeastOnce) };
+        assert_eq!(s.handle_delivery(now, d), Ok(()));
+    }
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    drain(&mut s);
+    assert!(s.take_queue_drops().is_empty());
+    let later = now + Duration::from_secs(2);
+    s.handle_packet(later, Packet::PubAck(PubAckLike::new(pid(1))));
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(3, false)], "only the small, live one goes");
+    assert_eq!(s.take_queue_drops(), QueueDrops { expired: 1, too_large: 1 });
+    assert!(s.take_queue_drops().is_empty(), "taken once");
 }
 
 #[test]
@@ -607,7 +637,7 @@ fn encode_transmit_matches_poll_transmit_encoding() {
                 subscription_ids: ids,
                 share: None,
             };
-            assert!(s.handle_delivery(now, d));
+            assert_eq!(s.handle_delivery(now, d), Ok(()));
         }
         s.handle_packet(now, Packet::PingReq);
     };
@@ -644,7 +674,7 @@ fn idle_session_holds_no_queue_memory_and_keeps_its_state() {
     // A QoS 1 window in use survives the sweep; once acknowledged it is released
     // but packet ids carry on.
     for _ in 0..3 {
-        assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+        assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     }
     assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false), (2, false)]);
     s.release_idle_memory();
@@ -655,7 +685,7 @@ fn idle_session_holds_no_queue_memory_and_keeps_its_state() {
     assert_eq!(sent_ids(&drain(&mut s)), vec![(3, false)]);
     s.release_idle_memory();
     assert_eq!((s.inflight(), s.queued()), (0, 0));
-    assert!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     assert_eq!(sent_ids(&drain(&mut s)), vec![(4, false)]);
 }
 
@@ -842,6 +872,74 @@ fn ack_reason_strings_respect_problem_information_and_maximum_packet_size() {
     assert!(text.len() < 200, "{} bytes", text.len());
 }
 
+/// The size of `packet` on the wire to a v5 client.
+fn v5_wire_len(packet: &Packet) -> usize {
+    let mut out = BytesMut::new();
+    packet.encode(ProtocolVersion::V5, &mut out).unwrap();
+    out.len()
+}
+
+#[test]
+fn puback_reason_string_goes_only_when_the_whole_ack_fits_the_maximum_packet_size() {
+    // [MQTT-3.4.2-2] PUBACK 0x99 with Reason String "payload is not UTF-8" (20 bytes):
+    // fixed header 2, packet id 2, reason code 1, property length 1, Reason String
+    // (identifier 1, length 2, text 20) = 29 bytes. Without the string: 5 bytes.
+    let now = Instant::now();
+    let bad = || {
+        let Packet::Publish(mut p) = publish(QoS::AtLeastOnce, Some(1)) else { unreachable!() };
+        p.properties.payload_format_indicator = Some(true);
+        p.payload = Bytes::from_static(&[0xff]);
+        Packet::Publish(p)
+    };
+    for (max, with_string, len) in [(29, true, 29), (28, false, 5)] {
+        let mut s = online_v5_with(None, Some(max), now);
+        s.handle_packet(now, bad());
+        let Some(ack) = s.poll_transmit() else { panic!("no PUBACK") };
+        let Packet::PubAck(a) = &ack else { panic!("not a PUBACK: {ack:?}") };
+        assert_eq!(a.reason_code, ReasonCode::PayloadFormatInvalid);
+        assert_eq!(a.properties.reason_string.is_some(), with_string, "maximum {max}");
+        assert_eq!(v5_wire_len(&ack), len, "maximum {max}");
+    }
+}
+
+#[test]
+fn disconnect_reason_string_goes_only_when_the_whole_packet_fits_the_maximum_packet_size() {
+    // [MQTT-3.14.2-3] DISCONNECT 0x8E with the reason's text as Reason String: fixed
+    // header 2, reason code 1, property length 1, Reason String (identifier 1, length
+    // 2, text) bytes. Without the string: 3 bytes.
+    let now = Instant::now();
+    let full = 2 + 1 + 1 + 3 + ReasonCode::SessionTakenOver.to_string().len();
+    for (max, with_string, len) in [(full, true, full), (full - 1, false, 3)] {
+        let mut s = online_v5_with(None, Some(u32::try_from(max).unwrap()), now);
+        s.handle_link_lost(now, LinkLoss::TakenOver);
+        let Some(packet) = s.poll_transmit() else { panic!("no DISCONNECT") };
+        let Packet::Disconnect(d) = &packet else { panic!("not a DISCONNECT: {packet:?}") };
+        assert_eq!(d.reason_code, ReasonCode::SessionTakenOver);
+        assert_eq!(d.properties.reason_string.is_some(), with_string, "maximum {max}");
+        assert_eq!(v5_wire_len(&packet), len, "maximum {max}");
+    }
+}
+
+#[test]
+fn an_ack_that_does_not_fit_sheds_its_reason_string_before_its_user_properties() {
+    // [MQTT-3.4.2-2], [MQTT-3.4.2-3]: fixed header 2, packet id 2, reason code 1,
+    // property length 1, Reason String "no" (1 + 2 + 2), User Property k=v
+    // (1 + 2 + 1 + 2 + 1): 18 bytes; 13 without the string; 5 with neither.
+    let now = Instant::now();
+    let ack_within = |max| {
+        let s = online_v5_with(None, Some(max), now);
+        let mut a = PubAckLike::new(pid(1));
+        a.reason_code = ReasonCode::NotAuthorized;
+        a.properties.user_properties.push(("k".to_owned(), "v".to_owned()));
+        s.explain_ack(AckKind::PubAck, &mut a, "no");
+        let kept = (a.properties.reason_string.is_some(), !a.properties.user_properties.is_empty());
+        (kept, v5_wire_len(&Packet::PubAck(a)))
+    };
+    assert_eq!(ack_within(18), ((true, true), 18));
+    assert_eq!(ack_within(17), ((false, true), 13));
+    assert_eq!(ack_within(12), ((false, false), 5));
+}
+
 #[test]
 fn a_detached_message_keeps_nothing_of_the_read_chunk() {
     // A read chunk: the topic, the payload and the MQTT 5 properties' byte fields are
@@ -886,12 +984,12 @@ fn a_session_queues_when_offline_blocked_or_its_window_is_full() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, false, now);
     assert!(!s.is_queueing());
-    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     assert!(!s.is_queueing(), "one of a window of two in flight");
-    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     assert!(s.is_queueing(), "window full");
     assert_eq!(s.queued(), 0);
-    s.handle_delivery(now, delivery(QoS::AtLeastOnce));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
     assert_eq!(s.queued(), 1);
     assert_eq!(s.queued_deliveries().count(), 1);
 

@@ -546,8 +546,7 @@ impl Worker {
 
     pub(super) fn deliver(&mut self, key: SessionKey, mut d: Delivery, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else { return };
-        // The session drops an expired message first thing too; telling it here
-        // gives the drop its cause.
+        // The session would drop an expired message too; here it is not detached first.
         if d.message.is_expired(now) {
             self.counters.on_dropped(DropCause::Expired);
             return;
@@ -555,8 +554,8 @@ impl Worker {
         if d.qos != QoS::AtMostOnce && slot.session.is_queueing() {
             d.message = self.detached.of(&d.message);
         }
-        if !slot.session.handle_delivery(now, d) {
-            self.counters.on_dropped(DropCause::QueueFull);
+        if let Err(reason) = slot.session.handle_delivery(now, d) {
+            self.counters.on_dropped(DropCause::from(reason));
         }
         if slot.conn.is_some() {
             self.pump_transmit(key, now);
@@ -652,7 +651,8 @@ impl Worker {
         for filter in &shared {
             self.share_leave(key, filter, now);
         }
-        if let Some(slot) = self.sessions.remove(key) {
+        if let Some(mut slot) = self.sessions.remove(key) {
+            self.counters.on_queue_drops(slot.session.take_queue_drops());
             if let Some(d) = self.durable.as_mut() {
                 d.forget(key, slot.session.client_id());
             }

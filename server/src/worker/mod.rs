@@ -619,7 +619,8 @@ impl Worker {
         }
     }
 
-    /// Once a second: CONNECT timeouts, keep-alive, session expiry, idle buffers.
+    /// Once a second: CONNECT timeouts, keep-alive, session expiry, idle buffers, and
+    /// the sessions' queue drops into the counters.
     fn tick(&mut self, now: Instant) {
         // Releases the last published message (and the read buffer its payload shares).
         self.publish_cache.clear();
@@ -659,11 +660,11 @@ impl Worker {
             }
         }
         for key in self.sessions.keys() {
-            let expired = self
-                .sessions
-                .get(key)
-                .is_some_and(|s| s.conn.is_none() && s.session.is_expired(now));
-            if expired {
+            let Some(slot) = self.sessions.get_mut(key) else { continue };
+            // What sessions dropped from their queues (not seen by `deliver`), counted
+            // before the counters are published after this tick.
+            self.counters.on_queue_drops(slot.session.take_queue_drops());
+            if slot.conn.is_none() && slot.session.is_expired(now) {
                 self.discard_session(key, now);
             }
         }

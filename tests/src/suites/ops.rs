@@ -558,3 +558,116 @@ fn metrics_show_durable_store_commits() {
     assert!(value(&body, "shoal_store_commit_batch_records_sum") >= 4.0, "{body}");
     assert!(value(&body, "shoal_store_commit_seconds_sum") > 0.0, "{body}");
 }
+
+/// The samples named `name` in an exposition, summed over their labels; `name` may
+/// spell out all of one sample's labels (`family{label="value"}`).
+fn sum_samples(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn metrics_text(admin: SocketAddr) -> String {
+    request(admin, "GET", "/metrics", None, None).text()
+}
+
+/// A v5 client `id` subscribed to a flood it never reads, and the flood's publisher:
+/// far more than the socket buffers and `max_outgoing_bytes` hold (QoS 0 beyond them
+/// is dropped), so the broker's write buffer for it stays full and a connection it
+/// ends lingers on its DISCONNECT.
+fn flooded_subscriber(broker: &TestBroker, id: &str) -> (RawClient, RawClient) {
+    let opts = ConnectOptions::new(ProtocolVersion::V5, id);
+    let (mut victim, _) = RawClient::connect_with(broker.addr(), &opts);
+    victim.subscribe_one("flood", 0);
+    let mut publisher = RawClient::connect(broker.addr(), V311, "flooder");
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..300 {
+        publisher.publish("flood", &chunk, 0, false);
+    }
+    publisher.ping();
+    (victim, publisher)
+}
+
+/// A connection the broker ended stays open up to `CLOSE_LINGER` (3 s) to write what it
+/// owes, but it is no longer a client connection: the gauge drops at the next sample.
+/// The victim reads nothing until the gauge has dropped, so the broker still lingers on
+/// its DISCONNECT; had the gauge waited for the linger to end, that DISCONNECT would
+/// have been thrown away with the rest of the buffer.
+#[test]
+fn kicked_client_leaves_the_connection_gauge_while_its_connection_lingers() {
+    let broker = admin_broker("");
+    let admin = broker.admin_addr();
+    let (mut victim, _publisher) = flooded_subscriber(&broker, "victim");
+    let gauge = || sum_samples(&metrics_text(admin), "shoal_connections");
+    wait_until(SETTLE, "the gauge to count both clients", || gauge() == 2);
+    assert_eq!(request(admin, "DELETE", "/api/clients/victim", Some(TOKEN), None).status, 204);
+    wait_until(SETTLE, "the gauge to drop the kicked client", || gauge() == 1);
+    let before_close = victim.expect_closed(Duration::from_secs(10));
+    assert!(
+        before_close.contains(&Incoming::Disconnect(0x98)),
+        "the DISCONNECT was still owed when the gauge dropped"
+    );
+}
+
+/// The same for a takeover: the sample that counts the new connection (connects and
+/// gauges are sampled together) no longer counts the old one, still lingering.
+#[test]
+fn taken_over_connection_leaves_the_connection_gauge_while_it_lingers() {
+    let broker = admin_broker("");
+    let admin = broker.admin_addr();
+    let (mut old, _publisher) = flooded_subscriber(&broker, "twice");
+    let opts = ConnectOptions::new(ProtocolVersion::V5, "twice");
+    let (_new, _) = RawClient::connect_with(broker.addr(), &opts);
+    let mut sample = (0, 0);
+    wait_until(SETTLE, "a sample after the takeover", || {
+        let body = metrics_text(admin);
+        sample =
+            (sum_samples(&body, "shoal_connects_total"), sum_samples(&body, "shoal_connections"));
+        sample.0 == 3
+    });
+    assert_eq!(sample.1, 2, "the publisher and the new connection, not the old one");
+    let before_close = old.expect_closed(Duration::from_secs(10));
+    assert!(
+        before_close.contains(&Incoming::Disconnect(0x8E)),
+        "the DISCONNECT was still owed when the gauge was sampled"
+    );
+}
+
+/// A message over a v5 subscriber's Maximum Packet Size is not sent [MQTT-3.1.2-25] and
+/// counts as `too_large`, whichever way it goes: QoS 0, QoS 1 sent at once, and QoS 1
+/// that waited in the queue behind a full Receive Maximum window.
+#[test]
+fn messages_over_the_maximum_packet_size_are_dropped_as_too_large() {
+    let broker = admin_broker("");
+    let admin = broker.admin_addr();
+    let mut opts = ConnectOptions::new(ProtocolVersion::V5, "small");
+    opts.max_packet_size = Some(128);
+    opts.receive_maximum = Some(1);
+    let (mut sub, _) = RawClient::connect_with(broker.addr(), &opts);
+    sub.subscribe_one("mps/#", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V311, "mps-pub");
+    let big = [b'x'; 500];
+    publisher.publish("mps/now", &big, 0, false);
+    publisher.publish("mps/now", &big, 1, false);
+    publisher.publish("mps/held", b"first", 1, false);
+    let first = sub.expect_publish();
+    assert_eq!(first.payload, b"first", "an oversized message reached the client");
+    // The window (1) is full: these two wait in the session queue.
+    publisher.publish("mps/queued", &big, 1, false);
+    publisher.publish("mps/queued", b"fits", 1, false);
+    sub.ack(&first);
+    let fits = sub.expect_publish_acked();
+    assert_eq!(fits.payload, b"fits", "an oversized message reached the client");
+    let dropped = |body: &str, cause: &str| {
+        let sample = format!("shoal_messages_dropped_total{{cause=\"{cause}\"}}");
+        sum_samples(body, &sample)
+    };
+    let mut body = String::new();
+    wait_until(SETTLE, "three too_large drops", || {
+        body = metrics_text(admin);
+        dropped(&body, "too_large") == 3
+    });
+    assert_eq!(dropped(&body, "queue_full"), 0, "{body}");
+}
