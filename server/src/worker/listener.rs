@@ -73,7 +73,9 @@ impl Worker {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            if !self.nodelay_inherited {
+                let _ = stream.set_nodelay(true);
+            }
             self.counters.sockets_accepted = self.counters.sockets_accepted.wrapping_add(1);
             let idx = self.register(Conn::new(stream, addr, layer, listener, now));
             if let Some(idx) = idx.filter(|_| open >= max) {
