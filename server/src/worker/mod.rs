@@ -351,7 +351,8 @@ impl Worker {
                         // A connection on the ready list is read below, once.
                         let listed = self.conns.get(idx).is_some_and(|c| c.ready);
                         if !listed && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                            self.on_readable(idx, now);
+                            let edge = !ev.is_read_closed() && !ev.is_error();
+                            self.on_readable(idx, now, edge);
                         }
                         if ev.is_writable() {
                             self.mark_dirty(idx);
@@ -389,7 +390,7 @@ impl Worker {
             }
         }
         for idx in ready {
-            self.on_readable(idx, now);
+            self.on_readable(idx, now, false);
         }
     }
 
