@@ -92,3 +92,61 @@ pub(super) fn set_listener_nodelay(l: &TcpListener) -> bool {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mio::{Events, Poll, Token};
+
+    use super::*;
+
+    fn listener() -> TcpListener {
+        let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std.set_nonblocking(true).unwrap();
+        TcpListener::from_std(std)
+    }
+
+    /// Accepts the one pending connection, waiting for it if need be.
+    fn accept(l: &TcpListener) -> mio::net::TcpStream {
+        for _ in 0..200 {
+            if let Ok((s, _)) = l.accept() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no connection to accept");
+    }
+
+    #[test]
+    fn a_listener_registered_by_hand_reports_its_token_to_mio() {
+        let mut poll = Poll::new().unwrap();
+        let mut l = listener();
+        register_listener(&poll, &mut l, Token(7)).unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut events = Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+        assert_eq!(tokens, [Token(7)]);
+        assert!(events.iter().all(|e| e.is_readable()));
+        // Deregistered: the next connection raises no event.
+        deregister_listener(&poll, &mut l);
+        let _second = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn accepted_sockets_have_nodelay_one_way_or_the_other() {
+        let l = listener();
+        let inherited = set_listener_nodelay(&l);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let stream = accept(&l);
+        // What `Worker::accept` does with the answer.
+        if !inherited {
+            stream.set_nodelay(true).unwrap();
+        }
+        assert!(stream.nodelay().unwrap(), "Nagle left on for an accepted socket");
+    }
+}
