@@ -79,7 +79,13 @@ impl Worker {
         };
         match peer.tx.try_send(WorkerMsg::Handoff(Box::new(handoff))) {
             Ok(()) => {
-                let _ = peer.waker.wake();
+                // Woken at the end of the iteration, once for all its handoffs.
+                match self.handoff_wakes.get_mut(home) {
+                    Some(owed) => *owed = true,
+                    None => {
+                        let _ = peer.waker.wake();
+                    }
+                }
             }
             Err(_) => {
                 // The socket is dropped (closed); the client will retry.

@@ -73,7 +73,9 @@ impl Worker {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            if !self.nodelay_inherited {
+                let _ = stream.set_nodelay(true);
+            }
             self.counters.sockets_accepted = self.counters.sockets_accepted.wrapping_add(1);
             let idx = self.register(Conn::new(stream, addr, layer, listener, now));
             if let Some(idx) = idx.filter(|_| open >= max) {
@@ -137,7 +139,14 @@ impl Worker {
     /// while a peer worker's channel is full or while this connection's own write
     /// buffer is over twice `max_outgoing_bytes` (a client that sends but does not read
     /// what it is owed).
-    pub(super) fn on_readable(&mut self, idx: usize, now: Instant) {
+    ///
+    /// `edge`: called for a readiness event that reported neither a close nor an error.
+    /// Then a plain TCP read shorter than asked for ends the pass: it emptied the
+    /// socket, and bytes arriving later raise a new edge, so the `read` that would only
+    /// return `WouldBlock` is skipped (one syscall per read event). Without `edge` (a
+    /// close or error was reported, which would not be signalled again; or a pass from
+    /// the ready list) reads go on until `WouldBlock` or end of stream.
+    pub(super) fn on_readable(&mut self, idx: usize, now: Instant, edge: bool) {
         let hard_out = self.shared.broker_limits.max_outgoing_bytes.saturating_mul(2);
         let mut budget = READ_BUDGET_BYTES;
         loop {
@@ -159,6 +168,7 @@ impl Worker {
                 return;
             }
             // Bytes left undecoded under back-pressure are handled before reading more.
+            let mut drained = false;
             let n = if std::mem::take(&mut conn.undecoded) {
                 0
             } else {
@@ -166,6 +176,7 @@ impl Worker {
                 let Some(chunk) = self.scratch.get_mut(..want) else { return };
                 match conn.read_into(chunk) {
                     ReadOutcome::Data(n) => {
+                        drained = edge && n < want && conn.layer.is_none();
                         let bytes = n as u64;
                         conn.bytes_in = conn.bytes_in.wrapping_add(bytes);
                         self.counters.bytes_received =
@@ -213,6 +224,9 @@ impl Worker {
             }
             if self.outbox_full {
                 self.flush_outbox();
+            }
+            if drained {
+                return;
             }
         }
     }

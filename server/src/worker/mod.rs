@@ -25,6 +25,7 @@ mod match_cache;
 mod ops;
 mod rebuild;
 mod shared;
+mod sys;
 mod will;
 
 pub(crate) use link::{Layer, ListenerSpec};
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use shoal_core::session::{LinkLoss, Message, PublishCache, SentCounts};
 use shoal_core::topic::MatchSet;
 use shoal_core::{Limits, SubscriptionTrie};
@@ -204,6 +205,12 @@ pub(crate) struct Worker {
     /// Connections accepted over `max_connections` (at most `REFUSAL_SLOTS` over all
     /// workers) whose CONNECT gets a refusal in CONNACK; forgotten when they close.
     refusing: Vec<usize>,
+    /// Accepted sockets get `TCP_NODELAY` from their listener (set once in `new`), so
+    /// accept need not set it on each.
+    nodelay_inherited: bool,
+    /// Per peer: a connection was handed to it this iteration; woken once in
+    /// `flush_outbox` (with its publish batch, if any), not once per connection.
+    handoff_wakes: Vec<bool>,
 }
 
 impl Worker {
@@ -222,11 +229,13 @@ impl Worker {
             _ => None,
         };
         let mut mine = Vec::with_capacity(listeners.len());
+        let mut nodelay_inherited = true;
         for (i, l) in listeners.iter().enumerate().take(MAX_LISTENERS) {
             // Every worker polls a clone of the same listening socket; whichever wakes
             // first accepts (see docs/ARCHITECTURE.md, "Listeners").
             let mut l = TcpListener::from_std(l.try_clone()?);
-            poll.registry().register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            sys::register_listener(&poll, &mut l, Token(LISTENER_BASE + i))?;
+            nodelay_inherited &= sys::set_listener_nodelay(&l);
             mine.push(l);
         }
         Ok(Self {
@@ -270,6 +279,8 @@ impl Worker {
             clients: HashMap::with_hasher(KeyHasher),
             auth: HashMap::with_hasher(KeyHasher),
             refusing: Vec::new(),
+            nodelay_inherited,
+            handoff_wakes: Vec::new(),
         })
     }
 
@@ -294,6 +305,7 @@ impl Worker {
         self.outbox.resize_with(peers.len(), Vec::new);
         self.share_out.resize_with(peers.len(), Vec::new);
         self.owed_marks.resize(peers.len(), 0);
+        self.handoff_wakes.resize(peers.len(), false);
         self.peers = peers;
     }
 
@@ -339,7 +351,8 @@ impl Worker {
                         // A connection on the ready list is read below, once.
                         let listed = self.conns.get(idx).is_some_and(|c| c.ready);
                         if !listed && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                            self.on_readable(idx, now);
+                            let edge = !ev.is_read_closed() && !ev.is_error();
+                            self.on_readable(idx, now, edge);
                         }
                         if ev.is_writable() {
                             self.mark_dirty(idx);
@@ -377,7 +390,7 @@ impl Worker {
             }
         }
         for idx in ready {
-            self.on_readable(idx, now);
+            self.on_readable(idx, now, false);
         }
     }
 
@@ -497,26 +510,28 @@ impl Worker {
 
     /// Sends each non-empty outbox as one batch, waking the peer once. A full channel
     /// keeps the batch and turns on back-pressure (reads are deferred).
+    /// Peers sent connections this iteration (`hand_off`) are woken here too, once each.
     fn flush_outbox(&mut self) {
         let mut full = false;
         for (i, peer) in self.peers.iter().enumerate() {
+            let mut wake = self.handoff_wakes.get_mut(i).is_some_and(std::mem::take);
             let Some(out) = self.outbox.get_mut(i) else { continue };
-            if i == self.id || out.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(out);
-            match peer.tx.try_send(WorkerMsg::Publish(batch)) {
-                Ok(()) => {
-                    if let Err(e) = peer.waker.wake() {
-                        log::warn!("worker {}: cannot wake worker {i}: {e}", self.id);
+            if i != self.id && !out.is_empty() {
+                let batch = std::mem::take(out);
+                match peer.tx.try_send(WorkerMsg::Publish(batch)) {
+                    Ok(()) => wake = true,
+                    Err(TrySendError::Full(WorkerMsg::Publish(batch))) => {
+                        *out = batch;
+                        full = true;
                     }
+                    // A peer that has exited (shutdown) takes nothing more.
+                    Err(_) => {}
                 }
-                Err(TrySendError::Full(WorkerMsg::Publish(batch))) => {
-                    *out = batch;
-                    full = true;
+            }
+            if wake {
+                if let Err(e) = peer.waker.wake() {
+                    log::warn!("worker {}: cannot wake worker {i}: {e}", self.id);
                 }
-                // A peer that has exited (shutdown) takes nothing more.
-                Err(_) => {}
             }
         }
         let share_full = self.flush_share_out();
@@ -605,7 +620,8 @@ impl Worker {
         }
         conn.close_notify();
         let _ = conn.flush(&mut self.counters.bytes_sent);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        // No `deregister`: dropping the socket closes its only descriptor, which takes
+        // it out of the `Poll` (one `epoll_ctl` less per connection).
         self.shared.forget_connection(conn.listener);
     }
 
@@ -674,7 +690,7 @@ impl Worker {
     /// owed for at most `SHUTDOWN_FLUSH`, and closes everything.
     fn shutdown_connections(&mut self) {
         for l in &mut self.listeners {
-            let _ = self.poll.registry().deregister(l);
+            sys::deregister_listener(&self.poll, l);
         }
         self.listeners.clear();
         let now = Instant::now();
