@@ -129,6 +129,7 @@ impl Worker {
         now: Instant,
     ) {
         let version = connect.protocol;
+        self.read_previous_link(idx, &client_id, now);
         let mark = self.hold_mark(idx);
         let client = match self.authenticate(idx, &connect, &client_id, enhanced.as_ref()) {
             Ok(client) => client,
@@ -217,6 +218,20 @@ impl Worker {
             self.counters.auth_failures = self.counters.auth_failures.wrapping_add(1);
         }
         self.close_later(idx);
+    }
+
+    /// Before a CONNECT takes over the session of `client_id`: handles what the
+    /// connection holding it has already sent. A client that ends a connection with
+    /// DISCONNECT and connects again at once has its DISCONNECT waiting in the old
+    /// socket when the new CONNECT is handled (a CONNECT handed over by another worker
+    /// is handled before this worker reads its sockets); taking that for a takeover
+    /// would publish the will a normal DISCONNECT discards and keep a session that
+    /// should end with it.
+    fn read_previous_link(&mut self, idx: usize, client_id: &str, now: Instant) {
+        let old = self.sessions.find(client_id).and_then(|k| self.sessions.get(k)?.conn);
+        if let Some(old) = old.filter(|&old| old != idx) {
+            self.on_readable(old, now, false);
+        }
     }
 
     /// Closes the connection currently attached to `key` (if any) because another

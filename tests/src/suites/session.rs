@@ -346,3 +346,32 @@ fn takeover_disconnect_reaches_an_old_connection_whose_socket_is_full() {
         "the old connection closed without DISCONNECT 0x8E after {publishes} publishes"
     );
 }
+
+#[test]
+fn disconnect_then_immediate_reconnect_is_not_a_takeover() {
+    // A client that sends DISCONNECT and connects again at once: the broker handles the
+    // DISCONNECT first (will discarded, a zero-expiry session ended), even when the new
+    // CONNECT reaches the client id's home worker before that worker read the old
+    // socket. Taking it for a takeover published the will and resumed the session.
+    let broker = TestBroker::start();
+    let mut watcher = RawClient::connect(broker.addr(), V5, "bounce-watcher");
+    watcher.subscribe_one("bounce/will", 0);
+    for round in 0..200 {
+        let will = format!("will {round}");
+        let mut opts = ConnectOptions::persistent(V5, "bouncer").with_will(
+            "bounce/will",
+            will.as_bytes(),
+            0,
+            false,
+        );
+        // No Session Expiry Interval: 0, the session ends with the connection.
+        opts.session_expiry = None;
+        let (client, present) = RawClient::connect_with(broker.addr(), &opts);
+        assert!(!present, "round {round}: the session outlived its DISCONNECT");
+        client.disconnect();
+    }
+    let mut sentinel = RawClient::connect(broker.addr(), V5, "bounce-sentinel");
+    sentinel.publish("bounce/will", b"sentinel", 0, false);
+    let got = watcher.expect_publish();
+    assert_eq!(crate::raw::text(&got.payload), "sentinel", "a will followed a normal DISCONNECT");
+}
