@@ -462,24 +462,41 @@ impl Session {
         self.pump(now);
     }
 
-    /// Resends every unacknowledged message after a reconnect [MQTT-4.4.0-1].
+    /// Resends every unacknowledged message after a reconnect [MQTT-4.4.0-1]. A message
+    /// over the new connection's Maximum Packet Size (it may be smaller than the last
+    /// one's) is discarded as if its sending had completed [MQTT-3.1.2-25], and counted.
     fn redeliver(&mut self, now: Instant) {
         let Some(link) = &self.link else { return };
-        let version = link.version;
+        let (version, max) = (link.version, link.max_packet_bytes);
         let Some(stored) = &self.stored else { return };
         let mut packets = Vec::with_capacity(stored.inflight.len());
+        let mut too_large = Vec::new();
         for e in stored.inflight.iter() {
             packets.push(match e.state {
-                OutState::Published => Transmit::Publish {
-                    delivery: e.delivery.clone(),
-                    version,
-                    packet_id: Some(e.id),
-                    dup: true,
-                    expiry_secs: e.delivery.message.expiry_left(now),
-                    alias: None,
-                },
+                OutState::Published => {
+                    // The packet id's two bytes count too.
+                    let len = encoded_len(&e.delivery, version, now).saturating_add(2);
+                    if max < usize::MAX && len > max {
+                        too_large.push(e.id);
+                        continue;
+                    }
+                    Transmit::Publish {
+                        delivery: e.delivery.clone(),
+                        version,
+                        packet_id: Some(e.id),
+                        dup: true,
+                        expiry_secs: e.delivery.message.expiry_left(now),
+                        alias: None,
+                    }
+                }
                 OutState::Released => Transmit::Ack(AckKind::PubRel, PubAckLike::new(e.id)),
             });
+        }
+        for id in too_large {
+            if self.stored.as_mut().is_some_and(|s| s.inflight.ack(id)) {
+                self.queue_drops.too_large = self.queue_drops.too_large.saturating_add(1);
+                self.journal(StoreChange::Completed(id));
+            }
         }
         for packet in packets {
             self.push_transmit(packet);

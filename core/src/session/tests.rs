@@ -308,6 +308,41 @@ fn qos1_publish_is_redelivered_with_dup_after_reconnect() {
 }
 
 #[test]
+fn redelivery_discards_what_the_new_maximum_packet_size_forbids() {
+    // [MQTT-3.1.2-25]: too large for the new connection → discarded as if sent.
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    s.set_journaling(true);
+    let mut first = connect(ProtocolVersion::V5, "c", false, 0);
+    first.properties.session_expiry_interval = Some(60);
+    s.handle_connect(now, &first, answer());
+    drain(&mut s);
+    let big = Delivery {
+        message: Arc::new(Message {
+            payload: Bytes::from(vec![b'x'; 100]),
+            ..(*message("a/b", QoS::AtLeastOnce)).clone()
+        }),
+        ..delivery(QoS::AtLeastOnce)
+    };
+    assert_eq!(s.handle_delivery(now, big), Ok(()));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false), (2, false)]);
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
+    s.take_journal();
+
+    let mut c = first.clone();
+    c.properties.maximum_packet_size = Some(40);
+    s.handle_connect(now, &c, ConnectAnswer { session_present: true, ..answer() });
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(2, true)], "only the small one is resent");
+    assert_eq!(s.inflight(), 1, "the large one left the window");
+    assert_eq!(s.take_queue_drops().too_large, 1);
+    assert!(s
+        .take_journal()
+        .iter()
+        .any(|c| matches!(c, StoreChange::Completed(id) if id.get() == 1)));
+}
+
+#[test]
 fn pubrel_not_publish_is_resent_for_pubrec_state() {
     let now = Instant::now();
     let mut s = online(ProtocolVersion::V3_1_1, false, now);
