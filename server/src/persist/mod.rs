@@ -763,14 +763,8 @@ impl Writer {
             self.try_commit(group)
         }))
         .unwrap_or_else(|_| Err(PersistError::EnginePanicked { path: self.path.clone() }));
-        if matches!(
-            result,
-            Err(PersistError::Database(_)
-                | PersistError::EnginePanicked { .. }
-                | PersistError::Injected)
-        ) {
-            // redb refuses all work after an I/O error until the file is reopened.
-            self.db = None;
+        if let Err(e) = &result {
+            self.close_if_broken(e);
         }
         result
     }
@@ -873,14 +867,7 @@ impl Writer {
                 self.publish_metrics();
             }
             Err(e) => {
-                if matches!(
-                    e,
-                    PersistError::Database(_)
-                        | PersistError::EnginePanicked { .. }
-                        | PersistError::Injected
-                ) {
-                    self.db = None;
-                }
+                self.close_if_broken(&e);
                 log::debug!("store {}: still not writable: {e}", self.path.display());
             }
         }
@@ -897,6 +884,19 @@ impl Writer {
                 failed_commits: s.failed_commits,
                 degraded: self.shared.degraded.load(Ordering::Acquire),
             });
+        }
+    }
+
+    /// After a failed write: redb refuses all work after an I/O error (or a panic)
+    /// until the file is reopened, so the handle goes and the next use reopens it.
+    fn close_if_broken(&mut self, e: &PersistError) {
+        if matches!(
+            e,
+            PersistError::Database(_)
+                | PersistError::EnginePanicked { .. }
+                | PersistError::Injected
+        ) {
+            self.db = None;
         }
     }
 
