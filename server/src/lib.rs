@@ -158,7 +158,7 @@ impl Broker {
     /// [`StartError::Bind`] when an address cannot be bound, [`StartError::Worker`] when
     /// an event loop cannot be set up.
     pub fn start(config: Config) -> Result<Broker, StartError> {
-        Self::start_inner(config, None)
+        Self::start_inner(config, None, None)
     }
 
     /// As [`Broker::start`], with an application's [`Hooks`] consulted at accept,
@@ -172,10 +172,28 @@ impl Broker {
     /// # Errors
     /// As [`Broker::start`].
     pub fn start_with_hooks(config: Config, hooks: Arc<dyn Hooks>) -> Result<Broker, StartError> {
-        Self::start_inner(config, Some(hooks))
+        Self::start_inner(config, Some(hooks), None)
     }
 
-    fn start_inner(config: Config, app: Option<Arc<dyn Hooks>>) -> Result<Broker, StartError> {
+    /// As [`Broker::start`], with the durable store's options (its channel size, a
+    /// fault injector that makes commits fail or wait) instead of the defaults: for
+    /// tests that need a slow or failing disk. Ignored without `persistence`.
+    ///
+    /// # Errors
+    /// As [`Broker::start`].
+    #[doc(hidden)]
+    pub fn start_with_store_options(
+        config: Config,
+        options: persist::PersistOptions,
+    ) -> Result<Broker, StartError> {
+        Self::start_inner(config, None, Some(options))
+    }
+
+    fn start_inner(
+        config: Config,
+        app: Option<Arc<dyn Hooks>>,
+        store_options: Option<persist::PersistOptions>,
+    ) -> Result<Broker, StartError> {
         let auth_configured = config.auth != auth::FileAuthSettings::default();
         let file_auth = if auth_configured {
             Some(Arc::new(FileAuth::new(config.auth.clone())?))
@@ -222,8 +240,10 @@ impl Broker {
         ));
         let store = if config.persistence.enabled {
             let dir = &config.persistence.data_dir;
-            let options =
-                persist::PersistOptions { metrics: Some(metrics.clone()), ..Default::default() };
+            let options = persist::PersistOptions {
+                metrics: Some(metrics.clone()),
+                ..store_options.unwrap_or_default()
+            };
             let (handle, recovered) =
                 persist::Persister::start(dir, options).map_err(StartError::Persist)?;
             Some((handle, recovered))

@@ -82,6 +82,21 @@ impl TestBroker {
         Self::around(broker)
     }
 
+    /// A broker with `snippet` merged over [`DEFAULT_CONFIG`] and these durable-store
+    /// options (`Broker::start_with_store_options`: a fault injector standing in for a
+    /// slow disk, a smaller channel). The snippet turns persistence on.
+    pub fn with_store_options(
+        snippet: &str,
+        options: shoal_server::persist::PersistOptions,
+    ) -> Self {
+        let toml = merged_config(snippet);
+        let config = Config::from_toml_str(&toml, "test")
+            .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
+        let broker = Broker::start_with_store_options(config, options)
+            .unwrap_or_else(|e| panic!("broker start: {e}"));
+        Self::around(broker)
+    }
+
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -81,7 +81,9 @@ pub(super) struct Conn {
     /// Whether this connection's subscriber side is congested (see `Pressure`).
     pub(super) pressure: Pressure,
     /// Reads stopped because `wbuf` is over its hard bound (the client does not read
-    /// what it is owed); resumed by the worker's write pass once `wbuf` drains.
+    /// what it is owed), or because a 3.x client has `max_inflight` answers held for
+    /// the durable store ([`Conn::over_held_answers`]); resumed by the worker's write
+    /// pass once `wbuf` drains (a commit's release dirties the connection).
     pub(super) read_paused: bool,
     /// Keep-alive granted at CONNECT (for the admin API).
     pub(super) keep_alive_secs: u16,
@@ -111,6 +113,9 @@ pub(super) struct Hold {
     /// the next): they count against our Receive Maximum until released (see
     /// `Worker::handle_packet`).
     pubacks: u32,
+    /// Packets of the client answered behind this boundary (QoS 1/2 PUBLISH, PUBREL,
+    /// SUBSCRIBE, UNSUBSCRIBE, PINGREQ): what [`Conn::over_held_answers`] bounds.
+    answers: u32,
 }
 
 /// What reading from the socket produced.
@@ -207,7 +212,7 @@ impl Conn {
         let holds = self.holds.get_or_insert_with(Box::default);
         match holds.last_mut() {
             Some(h) if h.ticket == ticket => h.offset = h.offset.min(offset),
-            _ => holds.push(Hold { offset, ticket, pubacks: 0 }),
+            _ => holds.push(Hold { offset, ticket, pubacks: 0, answers: 0 }),
         }
     }
 
@@ -223,6 +228,29 @@ impl Conn {
     pub(super) fn held_pubacks(&self) -> usize {
         let holds = self.holds.iter().flat_map(|h| h.iter());
         holds.map(|h| h.pubacks as usize).fold(0, usize::saturating_add)
+    }
+
+    /// Notes a packet of the client just answered: if the answer is held, it counts
+    /// towards [`Conn::over_held_answers`].
+    pub(super) fn count_held_answer(&mut self) {
+        if let Some(h) = self.holds.as_mut().and_then(|h| h.last_mut()) {
+            h.answers = h.answers.saturating_add(1);
+        }
+    }
+
+    /// Whether a 3.x client has `limit` or more packets whose answers wait for the
+    /// durable store: it is read no more until a commit releases some. A 3.x client
+    /// has no Receive Maximum to respect, and one that sends QoS 1 PUBLISHes without
+    /// waiting for their PUBACKs would otherwise make the worker keep every message
+    /// it routed (and the store intents behind it) for as long as the store is
+    /// behind. MQTT 5 clients are not paused: one going over our Receive Maximum is
+    /// disconnected (0x93, `Worker::receive_maximum_exceeded`).
+    pub(super) fn over_held_answers(&self, limit: usize) -> bool {
+        let Some(holds) = self.holds.as_deref() else { return false };
+        if matches!(self.state, ConnState::Active { version, .. } if version.is_v5()) {
+            return false;
+        }
+        holds.iter().map(|h| h.answers as usize).fold(0, usize::saturating_add) >= limit
     }
 
     /// Releases the holds of tickets up to `through`; true if any went.

@@ -136,9 +136,11 @@ impl Worker {
     /// publisher cannot keep the loop from its write phase or from other connections.
     ///
     /// Reads stop (bytes stay in the kernel, pushing back on the client through TCP)
-    /// while a peer worker's channel is full or while this connection's own write
+    /// while a peer worker's channel is full, while this connection's own write
     /// buffer is over twice `max_outgoing_bytes` (a client that sends but does not read
-    /// what it is owed).
+    /// what it is owed), while a 3.x client has `max_inflight` answers held for the
+    /// durable store, and, for publishers, while the durable store's channel is full
+    /// (batches wait in `Durable::unsent`).
     ///
     /// `edge`: called for a readiness event that reported neither a close nor an error.
     /// Then a plain TCP read shorter than asked for ends the pass: it emptied the
@@ -148,6 +150,8 @@ impl Worker {
     /// the ready list) reads go on until `WouldBlock` or end of stream.
     pub(super) fn on_readable(&mut self, idx: usize, now: Instant, edge: bool) {
         let hard_out = self.shared.broker_limits.max_outgoing_bytes.saturating_mul(2);
+        let max_held = usize::from(self.shared.limits.max_inflight);
+        let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
         let mut budget = READ_BUDGET_BYTES;
         loop {
             if self.peers_full || budget == 0 {
@@ -158,12 +162,15 @@ impl Worker {
             if conn.state == ConnState::Closing {
                 return;
             }
-            if conn.wbuf.len() >= hard_out {
+            if conn.wbuf.len() >= hard_out || conn.over_held_answers(max_held) {
                 conn.read_paused = true;
                 return;
             }
             let held = conn.publisher && conn.pressure == Pressure::Calm;
-            if held && !self.congested.is_empty() {
+            if (held && !self.congested.is_empty()) || (conn.publisher && backlogged) {
+                // Back-pressure from a congested subscriber, or from the durable store:
+                // batches that found its channel full wait in this worker's memory,
+                // and a publisher read now would only add to them.
                 self.mark_ready(idx);
                 return;
             }
@@ -241,6 +248,7 @@ impl Worker {
     /// frame's worth of messages beyond its high watermark from local publishers.
     pub(super) fn decode_frames(&mut self, idx: usize, buf: &mut BytesMut, now: Instant) -> bool {
         let max = self.shared.limits.max_packet_bytes;
+        let max_held = usize::from(self.shared.limits.max_inflight);
         loop {
             let Some(conn) = self.conns.get_mut(idx) else { return false };
             let (version, pending) = match conn.state {
@@ -253,6 +261,12 @@ impl Worker {
             if held && !self.congested.is_empty() && !buf.is_empty() {
                 conn.undecoded = true;
                 self.mark_ready(idx);
+                return true;
+            }
+            if !buf.is_empty() && conn.over_held_answers(max_held) {
+                // Resumed by the write pass once a commit releases the answers.
+                conn.undecoded = true;
+                conn.read_paused = true;
                 return true;
             }
             let decoded = codec::decode(buf, version, max);
@@ -274,7 +288,14 @@ impl Worker {
                     if matches!(packet, codec::Packet::Publish(_)) {
                         conn.publisher = true;
                     }
+                    // Only the durable store holds answers (`Conn::over_held_answers`).
+                    let answered = self.durable.is_some() && expects_answer(&packet);
                     self.handle_packet(idx, packet, now);
+                    if answered {
+                        if let Some(c) = self.conns.get_mut(idx) {
+                            c.count_held_answer();
+                        }
+                    }
                 }
                 Err(e) => {
                     self.decode_failed(idx, pending, e, now);
@@ -303,5 +324,18 @@ impl Worker {
             }
             self.link_lost(idx, LinkLoss::Malformed(e.reason_code()), now);
         }
+    }
+}
+
+/// Whether the broker answers `packet` (what a held answer counts, see
+/// `Conn::over_held_answers`).
+fn expects_answer(packet: &codec::Packet) -> bool {
+    match packet {
+        codec::Packet::Publish(p) => p.qos != shoal_core::QoS::AtMostOnce,
+        codec::Packet::PubRel(_)
+        | codec::Packet::Subscribe(_)
+        | codec::Packet::Unsubscribe(_)
+        | codec::Packet::PingReq => true,
+        _ => false,
     }
 }

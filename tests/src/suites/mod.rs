@@ -26,6 +26,7 @@ mod rumqtt;
 mod session;
 mod shared;
 mod shutdown;
+mod store_backlog;
 mod store_full;
 mod tls;
 mod topics;
