@@ -12,6 +12,7 @@
 //!   (`delivery.rs`).
 //! - `route`: messages between workers and the client-id home-worker rule.
 //! - `store`: the session and retained-message store traits and in-memory stores.
+//! - `log_output`: the binary's log writer; workers write their lines once per iteration.
 //!
 //! See `docs/ARCHITECTURE.md` for who owns what.
 
@@ -22,6 +23,7 @@ pub mod bench_support;
 pub mod config;
 mod control;
 mod idhash;
+pub mod log_output;
 pub mod metrics;
 pub mod persist;
 pub mod proxy;

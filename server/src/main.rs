@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shoal_server::auth::passwd::PasswdCommand;
 use shoal_server::config::{ListenerConfig, Transport, DEFAULT_BIND};
+use shoal_server::log_output::LogOutput;
 use shoal_server::{Broker, Config};
 
 /// Shoal: an MQTT 3.1 / 3.1.1 / 5.0 broker.
@@ -70,7 +71,7 @@ struct PasswdArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_log();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Passwd(ref args)) => passwd(args),
@@ -89,6 +90,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `RUST_LOG` filtering (default `info`), one line per record on standard error.
+///
+/// To a terminal: env_logger's own writer and colours. Otherwise (a file, a pipe, a
+/// service manager's journal) the lines go through [`LogOutput`], which lets workers
+/// write theirs once per event-loop iteration, in env_logger's default layout without
+/// colour codes; `WriteStyle::Always` only spares env_logger's scan for colour codes to
+/// strip, as this format writes none.
+fn init_log() {
+    use std::io::IsTerminal;
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if !std::io::stderr().is_terminal() {
+        builder
+            .target(env_logger::Target::Pipe(Box::new(LogOutput)))
+            .write_style(env_logger::WriteStyle::Always)
+            .format(|buf, record| {
+                let ts = buf.timestamp_seconds();
+                writeln!(buf, "[{ts} {:<5} {}] {}", record.level(), record.target(), record.args())
+            });
+    }
+    builder.init();
 }
 
 /// An error and its causes on one line, for the log.

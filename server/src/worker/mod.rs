@@ -316,6 +316,9 @@ impl Worker {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        // Log lines are written once per iteration (and whatever is left when this
+        // returns or unwinds), not once per line.
+        let _held = crate::log_output::hold();
         // Wills the store owed from before the start and already due, before any
         // client can reconnect (a will without delay is not cancelled by that).
         self.publish_due_wills(Instant::now());
@@ -374,6 +377,7 @@ impl Worker {
             self.send_marks();
             self.flush_dirty(now);
             self.close_pending(now);
+            crate::log_output::flush();
             let busy = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.counters.busy_nanos = self.counters.busy_nanos.wrapping_add(busy);
         }
@@ -504,6 +508,7 @@ impl Worker {
                 log::warn!("worker {}: shutdown went on without every worker's wills", self.id);
                 break;
             }
+            crate::log_output::flush();
             let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
     }
@@ -733,6 +738,7 @@ impl Worker {
             if !owed || left.is_zero() {
                 break;
             }
+            crate::log_output::flush();
             let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
         for (_, conn) in self.conns.iter() {
