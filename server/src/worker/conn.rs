@@ -67,6 +67,9 @@ pub(super) struct Conn {
     /// Encoded packets not yet written; bounded by `max_outgoing_bytes` for deliveries.
     pub(super) wbuf: BytesMut,
     pub(super) state: ConnState,
+    /// Registered with the worker's `Poll`. A plain connection is read once before it
+    /// is registered (`Worker::accept`), and one handed to another worker then never is.
+    pub(super) registered: bool,
     /// Listed in the worker's dirty list (has bytes to write this iteration).
     pub(super) dirty: bool,
     /// Listed in the worker's ready list: its read budget ran out (or reads were
@@ -155,6 +158,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             state: ConnState::Pending { since: now },
+            registered: false,
             dirty: false,
             ready: false,
             undecoded: false,

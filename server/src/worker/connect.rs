@@ -61,7 +61,9 @@ impl Worker {
     /// Moves the socket to the home worker of its client id.
     fn hand_off(&mut self, idx: usize, home: usize, connect: Box<Connect>, rest: BytesMut) {
         let Some(mut conn) = self.conns.try_remove(idx) else { return };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.registered {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
         let accepted_at = match conn.state {
             ConnState::Pending { since } => since,
             _ => Instant::now(),

@@ -77,11 +77,41 @@ impl Worker {
                 let _ = stream.set_nodelay(true);
             }
             self.counters.sockets_accepted = self.counters.sockets_accepted.wrapping_add(1);
-            let idx = self.register(Conn::new(stream, addr, layer, listener, now));
-            if let Some(idx) = idx.filter(|_| open >= max) {
+            let plain = layer.is_none();
+            let idx = self.conns.insert(Conn::new(stream, addr, layer, listener, now));
+            if open >= max {
                 // Over the limit but under the ceiling: kept until its CONNECT, which is
                 // answered with a refusal (connect.rs), so the client learns why.
                 self.refusing.push(idx);
+            }
+            if plain {
+                // A client usually sends CONNECT right behind its TCP handshake, so it
+                // is often here already: read it now, before registering. That spares
+                // a wake-up for its readable event, and a connection whose client id
+                // is homed on another worker goes there without ever being registered
+                // here (no `epoll_ctl` pair). A silent client is read in vain once and
+                // then waits for its CONNECT timeout like any other. TLS and WebSocket
+                // start with a handshake and take the ordinary path.
+                self.on_readable(idx, now, true);
+            }
+            // Unless it was handed to its home worker (its slot is empty then) or is
+            // closing already (dropped at the end of this iteration after one write).
+            if self.conns.get(idx).is_some_and(|c| !c.registered && c.state != ConnState::Closing) {
+                self.register_accepted(idx, now);
+            }
+        }
+    }
+
+    /// Registers an accepted connection that is still on this worker after its first
+    /// read. A failure closes it like a lost link (it may hold a session by now).
+    fn register_accepted(&mut self, idx: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(idx) else { return };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self.poll.registry().register(&mut conn.stream, Token(CONN_BASE + idx), interest) {
+            Ok(()) => conn.registered = true,
+            Err(e) => {
+                log::warn!("cannot register connection from {}: {e}", conn.addr);
+                self.link_lost(idx, LinkLoss::SocketClosed, now);
             }
         }
     }
@@ -102,6 +132,7 @@ impl Worker {
             self.shared.forget_connection(listener);
             return None;
         }
+        conn.registered = true;
         Some(idx)
     }
 
