@@ -59,6 +59,15 @@ pub(crate) struct WorkerResult {
     pub(crate) subs: Vec<(u32, Vec<SeqTracker>, u64)>,
 }
 
+/// What a readiness event reported for one connection.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// Neither a close nor an error was reported (see [`Worker::read`]).
+    edge: bool,
+}
+
 pub(crate) struct Worker {
     poll: Poll,
     conns: Vec<Conn>,
@@ -225,7 +234,10 @@ impl Worker {
                 let idx = event.token().0;
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_error();
-                self.on_event(idx, readable, writable, now, measuring);
+                // A short read empties the socket unless a close or error came with the
+                // event (then reads go on to the end of the stream).
+                let edge = !event.is_read_closed() && !event.is_error();
+                self.on_event(idx, Readiness { readable, writable, edge }, now, measuring);
             }
             if timeout.is_zero() && wait_ns > 0 && events.is_empty() {
                 // A publisher-only thread paces below the poll's millisecond resolution.
@@ -258,6 +270,8 @@ impl Worker {
                     self.handshakes += 1;
                     if let Err(e) = registered {
                         self.fail(idx, format!("cannot register socket: {e}"));
+                    } else {
+                        self.send_connect_early(idx, now);
                     }
                 }
                 Err(e) => {
@@ -271,18 +285,62 @@ impl Worker {
         }
     }
 
+    /// Writes CONNECT straight after `connect` on a plain connection, as a blocking
+    /// client does: over loopback the TCP handshake is usually complete by then, so the
+    /// broker finds CONNECT with the new socket, and the writable event, the connect
+    /// check and a poll round per connection are saved. A socket still connecting
+    /// refuses the write (`WouldBlock`) and takes the ordinary path (its writable event).
+    fn send_connect_early(&mut self, idx: usize, now: u64) {
+        if self.settings.transport.tls.is_some() || self.settings.transport.ws.is_some() {
+            return;
+        }
+        let mut config = self.settings.client.clone();
+        config.client_id = self.client_id(idx);
+        let Some(conn) = self.conns.get_mut(idx) else { return };
+        if let Err(e) = conn.queue(&config.connect_packet(), config.version) {
+            return self.fail(idx, e.to_string());
+        }
+        let queued = conn.wbuf.len();
+        match conn.flush(now) {
+            Ok(Flush::Done) => {
+                conn.state = State::AwaitConnAck;
+                conn.writable = true;
+            }
+            Ok(Flush::Blocked | Flush::Waiting) if conn.wbuf.len() == queued => {
+                // Nothing went out: CONNECT is queued again once connected.
+                conn.wbuf.clear();
+            }
+            Ok(Flush::Blocked | Flush::Waiting) => {
+                // Part of it went out (a full socket buffer, not a connecting socket).
+                conn.state = State::AwaitConnAck;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => conn.wbuf.clear(),
+            Err(e) => self.fail(idx, format!("connect failed: {e}")),
+        }
+    }
+
     fn open_socket(&self, idx: usize) -> io::Result<TcpStream> {
         let addr = self.settings.addr;
         let spec = self.conns.get(idx).map_or(0, |c| c.spec);
         let Some(ip) = pick(&self.settings.bind, spec) else {
-            return TcpStream::connect(addr);
+            let stream = TcpStream::connect(addr)?;
+            stream.set_nodelay(true)?;
+            return Ok(stream);
         };
+        // Non-blocking from the start on Linux (no `fcntl` pair per connection).
+        #[cfg(target_os = "linux")]
+        let ty = socket2::Type::STREAM.nonblocking();
+        #[cfg(not(target_os = "linux"))]
+        let ty = socket2::Type::STREAM;
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
+            ty,
             Some(socket2::Protocol::TCP),
         )?;
+        #[cfg(not(target_os = "linux"))]
         socket.set_nonblocking(true)?;
+        // Set before connecting, so CONNECT can be written straight after `connect`.
+        socket.set_tcp_nodelay(true)?;
         // An explicit port spares the kernel its free-port search; a port still taken
         // (TIME_WAIT from an earlier run, another program) falls back to that search.
         let port = source_port(spec, self.settings.bind.len(), self.settings.source_port_offset);
@@ -319,9 +377,9 @@ impl Worker {
         let stopping = self.shared.phase() == Phase::Stop;
         let Some(conn) = self.conns.get_mut(idx) else { return };
         let was = conn.state;
-        if let Some(mut stream) = conn.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
-        }
+        // Dropping the socket closes its only descriptor, which takes it out of the
+        // poll: no `deregister` call.
+        conn.stream = None;
         conn.state = State::Closed;
         conn.layers = None;
         conn.wbuf = bytes::BytesMut::new();
@@ -401,7 +459,8 @@ impl Worker {
         result
     }
 
-    fn on_event(&mut self, idx: usize, readable: bool, writable: bool, now: u64, measuring: bool) {
+    fn on_event(&mut self, idx: usize, ready: Readiness, now: u64, measuring: bool) {
+        let Readiness { readable, writable, edge } = ready;
         let Some(conn) = self.conns.get_mut(idx) else { return };
         match conn.state {
             State::NotStarted | State::Closed => return,
@@ -418,7 +477,6 @@ impl Worker {
                     (Ok(None), Err(e)) => return self.fail(idx, format!("connect failed: {e}")),
                     (Ok(None), Ok(_)) => {}
                 }
-                let _ = stream.set_nodelay(true);
                 conn.state = State::AwaitConnAck;
                 conn.writable = true;
                 // TLS and WebSocket handshakes run inside `AwaitConnAck`: CONNECT waits in
@@ -437,7 +495,7 @@ impl Worker {
             _ => {}
         }
         if readable {
-            self.read(idx, now, measuring);
+            self.read(idx, now, measuring, edge);
         }
         let Some(conn) = self.conns.get_mut(idx) else { return };
         if writable && conn.stream.is_some() {
@@ -450,7 +508,11 @@ impl Worker {
         }
     }
 
-    fn read(&mut self, idx: usize, now: u64, measuring: bool) {
+    /// Reads until `WouldBlock` or the end of the stream; with `edge`, a plain read
+    /// shorter than asked for ends the pass (it emptied the socket, and bytes arriving
+    /// later raise a new edge), which spares the `read` that could only say
+    /// `WouldBlock`.
+    fn read(&mut self, idx: usize, now: u64, measuring: bool, edge: bool) {
         loop {
             let Some(conn) = self.conns.get_mut(idx) else { return };
             if conn.layers.is_some() {
@@ -481,7 +543,7 @@ impl Worker {
                 }
                 Ok(n) => {
                     conn.rbuf.extend_from_slice(self.scratch.get(..n).unwrap_or_default());
-                    if !self.process(idx, now, measuring) {
+                    if !self.process(idx, now, measuring) || edge && n < self.scratch.len() {
                         return;
                     }
                 }
@@ -711,9 +773,7 @@ impl Worker {
                     continue;
                 }
             }
-            if let Some(mut stream) = conn.stream.take() {
-                let _ = self.poll.registry().deregister(&mut stream);
-            }
+            conn.stream = None;
         }
         self.await_broker_close();
         if unsent_total > 0 {
@@ -750,17 +810,13 @@ impl Worker {
                     }
                 };
                 if closed {
-                    if let Some(mut stream) = conn.stream.take() {
-                        let _ = self.poll.registry().deregister(&mut stream);
-                    }
+                    conn.stream = None;
                     open -= 1;
                 }
             }
         }
         for conn in &mut self.conns {
-            if let Some(mut stream) = conn.stream.take() {
-                let _ = self.poll.registry().deregister(&mut stream);
-            }
+            conn.stream = None;
         }
     }
 }
