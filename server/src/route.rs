@@ -28,8 +28,8 @@ pub(crate) const OUTBOX_BATCH_MESSAGES: usize = 256;
 pub(crate) enum WorkerMsg {
     /// Publishes to match against the receiver's trie, in publish order.
     Publish(Vec<Arc<Message>>),
-    /// A connection whose client id lives on the receiver.
-    Handoff(Box<Handoff>),
+    /// Connections whose client ids live on the receiver, in the order they were read.
+    Handoff(Vec<Handoff>),
     /// Shared-subscription membership and deliveries (`worker/shared.rs`), in order.
     Share(Vec<crate::worker::ShareMsg>),
     /// Durable store: worker `from` asks to be told (through `DurableShared`) once

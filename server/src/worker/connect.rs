@@ -12,7 +12,7 @@ use shoal_core::ReasonCode;
 use super::conn::ConnState;
 use super::enhanced::Authenticated;
 use super::Worker;
-use crate::route::{home_worker, Handoff, WorkerMsg};
+use crate::route::{home_worker, Handoff};
 use crate::store::{SessionKey, SessionSlot, SessionStore};
 
 impl Worker {
@@ -68,7 +68,6 @@ impl Worker {
             ConnState::Pending { since } => since,
             _ => Instant::now(),
         };
-        let Some(peer) = self.peers.get(home) else { return };
         let handoff = Handoff {
             stream: conn.stream,
             addr: conn.addr,
@@ -79,20 +78,12 @@ impl Worker {
             accepted_at,
             bytes_in: conn.bytes_in,
         };
-        match peer.tx.try_send(WorkerMsg::Handoff(Box::new(handoff))) {
-            Ok(()) => {
-                // Woken at the end of the iteration, once for all its handoffs.
-                match self.handoff_wakes.get_mut(home) {
-                    Some(owed) => *owed = true,
-                    None => {
-                        let _ = peer.waker.wake();
-                    }
-                }
-            }
-            Err(_) => {
-                // The socket is dropped (closed); the client will retry.
-                self.shared.forget_connection(conn.listener);
-                log::warn!("connection from {} closed: worker {home} is overloaded", conn.addr);
+        match self.handoff_out.get_mut(home) {
+            // Sent with one wake-up at the end of the iteration (`flush_outbox`).
+            Some(out) => out.push(handoff),
+            None => {
+                self.shared.forget_connection(handoff.listener);
+                log::warn!("connection from {} closed: no worker {home}", handoff.addr);
             }
         }
     }

@@ -49,7 +49,7 @@ use crate::auth::Hooks;
 use crate::config::BrokerLimits;
 use crate::control::{control_channel, AdminQuery, ControlLink};
 use crate::metrics::{Metrics, WorkerCounters};
-use crate::route::{Peer, WorkerMsg, CHANNEL_BATCHES};
+use crate::route::{Handoff, Peer, WorkerMsg, CHANNEL_BATCHES};
 use crate::store::{MemorySessionStore, RetainedStore, SessionKey, SessionStore};
 use conn::{Conn, ConnState, Pressure, WriteOutcome};
 use delivery::SubValue;
@@ -208,9 +208,13 @@ pub(crate) struct Worker {
     /// Accepted sockets get `TCP_NODELAY` from their listener (set once in `new`), so
     /// accept need not set it on each.
     nodelay_inherited: bool,
-    /// Per peer: a connection was handed to it this iteration; woken once in
-    /// `flush_outbox` (with its publish batch, if any), not once per connection.
-    handoff_wakes: Vec<bool>,
+    /// Per peer: connections handed to it this iteration (`hand_off`), sent as one
+    /// message with one wake-up in `flush_outbox`. A full channel keeps them here for
+    /// the next iteration (their clients wait for CONNACK a little longer); they are
+    /// never dropped for a burst of connects.
+    handoff_out: Vec<Vec<Handoff>>,
+    /// Some `handoff_out` found its peer's channel full: poll again after `BACKOFF`.
+    handoffs_waiting: bool,
 }
 
 impl Worker {
@@ -280,7 +284,8 @@ impl Worker {
             auth: HashMap::with_hasher(KeyHasher),
             refusing: Vec::new(),
             nodelay_inherited,
-            handoff_wakes: Vec::new(),
+            handoff_out: Vec::new(),
+            handoffs_waiting: false,
         })
     }
 
@@ -305,7 +310,7 @@ impl Worker {
         self.outbox.resize_with(peers.len(), Vec::new);
         self.share_out.resize_with(peers.len(), Vec::new);
         self.owed_marks.resize(peers.len(), 0);
-        self.handoff_wakes.resize(peers.len(), false);
+        self.handoff_out.resize_with(peers.len(), Vec::new);
         self.peers = peers;
     }
 
@@ -324,7 +329,8 @@ impl Worker {
         self.publish_due_wills(Instant::now());
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
-            let timeout = if self.peers_full || !self.congested.is_empty() || backlogged {
+            let waiting = self.peers_full || self.handoffs_waiting || backlogged;
+            let timeout = if waiting || !self.congested.is_empty() {
                 BACKOFF
             } else if !self.ready.is_empty() || self.channel_pending {
                 Duration::ZERO
@@ -456,8 +462,10 @@ impl Worker {
                 }
                 true
             }
-            WorkerMsg::Handoff(h) => {
-                self.adopt(*h, now);
+            WorkerMsg::Handoff(batch) => {
+                for h in batch {
+                    self.adopt(h, now);
+                }
                 false
             }
             WorkerMsg::Share(batch) => {
@@ -515,11 +523,30 @@ impl Worker {
 
     /// Sends each non-empty outbox as one batch, waking the peer once. A full channel
     /// keeps the batch and turns on back-pressure (reads are deferred).
-    /// Peers sent connections this iteration (`hand_off`) are woken here too, once each.
+    /// Connections handed to a peer this iteration (`hand_off`) go first, as one
+    /// message, with the same wake-up.
     fn flush_outbox(&mut self) {
         let mut full = false;
+        let mut handoffs_waiting = false;
         for (i, peer) in self.peers.iter().enumerate() {
-            let mut wake = self.handoff_wakes.get_mut(i).is_some_and(std::mem::take);
+            let mut wake = false;
+            if let Some(out) = self.handoff_out.get_mut(i).filter(|o| !o.is_empty()) {
+                match peer.tx.try_send(WorkerMsg::Handoff(std::mem::take(out))) {
+                    Ok(()) => wake = true,
+                    Err(TrySendError::Full(WorkerMsg::Handoff(batch))) => {
+                        *out = batch;
+                        handoffs_waiting = true;
+                    }
+                    Err(e) => {
+                        // The peer has exited (shutdown): the sockets close.
+                        if let WorkerMsg::Handoff(batch) = e.into_inner() {
+                            for h in batch {
+                                self.shared.forget_connection(h.listener);
+                            }
+                        }
+                    }
+                }
+            }
             let Some(out) = self.outbox.get_mut(i) else { continue };
             if i != self.id && !out.is_empty() {
                 let batch = std::mem::take(out);
@@ -541,6 +568,7 @@ impl Worker {
         }
         let share_full = self.flush_share_out();
         self.peers_full = full || share_full;
+        self.handoffs_waiting = handoffs_waiting;
         self.outbox_full = false;
     }
 

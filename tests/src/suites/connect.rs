@@ -350,3 +350,26 @@ fn subscribe_answers_each_filter_separately() {
         assert!(codes[1] >= 0x80, "{version}: invalid filter granted: {codes:?}");
     }
 }
+
+#[test]
+fn a_burst_of_connects_is_answered_in_full() {
+    // Regression: a worker handed each connection homed on the other worker over the
+    // channel as a message of its own and closed the socket ("worker N is overloaded")
+    // when the channel was full, so a burst of CONNECTs sent before any CONNACK lost
+    // connections. Hand-offs now go as one batch per iteration and wait when the
+    // channel is full. (This burst shows the old loss only when the other worker lags.)
+    let broker = TestBroker::start();
+    let mut clients: Vec<RawClient> = (0..1000)
+        .map(|i| {
+            let mut c = RawClient::tcp(broker.addr(), V3_1_1);
+            c.send(&wire::connect(&ConnectOptions::new(V3_1_1, &format!("burst-{i}"))));
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        match c.recv(DEADLINE) {
+            Ok(Incoming::ConnAck { code: 0, .. }) => {}
+            other => panic!("client {i}: expected CONNACK 0, got {other:?}"),
+        }
+    }
+}
