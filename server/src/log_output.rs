@@ -4,11 +4,11 @@
 //! A broker logs a line per connect and per disconnect (an operator's audit trail), and
 //! at tens of thousands of connects a second a `write(2)` per line is a measurable share
 //! of the connect path (docs/PERFORMANCE.md, "connects"). A worker thread therefore
-//! holds its lines in a thread-local buffer ([`hold`]) and writes them with one call at
-//! the end of each event-loop iteration ([`flush`]), before it may sleep in `poll`: a
+//! holds its lines in a thread-local buffer (`hold`) and writes them with one call at
+//! the end of each event-loop iteration (`flush`), before it may sleep in `poll`: a
 //! line is never held longer than the iteration that logged it. Threads that do not
 //! hold (main, admin, store) write each line at once. A held buffer is written when its
-//! [`Held`] guard drops, so lines logged during shutdown or before a panic unwinds are
+//! `Held` guard drops, so lines logged during shutdown or before a panic unwinds are
 //! not lost.
 //!
 //! Each write goes through the process-wide standard error lock, whole lines only, so
@@ -17,7 +17,7 @@
 //! a later-stamped line of another worker.
 //!
 //! The logger itself (filtering by `RUST_LOG`, the line format) is `env_logger`,
-//! set up in `main.rs`; the library only calls [`hold`] and [`flush`], which cost
+//! set up in `main.rs`; the library only calls `hold` and `flush`, which cost
 //! nothing when no line was logged.
 
 use std::cell::RefCell;
