@@ -135,12 +135,22 @@ impl RawClient {
     }
 
     fn read_packet(&mut self, deadline: Instant) -> Result<Incoming, RecvError> {
+        self.read_with(deadline, |buf, packet, used| {
+            buf.drain(..used);
+            packet
+        })
+    }
+
+    /// Reads until `buf` starts with a whole packet, then hands `take` the buffer, the
+    /// decoded packet and its length on the wire; `take` removes it from the buffer.
+    fn read_with<T>(
+        &mut self,
+        deadline: Instant,
+        take: impl Fn(&mut Vec<u8>, Incoming, usize) -> T,
+    ) -> Result<T, RecvError> {
         loop {
             match wire::decode(self.version, &self.buf) {
-                Ok(Some((packet, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(packet);
-                }
+                Ok(Some((packet, used))) => return Ok(take(&mut self.buf, packet, used)),
                 Ok(None) => {}
                 Err(e) => return Err(RecvError::Malformed(e)),
             }
@@ -172,6 +182,17 @@ impl RawClient {
             Ok(p) => p,
             Err(e) => panic!("expected a packet, got {e:?}"),
         }
+    }
+
+    /// Receives one packet within [`DEADLINE`] as it was on the wire, for what the
+    /// decoded form leaves out (the properties of an acknowledgement, for instance).
+    /// Panics if a decoded packet is already waiting in `pending`.
+    pub fn expect_frame(&mut self) -> Vec<u8> {
+        assert!(self.pending.is_empty(), "decoded packets pending: {:?}", self.pending);
+        let frame = self.read_with(Instant::now() + DEADLINE, |buf, _, used| {
+            buf.drain(..used).collect::<Vec<u8>>()
+        });
+        frame.unwrap_or_else(|e| panic!("expected a packet, got {e:?}"))
     }
 
     /// Receives one packet and asserts it is a PUBLISH.

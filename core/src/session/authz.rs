@@ -54,14 +54,18 @@ impl Session {
                 return;
             }
         };
-        if v5 {
-            ack.reason_code = reason;
-        }
         let kind = match publish.qos {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => AckKind::PubAck,
             QoS::ExactlyOnce => AckKind::PubRec,
         };
+        if v5 {
+            ack.reason_code = reason;
+            if reason.is_error() {
+                let text = super::failure_clause(publish.topic.as_str(), reason);
+                self.explain_ack(kind, &mut ack, &text);
+            }
+        }
         // 3.x QoS 2: the PUBREL that follows finds no stored id and gets a PUBCOMP all
         // the same (its "not found" code exists only in v5), so nothing is stored here.
         self.transmit.push_back(Transmit::Ack(kind, ack));

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use super::Delivery;
-use crate::protocol::PacketId;
+use crate::protocol::{PacketId, QoS};
 
 /// The first packet id a session hands out.
 // Evaluated at compile time: the panic arm can only fail the build, never a running broker.
@@ -103,9 +103,18 @@ impl Inflight {
         }
     }
 
-    /// PUBREC: moves a QoS 2 entry to `Released`. `false` if it is unknown.
+    /// The position of the QoS 2 entry with `id`. A QoS 1 entry with that id is not
+    /// one: PUBREC and PUBCOMP belong to QoS 2 exchanges only, and letting them touch a
+    /// QoS 1 entry would leave it waiting for a PUBCOMP that never comes (or drop it
+    /// unacknowledged).
+    fn position_qos2(&self, id: PacketId) -> Option<usize> {
+        self.entries.iter().position(|e| e.id == id && e.delivery.qos == QoS::ExactlyOnce)
+    }
+
+    /// PUBREC: moves a QoS 2 entry to `Released` (again, for a repeated PUBREC).
+    /// `false` if no QoS 2 entry has that id.
     pub(crate) fn rec(&mut self, id: PacketId) -> bool {
-        match self.position(id).and_then(|i| self.entries.get_mut(i)) {
+        match self.position_qos2(id).and_then(|i| self.entries.get_mut(i)) {
             Some(e) => {
                 e.state = OutState::Released;
                 true
@@ -114,9 +123,10 @@ impl Inflight {
         }
     }
 
-    /// PUBCOMP: removes a released entry. `false` if it is unknown.
+    /// PUBCOMP (or a v5 PUBREC with an error code): removes a QoS 2 entry. `false` if
+    /// no QoS 2 entry has that id.
     pub(crate) fn comp(&mut self, id: PacketId) -> bool {
-        match self.position(id) {
+        match self.position_qos2(id) {
             Some(i) => {
                 self.entries.remove(i);
                 true

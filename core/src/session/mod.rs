@@ -676,7 +676,10 @@ impl Session {
                     if self.stored.as_mut().is_some_and(|s| s.inflight.rec(a.packet_id)) {
                         self.journal(StoreChange::Released(a.packet_id));
                     } else {
+                        // 3.x has no code for it; the PUBREL still goes so a client that
+                        // lost its state can finish the exchange.
                         rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                        self.explain_ack(AckKind::PubRel, &mut rel, NO_QOS2_SENT);
                     }
                     self.transmit.push_back(Transmit::Ack(AckKind::PubRel, rel));
                     Ok(())
@@ -694,7 +697,9 @@ impl Session {
                 if self.stored.as_mut().is_some_and(|s| s.inbound_qos2.remove(a.packet_id)) {
                     self.journal(StoreChange::Qos2Released(a.packet_id));
                 } else {
+                    // Not an error during recovery: the PUBCOMP for it may have been lost.
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+                    self.explain_ack(AckKind::PubComp, &mut comp, NO_QOS2_RECEIVED);
                 }
                 self.transmit.push_back(Transmit::Ack(AckKind::PubComp, comp));
                 Ok(())
@@ -1096,6 +1101,15 @@ impl Session {
         self.stored.get_or_insert_with(Box::default)
     }
 }
+
+/// Reason String of a PUBREL 0x92: the client's PUBREC names no QoS 2 message the
+/// broker sent and has not seen completed.
+const NO_QOS2_SENT: &str = "no outgoing QoS 2 message has this packet identifier";
+
+/// Reason String of a PUBCOMP 0x92: the client's PUBREL names no QoS 2 message the
+/// broker received and has not yet released.
+const NO_QOS2_RECEIVED: &str =
+    "no incoming QoS 2 message awaits release with this packet identifier";
 
 /// One clause of an ack's reason string: the filter and why it failed. A long filter
 /// is cut (at a character boundary) so the clause stays readable.

@@ -1035,3 +1035,117 @@ fn a_session_queues_when_offline_blocked_or_its_window_is_full() {
     s.handle_link_lost(now, LinkLoss::SocketClosed);
     assert!(s.is_queueing(), "offline");
 }
+
+/// The one packet the session sent, which must be a PUBREL or PUBCOMP.
+fn only_release_ack(s: &mut Session) -> (Packet, PubAckLike) {
+    let out = drain(s);
+    match out.as_slice() {
+        [p @ (Packet::PubRel(a) | Packet::PubComp(a))] => (p.clone(), a.clone()),
+        other => panic!("expected one PUBREL or PUBCOMP: {other:?}"),
+    }
+}
+
+#[test]
+fn packet_identifier_not_found_acks_carry_a_reason_string_where_allowed() {
+    // PUBREL for an id never received → PUBCOMP 0x92; PUBREC for an id never sent →
+    // PUBREL 0x92. Each explains itself like the other reason-coded acks: not when the
+    // client asked for no problem information [MQTT-3.1.2-29], not when the string would
+    // break its Maximum Packet Size [MQTT-3.1.2-25].
+    let now = Instant::now();
+    let unknown =
+        [Packet::PubRel(PubAckLike::new(pid(7))), Packet::PubRec(PubAckLike::new(pid(7)))];
+    for packet in &unknown {
+        let mut s = online_v5_with(None, None, now);
+        s.handle_packet(now, packet.clone());
+        let (_, ack) = only_release_ack(&mut s);
+        assert_eq!(ack.reason_code, ReasonCode::PacketIdentifierNotFound, "{packet:?}");
+        let text = ack.properties.reason_string.expect("0x92 without reason string");
+        assert!(text.contains("packet identifier"), "{text}");
+
+        let mut quiet = online_v5_with(Some(false), None, now);
+        quiet.handle_packet(now, packet.clone());
+        let (_, ack) = only_release_ack(&mut quiet);
+        assert_eq!(ack.reason_code, ReasonCode::PacketIdentifierNotFound);
+        assert_eq!(ack.properties.reason_string, None, "problem information off");
+
+        // Fixed header 2, packet id 2, reason code 1: the ack without its string.
+        let mut small = online_v5_with(None, Some(20), now);
+        small.handle_packet(now, packet.clone());
+        let (wire, ack) = only_release_ack(&mut small);
+        assert_eq!(ack.reason_code, ReasonCode::PacketIdentifierNotFound);
+        assert_eq!(ack.properties.reason_string, None, "maximum packet size 20");
+        assert_eq!(v5_wire_len(&wire), 5);
+    }
+    // 3.x: the ack still goes, with neither code nor string on the wire.
+    for packet in unknown {
+        let mut s = online(ProtocolVersion::V3_1_1, false, now);
+        s.handle_packet(now, packet);
+        let (wire, _) = only_release_ack(&mut s);
+        let mut out = BytesMut::new();
+        wire.encode(ProtocolVersion::V3_1_1, &mut out).unwrap();
+        assert_eq!(out.len(), 4, "{wire:?}");
+    }
+}
+
+#[test]
+fn pubrec_and_pubcomp_do_not_touch_a_qos1_delivery_with_the_same_id() {
+    // A QoS 1 delivery waits for PUBACK only. A stray PUBREC for its id is answered
+    // PUBREL 0x92 (no QoS 2 exchange has it) and neither it, a PUBCOMP nor an error
+    // PUBREC ends the delivery: the PUBACK still does.
+    let now = Instant::now();
+    let mut s = online_v5_with(None, None, now);
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false)]);
+    s.handle_packet(now, Packet::PubRec(PubAckLike::new(pid(1))));
+    let (_, rel) = only_release_ack(&mut s);
+    assert_eq!(rel.reason_code, ReasonCode::PacketIdentifierNotFound);
+    s.handle_packet(now, Packet::PubComp(PubAckLike::new(pid(1))));
+    let refused = PubAckLike { reason_code: ReasonCode::QuotaExceeded, ..PubAckLike::new(pid(1)) };
+    s.handle_packet(now, Packet::PubRec(refused));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.inflight(), 1, "still waiting for its PUBACK");
+    s.handle_packet(now, Packet::PubAck(PubAckLike::new(pid(1))));
+    assert_eq!(s.inflight(), 0);
+}
+
+#[test]
+fn a_repeated_pubrec_is_answered_with_pubrel_success_until_pubcomp() {
+    let now = Instant::now();
+    let mut s = online_v5_with(None, None, now);
+    assert_eq!(s.handle_delivery(now, delivery(QoS::ExactlyOnce)), Ok(()));
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false)]);
+    for _ in 0..2 {
+        s.handle_packet(now, Packet::PubRec(PubAckLike::new(pid(1))));
+        let (_, rel) = only_release_ack(&mut s);
+        assert_eq!(rel.reason_code, ReasonCode::Success);
+        assert_eq!(rel.properties.reason_string, None);
+    }
+    s.handle_packet(now, Packet::PubComp(PubAckLike::new(pid(1))));
+    assert_eq!(s.inflight(), 0);
+    // After PUBCOMP the id is gone: another PUBREC for it is not found.
+    s.handle_packet(now, Packet::PubRec(PubAckLike::new(pid(1))));
+    let (_, rel) = only_release_ack(&mut s);
+    assert_eq!(rel.reason_code, ReasonCode::PacketIdentifierNotFound);
+}
+
+#[test]
+fn a_refused_publish_says_why_in_its_ack_where_allowed() {
+    let now = Instant::now();
+    for (problem_info, with_string) in [(None, true), (Some(false), false)] {
+        let mut s = online_v5_with(problem_info, None, now);
+        for (qos, id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+            let p = unpack(publish(qos, Some(id)));
+            s.handle_publish_refused(now, &p, ReasonCode::NotAuthorized);
+        }
+        let acks = drain(&mut s);
+        let [Packet::PubAck(a), Packet::PubRec(r)] = acks.as_slice() else { panic!("{acks:?}") };
+        for ack in [a, r] {
+            assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+            let text = ack.properties.reason_string.as_deref();
+            assert_eq!(text.is_some(), with_string, "problem information {problem_info:?}");
+            if let Some(text) = text {
+                assert!(text.starts_with("t: "), "{text}");
+            }
+        }
+    }
+}

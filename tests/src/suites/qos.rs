@@ -296,20 +296,31 @@ fn qos0_fans_out_to_many_subscribers() {
 }
 
 #[test]
-fn pubrel_for_an_unknown_packet_id_is_answered_with_pubcomp() {
-    // 3.1.1 [MQTT-4.3.3-?]: PUBREL is answered with PUBCOMP even when the id is unknown
-    // (the PUBCOMP may have been lost); v5 says so with 0x92 Packet Identifier not found.
+fn pubrel_and_pubrec_for_an_unknown_packet_id_are_answered_not_found() {
+    // PUBREL is answered with PUBCOMP even when the id is unknown (the PUBCOMP may have
+    // been lost), and PUBREC with PUBREL; v5 says so with 0x92 Packet Identifier not
+    // found and a Reason String, as for its other reason-coded acks. 3.1.1 has neither:
+    // the ack is the packet id alone.
     let broker = TestBroker::start();
     for version in MODERN {
-        let mut client = RawClient::connect(broker.addr(), version, "stray-pubrel");
-        client.send(&wire::ack(kind::PUBREL, 4242));
-        match client.expect() {
-            Incoming::PubComp(4242, reason) => {
-                if version.is_v5() {
-                    assert_eq!(reason, 0x92, "v5: PUBCOMP reason");
-                }
+        let mut client = RawClient::connect(broker.addr(), version, "stray-acks");
+        for (sent, answer) in [(kind::PUBREL, 0x70), (kind::PUBREC, 0x62)] {
+            client.send(&wire::ack(sent, 4242));
+            let frame = client.expect_frame();
+            let [first, _, hi, lo, rest @ ..] = frame.as_slice() else {
+                panic!("{version}: short ack {frame:02x?}")
+            };
+            assert_eq!((*first, u16::from_be_bytes([*hi, *lo])), (answer, 4242), "{frame:02x?}");
+            if version.is_v5() {
+                // Reason code, property length, then Reason String (0x1F).
+                let [0x92, _, 0x1F, _, _, text @ ..] = rest else {
+                    panic!("{version}: no 0x92 with Reason String: {frame:02x?}")
+                };
+                let text = String::from_utf8_lossy(text);
+                assert!(text.contains("packet identifier"), "{text}");
+            } else {
+                assert!(rest.is_empty(), "3.1.1 ack with a body: {frame:02x?}");
             }
-            other => panic!("{version}: expected PUBCOMP, got {other:?}"),
         }
         client.ping();
     }
