@@ -197,7 +197,9 @@ pub struct Session {
     queue_drops: QueueDrops,
 }
 
-/// The encoded size of a delivery's PUBLISH (without a packet id).
+/// The encoded size of a delivery's PUBLISH, fixed header included. For QoS 1/2 it
+/// counts the packet id's two bytes, though none is set yet: `Publish::encoded_len`
+/// goes by the QoS.
 fn encoded_len(d: &Delivery, version: ProtocolVersion, now: Instant) -> usize {
     d.message.to_publish(version, d.qos, d.retain, &d.subscription_ids, now).encoded_len(version)
 }
@@ -474,8 +476,7 @@ impl Session {
         for e in stored.inflight.iter() {
             packets.push(match e.state {
                 OutState::Published => {
-                    // The packet id's two bytes count too.
-                    let len = encoded_len(&e.delivery, version, now).saturating_add(2);
+                    let len = encoded_len(&e.delivery, version, now);
                     if max < usize::MAX && len > max {
                         too_large.push(e.id);
                         continue;
@@ -547,8 +548,7 @@ impl Session {
         d: Delivery,
         now: Instant,
     ) -> Option<PacketId> {
-        // Account for the two-byte packet id not yet set.
-        if max < usize::MAX && encoded_len(&d, version, now).saturating_add(2) > max {
+        if max < usize::MAX && encoded_len(&d, version, now) > max {
             return None;
         }
         let mut t = Transmit::publish(d.clone(), version, now);
@@ -608,7 +608,9 @@ impl Session {
     ///
     /// # Errors
     /// Why the message was dropped rather than sent or queued. A queued message may
-    /// still be dropped when its turn comes: see [`Session::take_queue_drops`].
+    /// still be dropped when its turn comes (it expired, or it was queued offline and is
+    /// too large for the connection it is to go out on): see
+    /// [`Session::take_queue_drops`].
     pub fn handle_delivery(&mut self, now: Instant, delivery: Delivery) -> Result<(), DropReason> {
         if delivery.message.is_expired(now) {
             return Err(DropReason::Expired);
@@ -636,6 +638,13 @@ impl Session {
                 };
                 self.journal(StoreChange::Sent { packet_id, message, qos });
                 return Ok(());
+            }
+            // [MQTT-3.1.2-25] a message too large for this connection is discarded as if
+            // sent: now, rather than after it has held a queue slot until its turn. (An
+            // offline session does not know the next connection's maximum; `pump` and
+            // `redeliver` check then.)
+            if max < usize::MAX && encoded_len(&delivery, version, now) > max {
+                return Err(DropReason::TooLarge);
             }
         }
         if self.queued() >= self.limits.max_queued_messages {

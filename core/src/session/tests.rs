@@ -599,34 +599,73 @@ fn message_larger_than_client_maximum_packet_size_is_not_sent() {
     assert!(s.take_queue_drops().is_empty(), "dropped on arrival, reported then");
 }
 
-#[test]
-fn queued_messages_dropped_at_their_turn_are_reported_once_by_cause() {
-    let now = Instant::now();
-    let mut s = online_v5_with(None, Some(64), now);
-    for _ in 0..2 {
-        assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
-    }
-    // The window (2) is full: these wait in the queue, whatever their size or expiry.
-    let big = Message {
-        payload: Bytes::from(vec![0; 100]),
+/// A QoS 1 message to "a/b" with a `len`-byte payload.
+fn sized(len: usize) -> Delivery {
+    let m = Message {
+        payload: Bytes::from(vec![0; len]),
         ..(*message("a/b", QoS::AtLeastOnce)).clone()
     };
+    Delivery { message: Arc::new(m), ..delivery(QoS::AtLeastOnce) }
+}
+
+#[test]
+fn queued_messages_dropped_at_their_turn_are_reported_once_by_cause() {
+    // Queued while offline, the messages' fate is decided by the connection they go
+    // out on: one expired meanwhile, one is too large for the new Maximum Packet Size.
+    let now = Instant::now();
+    let mut s = Session::new(Arc::from("c"), limits());
+    let mut c = connect(ProtocolVersion::V5, "c", false, 0);
+    c.properties.session_expiry_interval = Some(60);
+    s.handle_connect(now, &c, answer());
+    drain(&mut s);
+    s.handle_link_lost(now, LinkLoss::SocketClosed);
     let expiring = Message {
         expires_at: Some(now + Duration::from_secs(1)),
         ..(*message("a/b", QoS::AtLeastOnce)).clone()
     };
-    for m in [big, expiring] {
-        let d = Delivery { message: Arc::new(m), ..delivery(QoS::AtLeastOnce) };
-        assert_eq!(s.handle_delivery(now, d), Ok(()));
+    let expiring = Delivery { message: Arc::new(expiring), ..delivery(QoS::AtLeastOnce) };
+    for d in [sized(100), expiring, delivery(QoS::AtLeastOnce)] {
+        assert_eq!(s.handle_delivery(now, d), Ok(()), "offline: every size waits");
     }
-    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
-    drain(&mut s);
     assert!(s.take_queue_drops().is_empty());
     let later = now + Duration::from_secs(2);
-    s.handle_packet(later, Packet::PubAck(PubAckLike::new(pid(1))));
-    assert_eq!(sent_ids(&drain(&mut s)), vec![(3, false)], "only the small, live one goes");
+    c.properties.maximum_packet_size = Some(64);
+    s.handle_connect(later, &c, ConnectAnswer { session_present: true, ..answer() });
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false)], "only the small, live one goes");
     assert_eq!(s.take_queue_drops(), QueueDrops { expired: 1, too_large: 1 });
     assert!(s.take_queue_drops().is_empty(), "taken once");
+}
+
+#[test]
+fn a_message_too_large_for_the_connection_is_discarded_before_it_queues() {
+    // [MQTT-3.1.2-25]: online, the size is known when the message arrives; one too
+    // large is dropped then (reported by handle_delivery, not again as a queue drop),
+    // takes no queue slot, is not journaled and does not hold up the others.
+    let now = Instant::now();
+    let mut s = online_v5_with(None, Some(64), now);
+    s.set_journaling(true);
+    for _ in 0..2 {
+        assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    }
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, false), (2, false)]);
+    s.take_journal();
+    // The window (2) is full: what fits queues, up to max_queued_messages (3).
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    assert_eq!(s.handle_delivery(now, sized(100)), Err(DropReason::TooLarge));
+    // 64 bytes is the limit: fixed header 2, topic 2 + 3, packet id 2, property
+    // length 1, so a 54-byte payload fits and a 55-byte one does not.
+    assert_eq!(s.handle_delivery(now, sized(55)), Err(DropReason::TooLarge));
+    assert_eq!(s.handle_delivery(now, sized(54)), Ok(()));
+    assert_eq!(s.handle_delivery(now, delivery(QoS::AtLeastOnce)), Ok(()));
+    assert_eq!(s.queued(), 3);
+    assert_eq!(s.take_journal().len(), 3, "one Queued change per queued message");
+    s.handle_packet(now, Packet::PubAck(PubAckLike::new(pid(1))));
+    s.handle_packet(now, Packet::PubAck(PubAckLike::new(pid(2))));
+    let sent = drain(&mut s);
+    assert_eq!(sent_ids(&sent), vec![(3, false), (4, false)], "in arrival order");
+    assert_eq!(unpack(sent[1].clone()).payload.len(), 54);
+    assert_eq!(v5_wire_len(&sent[1]), 64, "exactly the maximum");
+    assert!(s.take_queue_drops().is_empty(), "nothing left to drop at its turn");
 }
 
 #[test]

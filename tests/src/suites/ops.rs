@@ -671,3 +671,37 @@ fn messages_over_the_maximum_packet_size_are_dropped_as_too_large() {
     });
     assert_eq!(dropped(&body, "queue_full"), 0, "{body}");
 }
+
+/// [MQTT-3.1.2-25] a message over an online subscriber's Maximum Packet Size is
+/// discarded when it arrives, not after waiting in the queue: it never takes the queue
+/// slot a message that fits needs. With one slot and a full window, the large message
+/// would otherwise hold the slot and the small one behind it be dropped as queue_full.
+#[test]
+fn an_oversized_message_takes_no_queue_slot() {
+    let broker = admin_broker("[limits]\nmax_queued_messages = 1\n");
+    let admin = broker.admin_addr();
+    let mut opts = ConnectOptions::new(ProtocolVersion::V5, "small-slot");
+    opts.max_packet_size = Some(128);
+    opts.receive_maximum = Some(1);
+    let (mut sub, _) = RawClient::connect_with(broker.addr(), &opts);
+    sub.subscribe_one("slot/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V311, "slot-pub");
+    publisher.publish("slot/t", b"first", 1, false);
+    let first = sub.expect_publish();
+    assert_eq!(first.payload, b"first");
+    // The window (1) is full; the queue has one slot.
+    publisher.publish("slot/t", &[b'x'; 500], 1, false);
+    publisher.publish("slot/t", b"fits", 1, false);
+    sub.ack(&first);
+    let fits = sub.expect_publish_acked();
+    assert_eq!(fits.payload, b"fits", "the message that fits was not delivered");
+    let dropped = |body: &str, cause: &str| {
+        sum_samples(body, &format!("shoal_messages_dropped_total{{cause=\"{cause}\"}}"))
+    };
+    let mut body = String::new();
+    wait_until(SETTLE, "one too_large drop", || {
+        body = metrics_text(admin);
+        dropped(&body, "too_large") == 1
+    });
+    assert_eq!(dropped(&body, "queue_full"), 0, "{body}");
+}
