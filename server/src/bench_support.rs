@@ -31,6 +31,7 @@ pub(crate) fn shared(workers: usize) -> Shared {
     Shared {
         retained: Arc::new(MemoryRetainedStore::default()),
         connections: Arc::new(AtomicUsize::new(0)),
+        lingering: Arc::new(AtomicUsize::new(0)),
         shutdown: Arc::new(AtomicBool::new(false)),
         wills_routed: Arc::new(AtomicUsize::new(0)),
         limits: config.limits,

@@ -271,6 +271,7 @@ impl Broker {
         let shared = worker::Shared {
             retained: retained.clone(),
             connections: Arc::new(AtomicUsize::new(0)),
+            lingering: Arc::new(AtomicUsize::new(0)),
             shutdown: shutdown.clone(),
             wills_routed: Arc::new(AtomicUsize::new(0)),
             limits: config.limits,

@@ -76,6 +76,9 @@ pub(super) struct Conn {
     /// deferred) with bytes possibly left in the kernel, so it is read again next
     /// iteration without waiting for an edge that will not come.
     pub(super) ready: bool,
+    /// Closed, but kept to write what it still owes (`CLOSE_LINGER`); counted in
+    /// `Shared::lingering` until dropped.
+    pub(super) lingering: bool,
     /// Bytes in `rbuf` not yet decoded: decoding stopped under back-pressure. The
     /// connection is on the ready list and decodes them before reading more.
     pub(super) undecoded: bool,
@@ -161,6 +164,7 @@ impl Conn {
             registered: false,
             dirty: false,
             ready: false,
+            lingering: false,
             undecoded: false,
             publisher: false,
             pressure: Pressure::Calm,

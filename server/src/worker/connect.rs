@@ -82,7 +82,7 @@ impl Worker {
             // Sent with one wake-up at the end of the iteration (`flush_outbox`).
             Some(out) => out.push(handoff),
             None => {
-                self.shared.forget_connection(handoff.listener);
+                self.shared.forget_connection(handoff.listener, false);
                 log::warn!("connection from {} closed: no worker {home}", handoff.addr);
             }
         }

@@ -42,8 +42,11 @@ pub(crate) struct ListenerSpec {
     pub(crate) ws_path: String,
     pub(crate) proxy_protocol: bool,
     pub(crate) max_connections: Option<usize>,
-    /// Connections open on this listener over all workers.
+    /// Sockets open on this listener over all workers, lingering ones included.
     pub(crate) open: AtomicUsize,
+    /// Of `open`, those closed but lingering (they do not count against
+    /// `max_connections`; see `Shared::lingering`).
+    lingering: AtomicUsize,
     /// The MQTT maximum packet size, which bounds WebSocket frames.
     max_packet_bytes: usize,
 }
@@ -66,23 +69,34 @@ impl ListenerSpec {
             proxy_protocol: config.proxy_protocol,
             max_connections: config.max_connections,
             open: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
             max_packet_bytes,
         })
     }
 
-    /// Counts a new connection on this listener, or says it is full.
+    /// Counts a new connection on this listener, or says it is full. Lingering sockets
+    /// of closed connections do not count.
     pub(crate) fn try_open(&self) -> bool {
         let n = self.open.fetch_add(1, Ordering::Relaxed);
-        if self.max_connections.is_some_and(|max| n >= max) {
+        let live = n.saturating_sub(self.lingering.load(Ordering::Relaxed));
+        if self.max_connections.is_some_and(|max| live >= max) {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    /// Forgets a closed connection.
-    pub(crate) fn close(&self) {
+    /// A closed connection now lingers to write what it owes.
+    pub(crate) fn start_lingering(&self) {
+        self.lingering.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets a dropped connection (`lingered`: counted as lingering too).
+    pub(crate) fn close(&self, lingered: bool) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        if lingered {
+            self.lingering.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The layers a new connection on this listener needs; `None` for plain TCP.

@@ -39,6 +39,8 @@ impl Worker {
                 }
             };
             let max = self.shared.broker_limits.max_connections;
+            // Every socket counts against the ceiling, which bounds descriptors;
+            // `max_connections` counts those of connections not yet closed.
             let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
             if open >= max.saturating_add(REFUSAL_SLOTS) {
                 self.shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -69,7 +71,7 @@ impl Worker {
                 Ok(layer) => layer,
                 Err(e) => {
                     log::warn!("connection from {addr} closed: cannot start TLS: {e}");
-                    self.shared.forget_connection(listener);
+                    self.shared.forget_connection(listener, false);
                     continue;
                 }
             };
@@ -79,7 +81,7 @@ impl Worker {
             self.counters.sockets_accepted = self.counters.sockets_accepted.wrapping_add(1);
             let plain = layer.is_none();
             let idx = self.conns.insert(Conn::new(stream, addr, layer, listener, now));
-            if open >= max {
+            if self.shared.live_connections(open) >= max {
                 // Over the limit but under the ceiling: kept until its CONNECT, which is
                 // answered with a refusal (connect.rs), so the client learns why.
                 self.refusing.push(idx);
@@ -129,7 +131,7 @@ impl Worker {
             log::warn!("cannot register connection from {}: {e}", conn.addr);
             let listener = conn.listener;
             self.conns.remove(idx);
-            self.shared.forget_connection(listener);
+            self.shared.forget_connection(listener, false);
             return None;
         }
         conn.registered = true;

@@ -92,8 +92,14 @@ const DRAIN_BATCHES: usize = 16;
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) retained: Arc<dyn RetainedStore>,
-    /// Open connections over all workers, for `max_connections`.
+    /// Sockets over all workers, lingering ones included: they bound the descriptors
+    /// at accept (`max_connections + REFUSAL_SLOTS`).
     pub(crate) connections: Arc<AtomicUsize>,
+    /// Of `connections`, those closed but lingering to write what they owe
+    /// (`CLOSE_LINGER`). `max_connections` counts the others only: a closed
+    /// connection is no client's any more, and one reconnecting at once after it was
+    /// kicked or taken over must not be refused because of its own old socket.
+    pub(crate) lingering: Arc<AtomicUsize>,
     pub(crate) shutdown: Arc<AtomicBool>,
     /// Workers that have routed their shutdown wills (see `shutdown_connections`).
     pub(crate) wills_routed: Arc<AtomicUsize>,
@@ -114,12 +120,31 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Forgets a closed connection in the broker-wide and per-listener counts.
-    pub(crate) fn forget_connection(&self, listener: u16) {
+    /// Forgets a dropped connection in the broker-wide and per-listener counts
+    /// (`lingered`: it was counted as lingering too).
+    pub(crate) fn forget_connection(&self, listener: u16, lingered: bool) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
-        if let Some(spec) = self.listeners.get(usize::from(listener)) {
-            spec.close();
+        if lingered {
+            self.lingering.fetch_sub(1, Ordering::Relaxed);
         }
+        if let Some(spec) = self.listeners.get(usize::from(listener)) {
+            spec.close(lingered);
+        }
+    }
+
+    /// Counts a closed connection of `listener` as lingering: from now on it holds a
+    /// descriptor but no place under `max_connections`.
+    fn start_lingering(&self, listener: u16) {
+        self.lingering.fetch_add(1, Ordering::Relaxed);
+        if let Some(spec) = self.listeners.get(usize::from(listener)) {
+            spec.start_lingering();
+        }
+    }
+
+    /// Open connections over all workers that count against `max_connections`: `open`
+    /// sockets (a `connections` reading) less the lingering ones.
+    pub(crate) fn live_connections(&self, open: usize) -> usize {
+        open.saturating_sub(self.lingering.load(Ordering::Relaxed))
     }
 }
 
@@ -541,7 +566,7 @@ impl Worker {
                         // The peer has exited (shutdown): the sockets close.
                         if let WorkerMsg::Handoff(batch) = e.into_inner() {
                             for h in batch {
-                                self.shared.forget_connection(h.listener);
+                                self.shared.forget_connection(h.listener, false);
                             }
                         }
                     }
@@ -633,6 +658,9 @@ impl Worker {
             let keep = outcome != WriteOutcome::Failed && owed && now < until;
             if !keep {
                 gone.push(idx);
+            } else if !conn.lingering {
+                conn.lingering = true;
+                self.shared.start_lingering(conn.listener);
             }
             keep
         });
@@ -655,7 +683,7 @@ impl Worker {
         let _ = conn.flush(&mut self.counters.bytes_sent);
         // No `deregister`: dropping the socket closes its only descriptor, which takes
         // it out of the `Poll` (one `epoll_ctl` less per connection).
-        self.shared.forget_connection(conn.listener);
+        self.shared.forget_connection(conn.listener, conn.lingering);
     }
 
     /// Marks a connection to be closed at the end of the iteration.
@@ -770,7 +798,7 @@ impl Worker {
             let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
         for (_, conn) in self.conns.iter() {
-            self.shared.forget_connection(conn.listener);
+            self.shared.forget_connection(conn.listener, conn.lingering);
         }
         self.conns.clear();
         log::debug!(

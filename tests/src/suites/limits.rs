@@ -103,6 +103,53 @@ fn connections_beyond_max_connections_are_refused() {
     });
 }
 
+#[test]
+fn a_taken_over_connection_lingering_on_its_last_bytes_does_not_count() {
+    // A closed connection may keep its socket for a few seconds to write what it owes
+    // (here the DISCONNECT 0x8E behind a backlog its client does not read). It is no
+    // client's connection any more: a client reconnecting at once must not be refused
+    // under max_connections, the broker's or its listener's, because of its own old
+    // socket.
+    for config in [
+        "workers = 1\n[limits]\nmax_connections = 2\n",
+        "workers = 1\n[[listener]]\nbind = \"127.0.0.1:0\"\nmax_connections = 2\n",
+    ] {
+        let broker = TestBroker::with_config(config);
+        reconnect_beside_a_lingering_socket(&broker);
+    }
+}
+
+/// Leaves a connection of client "linger" lingering on bytes it owes, with one other
+/// connection open, then connects "linger" once more; `broker` allows two connections.
+fn reconnect_beside_a_lingering_socket(broker: &TestBroker) {
+    let mut stalled = RawClient::connect(broker.addr(), V5, "linger");
+    stalled.subscribe_one("linger/t", 0);
+    // Far more than the socket buffers hold: `stalled` never reads, so the broker's
+    // write buffer for it stays full.
+    let mut publisher = RawClient::connect(broker.addr(), V3_1_1, "linger-pub");
+    for _ in 0..512 {
+        publisher.publish("linger/t", &[b'x'; 64 * 1024], 0, false);
+    }
+    publisher.ping();
+    publisher.disconnect();
+    // The publisher's place frees up once its close is noticed; then "linger" takes
+    // over its session, and the old connection lingers on the DISCONNECT it owes.
+    let opts = ConnectOptions::new(V5, "linger");
+    let mut second = None;
+    wait_until(DEADLINE, "the publisher's place to free up", || {
+        let (c, reply) = RawClient::connect_raw(broker.addr(), &opts);
+        let ok = matches!(reply, Ok(Incoming::ConnAck { code: 0, .. }));
+        second = ok.then_some(c);
+        ok
+    });
+    // Two sockets are open (the lingering one and `second`), one connection is live:
+    // reconnecting again takes `second`'s place instead of being refused.
+    let (mut third, reply) = RawClient::connect_raw(broker.addr(), &opts);
+    assert!(matches!(reply, Ok(Incoming::ConnAck { code: 0, .. })), "refused: {reply:?}");
+    third.ping();
+    drop((stalled, second));
+}
+
 fn refused_subscription(codes: &[u8]) -> bool {
     codes.iter().all(|c| *c >= 0x80)
 }
