@@ -217,12 +217,48 @@ fn build_shoal(profile_dir: &Path) -> Result<(), String> {
     if let Some(target_dir) = profile_dir.parent() {
         cmd.arg("--target-dir").arg(target_dir);
     }
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(600));
+    // `cargo test` runs this process with the variables cargo sets for a crate
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR, ...). Build scripts watch some of
+    // them (ring's: `rerun-if-env-changed=CARGO_MANIFEST_DIR`), so a nested cargo that
+    // inherited them found ring changed and rebuilt it and everything above it, and the
+    // next `cargo test` rebuilt them back: with release LTO on a loaded machine that
+    // outlasted the timeout below and failed every test needing the binary. The nested
+    // build gets the environment `cargo test` was started with.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_for_a_crate) {
+            cmd.env_remove(&key);
+        }
+    }
+    // A guard against a hung build, not a measure: a fresh binary makes this a no-op,
+    // a stale one costs a link with LTO, minutes when the machine is busy.
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(1200));
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("cargo build -p shoal-server failed: {}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "cargo build -p shoal-server failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
+}
+
+/// Whether cargo sets the environment variable `key` for the crate it builds or the
+/// test it runs, rather than reading it as configuration.
+fn set_by_cargo_for_a_crate(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// The `shoal` binary running as a child process. Killed on drop.
