@@ -338,11 +338,26 @@ impl RawClient {
         p
     }
 
-    /// Sends DISCONNECT (normal) and closes the socket.
+    /// Sends DISCONNECT (normal) and waits until the broker closes the connection,
+    /// which it does once it has handled the DISCONNECT: when this returns the session
+    /// is offline (or gone). Without the wait, what the test does next (a publish to
+    /// the offline session, say) could reach the broker first and find the session
+    /// still online. Packets that arrive meanwhile are dropped.
     pub fn disconnect(mut self) {
         let bytes = wire::disconnect(self.version, 0);
         // The broker may close first; that is fine for a client that is leaving.
-        let _ = self.try_send(&bytes);
+        if self.try_send(&bytes).is_ok() {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                match self.read_packet(deadline) {
+                    Ok(_) => {}
+                    Err(RecvError::Timeout) => {
+                        panic!("the broker kept the connection open {DEADLINE:?} after DISCONNECT")
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         self.stream.shutdown();
     }
 
