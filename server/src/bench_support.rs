@@ -38,6 +38,7 @@ pub(crate) fn shared(workers: usize) -> Shared {
         broker_limits: config.broker_limits,
         workers,
         share_strategy: config.mqtt.share_strategy,
+        interest: Arc::new(crate::worker::Interest::new(workers)),
         listeners: Arc::from(Vec::new()),
         metrics: Arc::new(crate::metrics::Metrics::new(
             std::time::Instant::now(),

@@ -278,6 +278,7 @@ impl Broker {
             broker_limits: config.broker_limits,
             workers,
             share_strategy: config.mqtt.share_strategy,
+            interest: Arc::new(worker::Interest::new(workers)),
             listeners: specs.into(),
             metrics: metrics.clone(),
             ops: worker::OpsSettings {

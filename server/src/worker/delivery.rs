@@ -376,7 +376,9 @@ impl Worker {
                     self.durable_put_session(key, false);
                     return;
                 }
-                self.trie.insert(&filter, key, SubValue::from(entry));
+                if self.trie.insert(&filter, key, SubValue::from(entry)).is_none() {
+                    self.shared.interest.added(self.id, &filter);
+                }
                 self.match_cache.clear();
                 if self.shared.ops.client_events {
                     if let Some(id) = self.sessions.get(key).map(|s| s.session.client_id().clone())
@@ -419,7 +421,9 @@ impl Worker {
                     self.durable_put_session(key, false);
                     return;
                 }
-                self.trie.remove(&filter, &key);
+                if self.trie.remove(&filter, &key).is_some() {
+                    self.shared.interest.removed(self.id, &filter);
+                }
                 self.match_cache.clear();
                 if self.shared.ops.client_events {
                     if let Some(id) = self.sessions.get(key).map(|s| s.session.client_id().clone())
@@ -466,8 +470,9 @@ impl Worker {
             }
         }
         self.deliver_local(&msg, now);
+        let interest = &self.shared.interest;
         for (i, out) in self.outbox.iter_mut().enumerate() {
-            if i != self.id {
+            if i != self.id && interest.may_match(i, msg.topic.as_str()) {
                 out.push(msg.clone());
                 if out.len() >= OUTBOX_BATCH_MESSAGES {
                     self.outbox_full = true;
@@ -657,7 +662,9 @@ impl Worker {
                 d.forget(key, slot.session.client_id());
             }
             for (filter, _) in slot.session.subscriptions() {
-                self.trie.remove(filter, &key);
+                if self.trie.remove(filter, &key).is_some() {
+                    self.shared.interest.removed(self.id, filter);
+                }
                 self.match_cache.clear();
             }
         }

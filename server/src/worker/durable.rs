@@ -818,8 +818,8 @@ impl Worker {
                 if let Some(shared) = super::shared::as_shared(&filter) {
                     self.share_join(key, &filter, shared, SubValue::from(entry), now);
                     member = true;
-                } else {
-                    self.trie.insert(&filter, key, SubValue::from(entry));
+                } else if self.trie.insert(&filter, key, SubValue::from(entry)).is_none() {
+                    self.shared.interest.added(self.id, &filter);
                 }
             }
             if member {

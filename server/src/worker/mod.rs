@@ -19,6 +19,9 @@ mod connect;
 mod delivery;
 mod durable;
 mod enhanced;
+mod interest;
+
+pub(crate) use interest::Interest;
 mod link;
 mod listener;
 mod match_cache;
@@ -117,6 +120,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// `$SYS`, client events, listener names.
     pub(crate) ops: OpsSettings,
+    /// Which workers' subscriptions may match a topic (`route` skips the others).
+    pub(crate) interest: Arc<Interest>,
 }
 
 impl Shared {

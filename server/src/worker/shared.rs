@@ -255,6 +255,8 @@ impl Worker {
         now: Instant,
     ) {
         let Some(member) = self.member(key) else { return };
+        // Before the Join can be seen, and so before the SUBACK: see `interest`.
+        self.shared.interest.shared_subscription();
         let name: Arc<str> = Arc::from(full.as_str());
         let home = group_home(&name, self.shared.workers);
         let msg = ShareMsg::Join { name, filter: shared.filter, member, value };

@@ -100,3 +100,37 @@ fn clients_may_not_publish_to_sys() {
     let unread = late.ping_then_unread();
     assert!(unread.is_empty(), "{unread:?}");
 }
+
+/// Publishers skip workers whose subscriptions cannot match (see the server's
+/// `worker::interest`). A subscription must still be seen by a publish on any worker
+/// right after its SUBACK, and an unsubscribe must not leave a stale filter behind.
+/// `isub-N` and `ipub-N` land on different workers for most N.
+#[test]
+fn a_fresh_subscription_gets_publishes_from_every_worker() {
+    let broker = TestBroker::start();
+    for round in 0..40u32 {
+        let version = if round % 2 == 0 { V3_1_1 } else { V5 };
+        let level = format!("lvl{round}");
+        // Exact first levels (a count going 0 -> 1 -> 0), leading wildcards, `$` topics.
+        let (filter, topic) = match round % 4 {
+            0 => (format!("{level}/a"), format!("{level}/a")),
+            1 => ("+/b".to_string(), format!("{level}/b")),
+            2 => ("#".to_string(), format!("{level}/c")),
+            _ => (format!("${level}/+"), format!("${level}/d")),
+        };
+        let mut publisher = RawClient::connect(broker.addr(), version, &format!("ipub-{round}"));
+        let mut sub = RawClient::connect(broker.addr(), version, &format!("isub-{round}"));
+        let sentinel = format!("sentinel/{round}");
+        sub.subscribe(&[(filter.as_str(), 1), (sentinel.as_str(), 1)]);
+        publisher.publish(&topic, b"one", 1, false);
+        let first = sub.expect_publish_acked();
+        assert_eq!((first.topic.as_str(), first.payload.as_slice()), (topic.as_str(), &b"one"[..]));
+        sub.unsubscribe(&[filter.as_str()]);
+        publisher.publish(&topic, b"two", 1, false);
+        publisher.publish(&sentinel, b"end", 1, false);
+        let next = sub.expect_publish_acked();
+        assert_eq!(next.topic, sentinel, "round {round}: {topic} delivered after unsubscribe");
+        sub.disconnect();
+        publisher.disconnect();
+    }
+}
