@@ -20,6 +20,7 @@ use shoal_core::topic::Subscription;
 use shoal_core::{QoS, ReasonCode, TopicName};
 
 use super::enhanced::Authenticated;
+use super::interest::TopicProbe;
 use super::Worker;
 use crate::auth::rate::{PublishRate, PublishRateExceeded};
 use crate::auth::{
@@ -197,14 +198,17 @@ impl Worker {
 
     /// Whether routing `p` (QoS 1/2) would write to the durable store: it is retained,
     /// or a persistent session may receive it at QoS 1/2. This worker's sessions are
-    /// matched exactly; another worker's count when it has any persistent session, as
-    /// its trie is its own (the same rule decides whether an ack waits for it).
+    /// matched exactly; another worker's count when it has any persistent session and
+    /// its `Interest` may match the topic, as its trie is its own (the same rule
+    /// decides whether an ack waits for it).
     fn needs_disk(&self, p: &Publish) -> bool {
         let Some(d) = self.durable.as_ref() else { return false };
         if p.qos == QoS::AtMostOnce {
             return false;
         }
-        if p.retain || d.others_persistent() {
+        if p.retain
+            || d.others_persistent(&self.shared.interest, &TopicProbe::new(p.topic.as_str()))
+        {
             return true;
         }
         if d.mirrors.is_empty() {

@@ -13,6 +13,7 @@ use shoal_core::{QoS, ReasonCode};
 
 use super::authz::is_sys_topic;
 use super::conn::Pressure;
+use super::interest::TopicProbe;
 use super::Worker;
 use crate::metrics::{ClientEvent, DropCause};
 use crate::route::OUTBOX_BATCH_MESSAGES;
@@ -453,12 +454,13 @@ impl Worker {
         } else {
             msg
         };
+        let probe = TopicProbe::new(msg.topic.as_str());
         if let Some(d) = self.durable.as_mut() {
             if msg.retain {
                 d.retained(&msg);
             }
             if msg.qos != QoS::AtMostOnce && msg.publisher.is_some() {
-                d.routed_qos12();
+                d.routed_qos12(&self.shared.interest, &probe);
             }
         }
         if msg.retain {
@@ -472,7 +474,7 @@ impl Worker {
         self.deliver_local(&msg, now);
         let interest = &self.shared.interest;
         for (i, out) in self.outbox.iter_mut().enumerate() {
-            if i != self.id && interest.may_match(i, msg.topic.as_str()) {
+            if i != self.id && interest.may_match(i, &probe) {
                 out.push(msg.clone());
                 if out.len() >= OUTBOX_BATCH_MESSAGES {
                     self.outbox_full = true;

@@ -21,8 +21,9 @@
 //! A publish is matched by every worker, each for its own sessions, so a QoS 1/2
 //! message that reaches a persistent session on worker B is written by B. The
 //! publisher's worker A therefore also waits for B: after an iteration that routed
-//! such a publish, A sends every worker that has persistent sessions a
-//! `WorkerMsg::Mark` behind its publish batches (same FIFO channel). B answers a mark
+//! such a publish, A sends every worker that has persistent sessions and may match its
+//! topic (`Interest`) a `WorkerMsg::Mark` behind its publish batches (same FIFO
+//! channel). B answers a mark
 //! once everything it wrote for the batches before it is committed, by storing the
 //! mark's number in [`DurableShared`] and waking A; A releases its ticket when its own
 //! commit and every such answer are in. When no other worker has a persistent
@@ -42,6 +43,7 @@ use shoal_core::session::{
 use shoal_core::{ProtocolVersion, QoS, ReasonCode, TopicFilter, TopicName};
 
 use super::delivery::SubValue;
+use super::interest::{Interest, TopicProbe};
 use super::Worker;
 use crate::persist::{
     Completion, InflightRecord, Intent, MessageId, PersistLink, RecoveredInflight,
@@ -170,6 +172,9 @@ pub(super) struct Durable {
     pending: VecDeque<Pending>,
     /// This iteration routed a QoS 1/2 publish whose ack waits for other workers.
     mark_needed: bool,
+    /// The workers that ack waits for: persistent sessions, and subscriptions that may
+    /// match what was routed (`Interest`). Indexed by worker.
+    mark_to: Vec<bool>,
     /// A connection's ack waits for other workers (cleared by `take_remote_hold`).
     remote_hold: bool,
     marks_sent: u64,
@@ -201,6 +206,7 @@ impl Durable {
             unsent: VecDeque::new(),
             pending: VecDeque::new(),
             mark_needed: false,
+            mark_to: Vec::new(),
             remote_hold: false,
             marks_sent: 0,
             confirms: Vec::new(),
@@ -238,8 +244,10 @@ impl Durable {
     }
 
     /// Whether another worker has persistent sessions.
-    pub(super) fn others_persistent(&self) -> bool {
-        (0..self.shared.workers).any(|w| w != self.me && self.shared.has_persistent(w))
+    /// Whether another worker has persistent sessions and may match `topic`.
+    pub(super) fn others_persistent(&self, interest: &Interest, topic: &TopicProbe) -> bool {
+        (0..self.shared.workers)
+            .any(|w| w != self.me && self.shared.has_persistent(w) && interest.may_match(w, topic))
     }
 
     /// True while the store cannot write (the last commit failed).
@@ -270,11 +278,19 @@ impl Durable {
     }
 
     /// A QoS 1/2 publish from a client was routed: if another worker has persistent
-    /// sessions, its ack must wait for that worker too.
-    pub(super) fn routed_qos12(&mut self) {
-        if self.others_persistent() {
-            self.mark_needed = true;
-            self.remote_hold = true;
+    /// sessions and may have matched it, its ack must wait for that worker too.
+    pub(super) fn routed_qos12(&mut self, interest: &Interest, topic: &TopicProbe) {
+        for w in 0..self.shared.workers {
+            if w != self.me && self.shared.has_persistent(w) && interest.may_match(w, topic) {
+                if self.mark_to.len() <= w {
+                    self.mark_to.resize(self.shared.workers, false);
+                }
+                if let Some(m) = self.mark_to.get_mut(w) {
+                    *m = true;
+                }
+                self.mark_needed = true;
+                self.remote_hold = true;
+            }
         }
     }
 
@@ -525,8 +541,11 @@ impl Durable {
         self.last_body = None;
         let mark = if std::mem::take(&mut self.mark_needed) {
             self.marks_sent += 1;
-            let to: Vec<usize> = (0..self.shared.workers)
-                .filter(|&w| w != self.me && self.shared.has_persistent(w))
+            let to: Vec<usize> = self
+                .mark_to
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(w, m)| std::mem::take(m).then_some(w))
                 .collect();
             (!to.is_empty()).then_some((self.marks_sent, to))
         } else {

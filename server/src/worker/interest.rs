@@ -4,9 +4,12 @@
 //! every publish to every other worker. Each hand-off costs the receiving worker a
 //! wake-up and a trie lookup, and with many workers most of them match nothing. So
 //! every worker keeps, in [`Interest`], a coarse summary of its trie that the others
-//! read: per hashed first topic level, how many of its subscriptions start with that
-//! level, and how many start with a wildcard. A publish skips a worker whose summary
-//! rules the topic out. A hash collision only costs a needless hand-off.
+//! read: for each filter, its *literal prefix* (the levels before its first wildcard,
+//! `devices/17/cmd` or `devices` for `devices/+/telemetry`) is counted in a hashed
+//! bucket, and filters starting with a wildcard are counted apart. A topic may match a
+//! worker if that worker has a leading-wildcard filter (not for `$` topics), or if one
+//! of the topic's own prefixes, at a depth some filter's prefix has, hits a counted
+//! bucket. Hash collisions only cost a needless hand-off; they never skip a match.
 //!
 //! The owning worker changes its counts in the same step as its trie, before the SUBACK
 //! is encoded, so a publish that follows the SUBACK (on any worker) sees the new count.
@@ -16,38 +19,81 @@
 //! Rather than track that, filtering stops for good once any shared subscription has
 //! been made: every publish then reaches every worker, as before.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 
 use shoal_core::TopicFilter;
 
-/// Buckets per worker for hashed first levels: 4 KiB per worker.
-const BUCKETS: usize = 1024;
+/// Hashed prefix buckets per worker: 128 KiB each. A worker with 10,000 distinct
+/// prefixes fills about 14% of them, so 86% of the publishes it cannot match skip it.
+const BUCKETS: usize = 1 << 16;
+/// Prefixes longer than this many levels are cut to it (a topic is probed as deep).
+const MAX_DEPTH: usize = 32;
 
 /// The subscription summaries of all workers, shared by them.
 #[derive(Debug)]
 pub(crate) struct Interest {
     workers: usize,
-    /// `[worker * BUCKETS + bucket]`: subscriptions of `worker` whose first level
-    /// hashes to `bucket`.
-    levels: Box<[AtomicU32]>,
-    /// Subscriptions of each worker whose first level is `+` or `#`.
+    /// `[worker * BUCKETS + bucket]`: filters of `worker` whose literal prefix hashes to
+    /// `bucket`. A count that reaches `u16::MAX` stays there (a false positive at worst).
+    prefixes: Box<[AtomicU16]>,
+    /// `[worker * (MAX_DEPTH + 1) + depth]`: filters of `worker` whose literal prefix
+    /// has `depth` levels, so a topic is probed only at depths in use.
+    depths: Box<[AtomicU32]>,
+    /// Filters of each worker whose first level is `+` or `#`.
     wild: Box<[AtomicU32]>,
     /// A shared subscription has been made: no filtering any more.
     shared_seen: AtomicBool,
 }
 
-/// Where a filter or topic counts: a hashed first level, or any topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Level(usize),
+/// A topic's prefix hashes, computed once per publish for all workers.
+pub(crate) struct TopicProbe {
+    dollar: bool,
+    /// `hashes[d - 1]`: the hash of the topic's first `d` levels.
+    hashes: [u32; MAX_DEPTH],
+    depth: usize,
+}
+
+impl TopicProbe {
+    pub(crate) fn new(topic: &str) -> Self {
+        let mut hashes = [0; MAX_DEPTH];
+        let mut depth = 0;
+        let mut h = FNV_OFFSET;
+        for &b in topic.as_bytes() {
+            if b == b'/' {
+                if let Some(slot) = hashes.get_mut(depth) {
+                    *slot = h;
+                }
+                depth += 1;
+                if depth == MAX_DEPTH {
+                    break;
+                }
+            }
+            h = fnv(h, b);
+        }
+        if depth < MAX_DEPTH {
+            if let Some(slot) = hashes.get_mut(depth) {
+                *slot = h;
+            }
+            depth += 1;
+        }
+        Self { dollar: topic.starts_with('$'), hashes, depth }
+    }
+}
+
+/// Where a filter counts.
+enum Key {
+    /// Its first level is a wildcard.
     Wild,
+    /// Its literal prefix: hash and number of levels.
+    Prefix(u32, usize),
 }
 
 impl Interest {
     pub(crate) fn new(workers: usize) -> Self {
         Self {
             workers,
-            levels: (0..workers * BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            prefixes: (0..workers * BUCKETS).map(|_| AtomicU16::new(0)).collect(),
+            depths: (0..workers * (MAX_DEPTH + 1)).map(|_| AtomicU32::new(0)).collect(),
             wild: (0..workers).map(|_| AtomicU32::new(0)).collect(),
             shared_seen: AtomicBool::new(false),
         }
@@ -55,17 +101,31 @@ impl Interest {
 
     /// `worker` put `filter` into its trie (a new entry, not a replaced one).
     pub(crate) fn added(&self, worker: usize, filter: &TopicFilter) {
-        if let Some(c) = self.counter(worker, filter) {
-            c.fetch_add(1, Ordering::AcqRel);
+        match key(filter.as_str()) {
+            Key::Wild => bump(self.wild.get(worker)),
+            Key::Prefix(h, depth) => {
+                bump(self.depths.get(worker * (MAX_DEPTH + 1) + depth));
+                if let Some(c) = self.prefixes.get(worker * BUCKETS + bucket(h)) {
+                    let _ =
+                        c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_add(1));
+                }
+            }
         }
     }
 
     /// `worker` took `filter` out of its trie.
     pub(crate) fn removed(&self, worker: usize, filter: &TopicFilter) {
-        if let Some(c) = self.counter(worker, filter) {
-            // Never below zero, even if a caller got the pairing wrong: a stuck
-            // count only costs hand-offs, a wrapped one would cost deliveries.
-            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        match key(filter.as_str()) {
+            Key::Wild => drop_one(self.wild.get(worker)),
+            Key::Prefix(h, depth) => {
+                drop_one(self.depths.get(worker * (MAX_DEPTH + 1) + depth));
+                if let Some(c) = self.prefixes.get(worker * BUCKETS + bucket(h)) {
+                    // A saturated count is never lowered: it no longer knows its size.
+                    let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n != u16::MAX).then(|| n.saturating_sub(1))
+                    });
+                }
+            }
         }
     }
 
@@ -74,50 +134,79 @@ impl Interest {
         self.shared_seen.store(true, Ordering::Release);
     }
 
-    /// Whether `worker` may have a subscription matching `topic`.
-    pub(crate) fn may_match(&self, worker: usize, topic: &str) -> bool {
+    /// Whether `worker` may have a subscription matching the probed topic.
+    pub(crate) fn may_match(&self, worker: usize, topic: &TopicProbe) -> bool {
         if worker >= self.workers || self.shared_seen.load(Ordering::Acquire) {
             return true;
         }
-        let first = first_level(topic);
         // [MQTT-4.7.2-1] filters starting with a wildcard do not match `$` topics.
-        if !first.starts_with('$')
-            && self.wild.get(worker).is_some_and(|w| w.load(Ordering::Acquire) > 0)
-        {
+        if !topic.dollar && self.wild.get(worker).is_some_and(|w| w.load(Ordering::Acquire) > 0) {
             return true;
         }
-        self.levels
-            .get(worker * BUCKETS + bucket(first))
-            .map_or(true, |c| c.load(Ordering::Acquire) > 0)
-    }
-
-    fn counter(&self, worker: usize, filter: &TopicFilter) -> Option<&AtomicU32> {
-        match slot(filter.as_str()) {
-            Slot::Wild => self.wild.get(worker),
-            Slot::Level(b) => self.levels.get(worker * BUCKETS + b),
+        let depths = worker * (MAX_DEPTH + 1);
+        for (d, &h) in topic.hashes.iter().enumerate().take(topic.depth) {
+            let in_use =
+                self.depths.get(depths + d + 1).is_some_and(|c| c.load(Ordering::Acquire) > 0);
+            if in_use
+                && self
+                    .prefixes
+                    .get(worker * BUCKETS + bucket(h))
+                    .is_some_and(|c| c.load(Ordering::Acquire) > 0)
+            {
+                return true;
+            }
         }
+        false
     }
 }
 
-fn slot(filter: &str) -> Slot {
-    match first_level(filter) {
-        "+" | "#" => Slot::Wild,
-        first => Slot::Level(bucket(first)),
+fn bump(c: Option<&AtomicU32>) {
+    if let Some(c) = c {
+        c.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-fn first_level(s: &str) -> &str {
-    s.split('/').next().unwrap_or(s)
+/// Never below zero, even if a caller got the pairing wrong: a stuck count only costs
+/// hand-offs, a wrapped one would cost deliveries.
+fn drop_one(c: Option<&AtomicU32>) {
+    if let Some(c) = c {
+        let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
 }
 
-/// FNV-1a: first levels are short, and this runs once per publish per worker.
-fn bucket(level: &str) -> usize {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in level.as_bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+/// The filter's literal prefix, hashed the way [`TopicProbe`] hashes topic prefixes.
+fn key(filter: &str) -> Key {
+    let mut h = FNV_OFFSET;
+    let mut depth = 0;
+    for level in filter.split('/') {
+        if level == "+" || level == "#" || depth == MAX_DEPTH {
+            break;
+        }
+        if depth > 0 {
+            h = fnv(h, b'/');
+        }
+        for &b in level.as_bytes() {
+            h = fnv(h, b);
+        }
+        depth += 1;
     }
-    h as usize % BUCKETS
+    if depth == 0 {
+        Key::Wild
+    } else {
+        Key::Prefix(h, depth)
+    }
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+
+/// FNV-1a, one byte.
+fn fnv(h: u32, b: u8) -> u32 {
+    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+}
+
+/// FNV's low bits mix poorly: fold the high half in.
+fn bucket(h: u32) -> usize {
+    ((h ^ (h >> 16)) as usize) % BUCKETS
 }
 
 #[cfg(test)]
@@ -128,61 +217,91 @@ mod tests {
         TopicFilter::parse(s).unwrap()
     }
 
-    #[test]
-    fn a_worker_without_subscriptions_is_skipped() {
-        let i = Interest::new(2);
-        assert!(!i.may_match(1, "site/1/temp"));
-        i.added(1, &f("site/+/temp"));
-        assert!(i.may_match(1, "site/1/temp"));
-        assert!(i.may_match(1, "site"));
-        assert!(!i.may_match(0, "site/1/temp"));
-        i.removed(1, &f("site/+/temp"));
-        assert!(!i.may_match(1, "site/1/temp"));
+    fn hit(i: &Interest, worker: usize, topic: &str) -> bool {
+        i.may_match(worker, &TopicProbe::new(topic))
     }
 
     #[test]
-    fn counts_pair_up_over_filters_with_the_same_first_level() {
+    fn a_worker_without_subscriptions_is_skipped() {
+        let i = Interest::new(2);
+        assert!(!hit(&i, 1, "site/1/temp"));
+        i.added(1, &f("site/+/temp"));
+        assert!(hit(&i, 1, "site/1/temp"));
+        assert!(!hit(&i, 0, "site/1/temp"));
+        i.removed(1, &f("site/+/temp"));
+        assert!(!hit(&i, 1, "site/1/temp"));
+    }
+
+    #[test]
+    fn literal_prefixes_tell_topics_under_one_root_apart() {
+        let i = Interest::new(1);
+        i.added(0, &f("devices/17/cmd"));
+        i.added(0, &f("devices/18/cmd/#"));
+        assert!(hit(&i, 0, "devices/17/cmd"));
+        assert!(hit(&i, 0, "devices/18/cmd"));
+        assert!(hit(&i, 0, "devices/18/cmd/reboot"));
+        // Other devices' telemetry, the common case, skips this worker.
+        let misses = (0..1000).filter(|n| !hit(&i, 0, &format!("devices/{n}/telemetry"))).count();
+        assert!(misses >= 990, "only {misses} of 1000 skipped");
+        i.added(0, &f("devices/+/telemetry"));
+        assert!(hit(&i, 0, "devices/5/telemetry"));
+    }
+
+    #[test]
+    fn counts_pair_up_over_filters_with_the_same_prefix() {
         let i = Interest::new(1);
         i.added(0, &f("a/b"));
-        i.added(0, &f("a/c/#"));
+        i.added(0, &f("a/b/#"));
         i.removed(0, &f("a/b"));
-        assert!(i.may_match(0, "a/c/d"));
-        i.removed(0, &f("a/c/#"));
-        assert!(!i.may_match(0, "a/c/d"));
+        assert!(hit(&i, 0, "a/b/c"));
+        i.removed(0, &f("a/b/#"));
+        assert!(!hit(&i, 0, "a/b/c"));
         // An unpaired removal does not wrap the count.
-        i.removed(0, &f("a/c/#"));
-        i.added(0, &f("a/x"));
-        assert!(i.may_match(0, "a/x"));
+        i.removed(0, &f("a/b/#"));
+        i.added(0, &f("a/b"));
+        assert!(hit(&i, 0, "a/b"));
     }
 
     #[test]
     fn leading_wildcards_match_everything_but_dollar_topics() {
         let i = Interest::new(1);
         i.added(0, &f("#"));
-        assert!(i.may_match(0, "anything/at/all"));
-        assert!(!i.may_match(0, "$SYS/broker/uptime"));
+        assert!(hit(&i, 0, "anything/at/all"));
+        assert!(!hit(&i, 0, "$SYS/broker/uptime"));
         i.removed(0, &f("#"));
         i.added(0, &f("+/status"));
-        assert!(i.may_match(0, "dev/status"));
-        assert!(!i.may_match(0, "$SYS/status"));
+        assert!(hit(&i, 0, "dev/status"));
+        assert!(!hit(&i, 0, "$SYS/status"));
         i.added(0, &f("$SYS/#"));
-        assert!(i.may_match(0, "$SYS/broker/uptime"));
+        assert!(hit(&i, 0, "$SYS/broker/uptime"));
+        assert!(hit(&i, 0, "$SYS"));
     }
 
     #[test]
-    fn empty_first_levels_are_their_own_level() {
+    fn empty_levels_are_levels() {
         let i = Interest::new(1);
-        i.added(0, &f("/a"));
-        assert!(i.may_match(0, "/b"));
-        assert!(!i.may_match(0, "a/b") || bucket("a") == bucket(""));
+        i.added(0, &f("/+"));
+        assert!(hit(&i, 0, "/b"));
+        i.added(0, &f("a//c"));
+        assert!(hit(&i, 0, "a//c"));
+    }
+
+    #[test]
+    fn deep_filters_are_cut_to_the_probe_depth() {
+        let i = Interest::new(1);
+        let deep: Vec<String> = (0..40).map(|n| n.to_string()).collect();
+        let topic = deep.join("/");
+        i.added(0, &f(&topic));
+        assert!(hit(&i, 0, &topic));
+        assert!(!hit(&i, 0, "0/1/2"));
     }
 
     #[test]
     fn a_shared_subscription_turns_filtering_off() {
         let i = Interest::new(2);
-        assert!(!i.may_match(1, "t"));
+        assert!(!hit(&i, 1, "t"));
         i.shared_subscription();
-        assert!(i.may_match(1, "t"));
-        assert!(i.may_match(0, "$SYS/x"));
+        assert!(hit(&i, 1, "t"));
+        assert!(hit(&i, 0, "$SYS/x"));
     }
 }
