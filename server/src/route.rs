@@ -66,14 +66,24 @@ pub(crate) struct Peer {
     pub(crate) waker: Arc<mio::Waker>,
 }
 
-/// The home worker of `client_id`: FNV-1a of its bytes modulo the worker count.
+/// The home worker of `client_id`: FNV-1a of its bytes, mixed, modulo the worker count.
 /// Deterministic across threads and runs (unlike `RandomState`).
+///
+/// FNV-1a's low bits depend only on the low bits of the input bytes (its parity is the
+/// parity of the number of odd bytes), so without the final mix `sensor-p1` and
+/// `sensor-s1` always landed on different workers of two, and ids differing in one
+/// even-valued character always on the same one.
 pub(crate) fn home_worker(client_id: &str, workers: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in client_id.as_bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    // A 64-bit finalizer (xor-shift, multiply, xor-shift): every input bit reaches the
+    // low bits.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
     usize::try_from(h % u64::try_from(workers.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
@@ -87,6 +97,29 @@ mod tests {
             let w = home_worker("client-42", n);
             assert!(w < n);
             assert_eq!(w, home_worker("client-42", n));
+        }
+    }
+
+    #[test]
+    fn ids_that_differ_in_one_character_are_not_tied_together() {
+        // Raw FNV-1a put every `p{i}` / `s{i}` pair on different workers of two.
+        let together = (0..200)
+            .filter(|i| home_worker(&format!("lg-p{i}"), 2) == home_worker(&format!("lg-s{i}"), 2))
+            .count();
+        assert!((60..=140).contains(&together), "{together} of 200 pairs share a worker");
+    }
+
+    #[test]
+    fn client_ids_spread_evenly() {
+        for workers in [2, 3, 4, 8] {
+            let mut per = vec![0usize; workers];
+            for i in 0..8000 {
+                per[home_worker(&format!("sensor-{i:05}"), workers)] += 1;
+            }
+            let even = 8000 / workers;
+            for n in &per {
+                assert!(n.abs_diff(even) * 100 < even * 15, "{workers} workers: {per:?}");
+            }
         }
     }
 }
