@@ -104,7 +104,7 @@ fn clients_may_not_publish_to_sys() {
 /// Publishers skip workers whose subscriptions cannot match (see the server's
 /// `worker::interest`). A subscription must still be seen by a publish on any worker
 /// right after its SUBACK, and an unsubscribe must not leave a stale filter behind.
-/// `isub-N` and `ipub-N` land on different workers for most N.
+/// `isub-N` and `ipub-N` share a worker in about half of the rounds, and not in the rest.
 #[test]
 fn a_fresh_subscription_gets_publishes_from_every_worker() {
     let broker = TestBroker::start();
