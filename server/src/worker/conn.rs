@@ -30,7 +30,20 @@ pub(super) enum ConnState {
     /// CONNECT accepted; attached to a session.
     Active { session: SessionKey, version: ProtocolVersion },
     /// Done: the rest of `wbuf` is written once more, then the socket is dropped.
-    Closing,
+    /// `lingering`: it is kept to write what it still owes (`CLOSE_LINGER`), and counted
+    /// in `Shared::lingering` until dropped. (Kept here rather than as a field of
+    /// `Conn`, where it would cost 8 bytes per connection.)
+    Closing { lingering: bool },
+}
+
+impl ConnState {
+    pub(super) fn is_closing(&self) -> bool {
+        matches!(self, Self::Closing { .. })
+    }
+
+    pub(super) fn is_lingering(&self) -> bool {
+        matches!(self, Self::Closing { lingering: true })
+    }
 }
 
 /// Back-pressure state of a connection as a receiver of messages.
@@ -76,9 +89,6 @@ pub(super) struct Conn {
     /// deferred) with bytes possibly left in the kernel, so it is read again next
     /// iteration without waiting for an edge that will not come.
     pub(super) ready: bool,
-    /// Closed, but kept to write what it still owes (`CLOSE_LINGER`); counted in
-    /// `Shared::lingering` until dropped.
-    pub(super) lingering: bool,
     /// Bytes in `rbuf` not yet decoded: decoding stopped under back-pressure. The
     /// connection is on the ready list and decodes them before reading more.
     pub(super) undecoded: bool,
@@ -164,7 +174,6 @@ impl Conn {
             registered: false,
             dirty: false,
             ready: false,
-            lingering: false,
             undecoded: false,
             publisher: false,
             pressure: Pressure::Calm,

@@ -28,7 +28,7 @@ impl Worker {
         if self.conns.get(idx).is_some_and(|c| matches!(c.state, ConnState::Authenticating { .. }))
         {
             self.handle_connect_auth_packet(idx, packet, now);
-            return self.conns.get(idx).is_some_and(|c| c.state != ConnState::Closing);
+            return self.conns.get(idx).is_some_and(|c| !c.state.is_closing());
         }
         let Packet::Connect(mut connect) = packet else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
@@ -55,7 +55,7 @@ impl Worker {
             }
         }
         self.accept_connect(idx, connect, now);
-        self.conns.get(idx).is_some_and(|c| c.state != ConnState::Closing)
+        self.conns.get(idx).is_some_and(|c| !c.state.is_closing())
     }
 
     /// Moves the socket to the home worker of its client id.

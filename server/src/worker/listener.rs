@@ -98,7 +98,7 @@ impl Worker {
             }
             // Unless it was handed to its home worker (its slot is empty then) or is
             // closing already (dropped at the end of this iteration after one write).
-            if self.conns.get(idx).is_some_and(|c| !c.registered && c.state != ConnState::Closing) {
+            if self.conns.get(idx).is_some_and(|c| !c.registered && !c.state.is_closing()) {
                 self.register_accepted(idx, now);
             }
         }
@@ -192,7 +192,7 @@ impl Worker {
                 return;
             }
             let Some(conn) = self.conns.get_mut(idx) else { return };
-            if conn.state == ConnState::Closing {
+            if conn.state.is_closing() {
                 return;
             }
             if conn.wbuf.len() >= hard_out || conn.over_held_answers(max_held) {
@@ -288,7 +288,7 @@ impl Worker {
                 ConnState::Pending { .. } => (ProtocolVersion::V3_1_1, true),
                 ConnState::Authenticating { .. } => (ProtocolVersion::V5, true),
                 ConnState::Active { version, .. } => (version, false),
-                ConnState::Closing => return false,
+                ConnState::Closing { .. } => return false,
             };
             let held = conn.publisher && conn.pressure == Pressure::Calm;
             if held && !self.congested.is_empty() && !buf.is_empty() {

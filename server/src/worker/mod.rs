@@ -663,8 +663,8 @@ impl Worker {
             let keep = outcome != WriteOutcome::Failed && owed && now < until;
             if !keep {
                 gone.push(idx);
-            } else if !conn.lingering {
-                conn.lingering = true;
+            } else if let ConnState::Closing { lingering: l @ false } = &mut conn.state {
+                *l = true;
                 self.shared.start_lingering(conn.listener);
             }
             keep
@@ -688,14 +688,14 @@ impl Worker {
         let _ = conn.flush(&mut self.counters.bytes_sent);
         // No `deregister`: dropping the socket closes its only descriptor, which takes
         // it out of the `Poll` (one `epoll_ctl` less per connection).
-        self.shared.forget_connection(conn.listener, conn.lingering);
+        self.shared.forget_connection(conn.listener, conn.state.is_lingering());
     }
 
     /// Marks a connection to be closed at the end of the iteration.
     fn close_later(&mut self, idx: usize) {
         if let Some(c) = self.conns.get_mut(idx) {
-            if c.state != ConnState::Closing {
-                c.state = ConnState::Closing;
+            if !c.state.is_closing() {
+                c.state = ConnState::Closing { lingering: false };
                 self.closing.push(idx);
             }
         }
@@ -803,7 +803,7 @@ impl Worker {
             let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
         for (_, conn) in self.conns.iter() {
-            self.shared.forget_connection(conn.listener, conn.lingering);
+            self.shared.forget_connection(conn.listener, conn.state.is_lingering());
         }
         self.conns.clear();
         log::debug!(
