@@ -15,6 +15,9 @@ publisher was disconnected.
 """
 import os, socket, struct, subprocess, sys, tempfile, threading, time
 
+import rawmqtt
+from rawmqtt import enc_len
+
 BIN, PORT = sys.argv[1], int(sys.argv[2])
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 2_000_000
 QOS = int(sys.argv[4]) if len(sys.argv) > 4 else 1
@@ -24,33 +27,6 @@ RETAIN = len(sys.argv) > 7 and sys.argv[7] == 'retain'
 STALL = 5.0
 
 
-def enc_len(n):
-    out = bytearray()
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | 0x80 if n else b)
-        if not n: return bytes(out)
-
-
-def connect(cid, clean):
-    s = socket.create_connection(('127.0.0.1', PORT))
-    v = b'\x00\x04MQTT\x04' + bytes([0x02 if clean else 0x00]) + b'\x00\x3c'
-    v += struct.pack('>H', len(cid)) + cid
-    s.sendall(b'\x10' + enc_len(len(v)) + v)
-    got = b''
-    while len(got) < 4:
-        c = s.recv(4 - len(got))
-        if not c: raise EOFError
-        got += c
-    assert got[0] == 0x20 and got[3] == 0, got
-    return s
-
-
-def publish(topic, qos, pid, payload):
-    v = struct.pack('>H', len(topic)) + topic
-    if qos: v += struct.pack('>H', pid)
-    v += payload
-    return bytes([0x30 | qos << 1 | RETAIN]) + enc_len(len(v)) + v
 
 
 def rss(pid):
@@ -109,17 +85,17 @@ broker = subprocess.Popen([BIN, '--config', f'{d}/c.toml'], stdout=subprocess.PI
 broker.stdout.readline()  # "listening on ..."
 time.sleep(0.3)
 r0 = rss(broker.pid)
-sub = connect(b'blast-sub', clean=False)
+sub = rawmqtt.connect(PORT, b'blast-sub', clean=False)
 v = b'\x00\x01' + struct.pack('>H', 7) + b'blast/#' + b'\x01'
 sub.sendall(b'\x82' + enc_len(len(v)) + v)
 assert sub.recv(5)[0] == 0x90
 threading.Thread(target=subscriber, args=(sub,), daemon=True).start()
 
-pub = connect(b'blast-pub', clean=False)
+pub = rawmqtt.connect(PORT, b'blast-pub', clean=False)
 pub.settimeout(0.5)
 payload = b'x' * PAYLOAD
 # One chunk of 1,000 publishes, packet ids advancing (ids wrap at 65535).
-size = len(publish(b'blast/t', QOS, 1, payload))
+size = len(rawmqtt.publish(b'blast/t', QOS, 1, payload, RETAIN))
 sent = 0; last_progress = time.monotonic(); peak = r0; closed = ''
 samples = []
 next_sample = time.monotonic()
@@ -136,7 +112,7 @@ while sent < N * size:
         b = bytearray()
         for _ in range(min(1000, N - sent // size)):
             pid = pid % 65535 + 1
-            b += publish(b'blast/t', QOS, pid, payload)
+            b += rawmqtt.publish(b'blast/t', QOS, pid, payload, RETAIN)
         chunk = bytes(b)
     try:
         k = pub.send(chunk)

@@ -14,6 +14,9 @@ pinning read chunks it grows by the chunks, otherwise by the messages.
 """
 import os, socket, struct, subprocess, sys, tempfile, time
 
+import rawmqtt
+from rawmqtt import enc_len
+
 BIN, PORT = sys.argv[1], int(sys.argv[2])
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 SESSIONS = int(sys.argv[4]) if len(sys.argv) > 4 else 100
@@ -21,33 +24,6 @@ PERSIST = sys.argv[5] if len(sys.argv) > 5 else 'false'
 WINDOW = 100
 
 
-def enc_len(n):
-    out = bytearray()
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | 0x80 if n else b)
-        if not n: return bytes(out)
-
-
-def connect(cid, clean):
-    s = socket.create_connection(('127.0.0.1', PORT))
-    v = b'\x00\x04MQTT\x04' + bytes([0x02 if clean else 0x00]) + b'\x00\x3c'
-    v += struct.pack('>H', len(cid)) + cid
-    s.sendall(b'\x10' + enc_len(len(v)) + v)
-    got = b''
-    while len(got) < 4:
-        c = s.recv(4 - len(got))
-        if not c: raise EOFError
-        got += c
-    assert got[0] == 0x20 and got[3] == 0, got
-    return s
-
-
-def publish(topic, qos, pid, payload):
-    v = struct.pack('>H', len(topic)) + topic
-    if qos: v += struct.pack('>H', pid)
-    v += payload
-    return bytes([0x30 | qos << 1]) + enc_len(len(v)) + v
 
 
 def rss(pid):
@@ -72,18 +48,18 @@ for r in range(ROUNDS):
     subs = []
     for i in range(SESSIONS):
         topic = b'win/%d/%d' % (r, i)
-        s = connect(b'win-%d-%d' % (r, i), clean=False)
+        s = rawmqtt.connect(PORT, b'win-%d-%d' % (r, i), clean=False)
         v = b'\x00\x01' + struct.pack('>H', len(topic)) + topic + b'\x01'
         s.sendall(b'\x82' + enc_len(len(v)) + v)
         assert s.recv(5)[0] == 0x90
         subs.append((s, topic))
-    p = connect(b'win-pub-%d' % r, clean=True)
+    p = rawmqtt.connect(PORT, b'win-pub-%d' % r, clean=True)
     buf = bytearray(); pid = 0
     for k in range(WINDOW):
         for _, topic in subs:
             pid = pid % 65535 + 1
-            buf += publish(topic, 1, pid, payload)
-            buf += publish(b'noise', 0, 0, noise)
+            buf += rawmqtt.publish(topic, 1, pid, payload)
+            buf += rawmqtt.publish(b'noise', 0, 0, noise)
     p.sendall(buf)
     acked = 0
     while acked < WINDOW * SESSIONS * 4:
