@@ -2,35 +2,13 @@
 """Publish N QoS 1 messages (64 B payload) to TOPIC over raw MQTT 3.1.1, from K clients,
 each pipelining up to WINDOW unacknowledged publishes. With --noise R, R extra messages
 to a topic nobody subscribes to go between each pair of counted ones (sparse case)."""
-import socket, struct, sys, threading, argparse, time
+import sys, threading, argparse, time
 
-def enc_len(n):
-    out = bytearray()
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | 0x80 if n else b)
-        if not n: return bytes(out)
+import rawmqtt
 
-def connect_pkt(cid):
-    v = b'\x00\x04MQTT\x04\x02\x00\x3c' + struct.pack('>H', len(cid)) + cid
-    return b'\x10' + enc_len(len(v)) + v
-
-def publish(topic, pid, payload):
-    v = struct.pack('>H', len(topic)) + topic + struct.pack('>H', pid) + payload
-    return b'\x32' + enc_len(len(v)) + v
-
-def recv_exact(s, n):
-    b = b''
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c: raise EOFError
-        b += c
-    return b
 
 def client(port, idx, n, topic, noise, window):
-    s = socket.create_connection(('127.0.0.1', port))
-    s.sendall(connect_pkt(b'fill-%d' % idx))
-    assert recv_exact(s, 4)[0] == 0x20
+    s = rawmqtt.connect(port, b'fill-%d' % idx, clean=True)
     payload = (b'%063d' % 0)[:63] + b'\n'
     sent = 0; acked = 0; pid = 0
     buf = bytearray(); pend = 0
@@ -42,7 +20,7 @@ def client(port, idx, n, topic, noise, window):
         while sent < total_pubs and sent - acked < window:
             pid = pid % 65535 + 1
             t = topic if sent % (1 + noise) == 0 else noise_topic
-            buf += publish(t, pid, payload); sent += 1
+            buf += rawmqtt.publish(t, 1, pid, payload); sent += 1
         if buf:
             s.sendall(buf); buf = bytearray()
         rbuf += s.recv(65536)
