@@ -244,6 +244,7 @@ impl Broker {
             let dir = &config.persistence.data_dir;
             let options = persist::PersistOptions {
                 metrics: Some(metrics.clone()),
+                queue_bytes: config.persistence.queue_bytes,
                 ..store_options.unwrap_or_default()
             };
             let (handle, recovered) =

@@ -21,6 +21,8 @@
 //! is `admin/`; the workers that count live in `worker/`.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -81,6 +83,10 @@ pub mod name {
     pub const STORE_FAILED_COMMITS: &str = "shoal_store_failed_commits_total";
     /// 1 while the durable store cannot write.
     pub const STORE_DEGRADED: &str = "shoal_store_degraded";
+    /// Bytes of records submitted to the durable store and not yet committed.
+    pub const STORE_QUEUED_BYTES: &str = "shoal_store_queued_bytes";
+    /// The most [`STORE_QUEUED_BYTES`] has been since start.
+    pub const STORE_QUEUED_BYTES_PEAK: &str = "shoal_store_queued_bytes_peak";
 }
 
 /// Why a message was dropped; one counter each.
@@ -366,6 +372,22 @@ pub struct StoreStats {
     pub failed_commits: u64,
     /// The last commit failed: QoS 1/2 work that needs the disk is refused.
     pub degraded: bool,
+    /// Bytes of records submitted and not yet committed (read live from
+    /// [`StoreQueue`] by [`Metrics::snapshot`]).
+    pub queued_bytes: u64,
+    /// The most `queued_bytes` has been since start.
+    pub queued_bytes_peak: u64,
+}
+
+/// Bytes of records submitted to the durable store and not yet committed, kept by the
+/// store itself (it admits a batch only while this is under its bound) and read live
+/// by [`Metrics::snapshot`].
+#[derive(Debug, Default)]
+pub struct StoreQueue {
+    /// Bytes now.
+    pub bytes: AtomicU64,
+    /// The most `bytes` has been.
+    pub peak: AtomicU64,
 }
 
 impl StoreStats {
@@ -399,6 +421,7 @@ pub struct Metrics {
     listeners: Vec<String>,
     workers: Box<[Mutex<WorkerSample>]>,
     store: Mutex<StoreStats>,
+    store_queue: Arc<StoreQueue>,
     retained: Mutex<u64>,
 }
 
@@ -411,6 +434,7 @@ impl Metrics {
             listeners,
             workers: (0..workers).map(|_| Mutex::new(WorkerSample::default())).collect(),
             store: Mutex::new(StoreStats::default()),
+            store_queue: Arc::default(),
             retained: Mutex::new(0),
         }
     }
@@ -428,6 +452,11 @@ impl Metrics {
     /// The persister publishes its cumulative commit statistics.
     pub fn publish_store(&self, stats: &StoreStats) {
         *self.store.lock() = *stats;
+    }
+
+    /// The counter the durable store keeps its queued bytes in.
+    pub fn store_queue(&self) -> Arc<StoreQueue> {
+        self.store_queue.clone()
     }
 
     /// The retained store reports how many messages it holds.
@@ -453,7 +482,11 @@ impl Metrics {
             counters,
             gauges,
             per_worker,
-            store: *self.store.lock(),
+            store: StoreStats {
+                queued_bytes: self.store_queue.bytes.load(Ordering::Relaxed),
+                queued_bytes_peak: self.store_queue.peak.load(Ordering::Relaxed),
+                ..*self.store.lock()
+            },
             retained: *self.retained.lock(),
         }
     }
@@ -852,6 +885,18 @@ pub fn render_prometheus(snap: &MetricsSnapshot) -> String {
         "gauge",
         "1 while the durable store cannot write: QoS 1/2 work that needs it is refused.",
         u64::from(snap.store.degraded),
+    );
+    e.single(
+        STORE_QUEUED_BYTES,
+        "gauge",
+        "Bytes of records submitted to the durable store and not yet committed.",
+        snap.store.queued_bytes,
+    );
+    e.single(
+        STORE_QUEUED_BYTES_PEAK,
+        "gauge",
+        "The most shoal_store_queued_bytes has been since start.",
+        snap.store.queued_bytes_peak,
     );
     e.out
 }

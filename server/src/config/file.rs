@@ -86,6 +86,8 @@ struct FileLimits {
     max_connection_rate_per_ip: Option<Spanned<i64>>,
     max_publish_rate: Option<Spanned<i64>>,
     max_publish_bytes_rate: Option<Spanned<i64>>,
+    max_held_bytes: Option<Spanned<i64>>,
+    max_store_queue_bytes: Option<Spanned<i64>>,
 }
 
 /// Source text and its name, for turning spans into line numbers.
@@ -336,6 +338,7 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
 
     let mut limits = Limits::default();
     let mut broker_limits = BrokerLimits::default();
+    let mut persistence = PersistenceConfig::default();
     if let Some(l) = raw.limits {
         let max_u32 = i64::from(u32::MAX);
         if let Some(v) = &l.max_connections {
@@ -382,8 +385,14 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
             broker_limits.publish_rate.bytes_per_second =
                 src.int(v, "limits.max_publish_bytes_rate", 0, i64::MAX)?;
         }
+        if let Some(v) = &l.max_held_bytes {
+            broker_limits.max_held_bytes = src.int(v, "limits.max_held_bytes", 1024, i64::MAX)?;
+        }
+        if let Some(v) = &l.max_store_queue_bytes {
+            persistence.queue_bytes =
+                src.int(v, "limits.max_store_queue_bytes", 65_536, i64::MAX)?;
+        }
     }
-    let mut persistence = PersistenceConfig::default();
     if let Some(enabled) = raw.persistence {
         persistence.enabled = enabled;
     }
@@ -519,6 +528,26 @@ allow_anonymous = true
         assert!(msg.starts_with("f.toml:2:") && msg.contains("persistence"), "{msg}");
         let msg = Config::from_toml_str("\ndata_dir = \"\"\n", "f.toml").unwrap_err().to_string();
         assert!(msg.starts_with("f.toml:2:") && msg.contains("`data_dir`"), "{msg}");
+    }
+
+    #[test]
+    fn store_byte_bounds_are_read_and_checked() {
+        let c = Config::from_toml_str("", "t").unwrap();
+        assert_eq!(c.broker_limits.max_held_bytes, 4 << 20);
+        assert_eq!(c.persistence.queue_bytes, 64 << 20);
+        let text = "[limits]\nmax_held_bytes = 65536\nmax_store_queue_bytes = 1048576\n";
+        let c = Config::from_toml_str(text, "t").unwrap();
+        assert_eq!(c.broker_limits.max_held_bytes, 65536);
+        assert_eq!(c.persistence.queue_bytes, 1 << 20);
+        let text = "[limits]\nmax_inflight = 5\nmax_held_bytes = 10\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:3:") && msg.contains("limits.max_held_bytes"), "{msg}");
+        let text = "[limits]\nmax_store_queue_bytes = \"big\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:2:") && msg.contains("max_store_queue_bytes"), "{msg}");
+        let text = "[limits]\nmax_store_queue_bytes = 1024\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.contains("limits.max_store_queue_bytes") && msg.contains("65536"), "{msg}");
     }
 
     #[test]

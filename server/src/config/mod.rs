@@ -40,11 +40,19 @@ pub struct PersistenceConfig {
     pub enabled: bool,
     /// Directory of the store file (`shoal.redb`); created at start if missing.
     pub data_dir: PathBuf,
+    /// Bytes of records submitted to the store and not yet committed, over all
+    /// workers, before workers stop reading publishers that need the store
+    /// (`limits.max_store_queue_bytes`).
+    pub queue_bytes: u64,
 }
 
 impl Default for PersistenceConfig {
     fn default() -> Self {
-        Self { enabled: true, data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+        Self {
+            enabled: true,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            queue_bytes: crate::persist::DEFAULT_QUEUE_BYTES,
+        }
     }
 }
 
@@ -121,6 +129,9 @@ impl ListenerConfig {
     }
 }
 
+/// Default of `limits.max_held_bytes`: a client's publishes waiting for the store.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
+
 /// Limits the server enforces outside the protocol state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BrokerLimits {
@@ -137,6 +148,10 @@ pub struct BrokerLimits {
     pub max_connection_rate_per_ip: u64,
     /// Per-client publish limits (each 0 for no limit).
     pub publish_rate: PublishRateSettings,
+    /// Bytes of one client's packets whose answers wait for the durable store's
+    /// commit (QoS 1/2 PUBLISHes whose PUBACK/PUBREC is held) before it is read no
+    /// further until a commit releases them.
+    pub max_held_bytes: usize,
 }
 
 impl Default for BrokerLimits {
@@ -148,6 +163,7 @@ impl Default for BrokerLimits {
             max_keep_alive_secs: u16::MAX,
             max_connection_rate_per_ip: 0,
             publish_rate: PublishRateSettings::default(),
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
     }
 }

@@ -37,10 +37,12 @@
 //!    a failed commit sends [`Completion::Failed`] instead, and those acks are never sent.
 //!
 //! **Full policy.** The submission channel is bounded
-//! ([`PersistOptions::channel_capacity`] batches). `try_submit` never blocks: when the
-//! channel is full it hands the batch and ticket back ([`Rejected`]); the worker keeps
-//! them, stops reading from publishers that need the disk (their acks are parked
-//! anyway) and submits again on its next iteration. The completion channels are
+//! ([`PersistOptions::channel_capacity`] batches), and so are the bytes submitted and
+//! not yet committed ([`PersistOptions::queue_bytes`], weighed by [`Intent::weight`];
+//! a group counts until its commit is done). `try_submit` never blocks: when either is
+//! full it hands the batch and ticket back ([`Rejected`]); the worker keeps them,
+//! stops decoding PUBLISHes that may need the disk (their acks are parked anyway) and
+//! submits again on its next iteration. The completion channels are
 //! unbounded: the persister must never wait on a worker, and each completion answers a
 //! submission that the bounded channel already admitted.
 //!
@@ -185,11 +187,18 @@ impl From<DbError> for PersistError {
     }
 }
 
+/// Default of [`PersistOptions::queue_bytes`] (config `limits.max_store_queue_bytes`).
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Tuning of the persister.
 #[derive(Clone)]
 pub struct PersistOptions {
     /// Submitted batches the channel holds before [`PersistLink::try_submit`] refuses.
     pub channel_capacity: usize,
+    /// Bytes of submitted records ([`Intent::weight`]) not yet committed before
+    /// [`PersistLink::try_submit`] refuses: the channel, and the group being
+    /// written, hold at most this much (or one batch, when it alone is larger).
+    pub queue_bytes: u64,
     /// Most intents in one transaction: bounds the memory and latency of one group.
     pub max_group_intents: usize,
     /// redb page cache size in bytes.
@@ -215,6 +224,7 @@ impl Default for PersistOptions {
     fn default() -> Self {
         Self {
             channel_capacity: 1024,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             max_group_intents: 64 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             faults: None,
@@ -231,6 +241,7 @@ impl std::fmt::Debug for PersistOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PersistOptions")
             .field("channel_capacity", &self.channel_capacity)
+            .field("queue_bytes", &self.queue_bytes)
             .field("max_group_intents", &self.max_group_intents)
             .field("cache_bytes", &self.cache_bytes)
             .field("faults", &self.faults.is_some())
@@ -374,6 +385,12 @@ struct Shared {
     degraded: AtomicBool,
     next_message_id: AtomicU64,
     counters: Counters,
+    /// Weight of the batches submitted and not yet committed: added by
+    /// [`PersistLink::try_submit`] when it admits one, taken off once its group is
+    /// done. The metrics' gauge, when there are metrics.
+    queue: Arc<crate::metrics::StoreQueue>,
+    /// Most weight admitted while something is queued ([`PersistOptions::queue_bytes`]).
+    queue_limit: u64,
 }
 
 impl Shared {
@@ -398,7 +415,13 @@ struct LinkSink {
 }
 
 enum Command {
-    Submit { sink: Arc<LinkSink>, batch: Vec<Intent>, ticket: Ticket },
+    /// `weight`: the batch's [`Intent::weight`] sum, counted in [`Shared::queue`].
+    Submit {
+        sink: Arc<LinkSink>,
+        batch: Vec<Intent>,
+        ticket: Ticket,
+        weight: u64,
+    },
     Stop,
 }
 
@@ -464,6 +487,8 @@ impl Persister {
             degraded: AtomicBool::new(false),
             next_message_id: AtomicU64::new(first_id),
             counters: Counters::default(),
+            queue: options.metrics.as_ref().map(|m| m.store_queue()).unwrap_or_default(),
+            queue_limit: options.queue_bytes,
         });
         let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity.max(1));
         let mut worker = Writer {
@@ -623,16 +648,34 @@ impl PersistLink {
     /// Queues `batch` for the next group commit without blocking; its outcome arrives
     /// later as a [`Completion`] carrying `ticket`.
     ///
+    /// The channel is full when it holds [`PersistOptions::channel_capacity`] batches,
+    /// or when this batch's weight would take what was submitted and is not committed
+    /// yet past [`PersistOptions::queue_bytes`]. A batch is always admitted when
+    /// nothing is queued, however heavy, so that one larger than the bound still goes.
+    ///
     /// # Errors
     /// [`Rejected`] with the batch when the channel is full (keep it, stop
     /// acknowledging, retry next iteration) or the persister has stopped.
     pub fn try_submit(&self, batch: Vec<Intent>, ticket: Ticket) -> Result<(), Rejected> {
-        let cmd = Command::Submit { sink: self.sink.clone(), batch, ticket };
-        match self.tx.try_send(cmd) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(cmd)) => Err(rejected(cmd, false)),
-            Err(TrySendError::Disconnected(cmd)) => Err(rejected(cmd, true)),
-        }
+        let weight = batch.iter().map(Intent::weight).fold(0, u64::saturating_add);
+        let limit = self.shared.queue_limit;
+        let queue = &self.shared.queue;
+        let admitted = queue.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+            let total = q.saturating_add(weight);
+            (q == 0 || total <= limit).then_some(total)
+        });
+        let Ok(before) = admitted else {
+            return Err(Rejected { batch, ticket, closed: false });
+        };
+        queue.peak.fetch_max(before.saturating_add(weight), Ordering::Relaxed);
+        let cmd = Command::Submit { sink: self.sink.clone(), batch, ticket, weight };
+        let refused = match self.tx.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(cmd)) => rejected(cmd, false),
+            Err(TrySendError::Disconnected(cmd)) => rejected(cmd, true),
+        };
+        queue.bytes.fetch_sub(weight, Ordering::AcqRel);
+        Err(refused)
     }
 
     /// The next completion, if one arrived.
@@ -676,6 +719,8 @@ struct Writer {
 struct Group {
     items: Vec<(Arc<LinkSink>, Vec<Intent>, Ticket)>,
     intents: usize,
+    /// Sum of the batches' weights, taken off [`Shared::queue`] once the group is done.
+    weight: u64,
 }
 
 impl Writer {
@@ -709,7 +754,7 @@ impl Writer {
                     cmd
                 }
             };
-            let mut group = Group { items: Vec::new(), intents: 0 };
+            let mut group = Group { items: Vec::new(), intents: 0, weight: 0 };
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
@@ -717,8 +762,9 @@ impl Writer {
                         stopping = true;
                         break;
                     }
-                    Command::Submit { sink, batch, ticket } => {
+                    Command::Submit { sink, batch, ticket, weight } => {
                         group.intents += batch.len();
+                        group.weight = group.weight.saturating_add(weight);
                         group.items.push((sink, batch, ticket));
                     }
                 }
@@ -732,9 +778,10 @@ impl Writer {
             }
         }
         // Whatever slipped in after Stop is answered, so that no ticket waits for ever.
-        let mut late = Group { items: Vec::new(), intents: 0 };
+        let mut late = Group { items: Vec::new(), intents: 0, weight: 0 };
         while let Ok(cmd) = rx.try_recv() {
-            if let Command::Submit { sink, batch, ticket } = cmd {
+            if let Command::Submit { sink, batch, ticket, weight } = cmd {
+                late.weight = late.weight.saturating_add(weight);
                 late.items.push((sink, batch, ticket));
             }
         }
@@ -883,6 +930,7 @@ impl Writer {
                 records: s.intents.saturating_sub(s.skipped),
                 failed_commits: s.failed_commits,
                 degraded: self.shared.degraded.load(Ordering::Acquire),
+                ..crate::metrics::StoreStats::default()
             });
         }
     }
@@ -983,6 +1031,9 @@ impl Writer {
                 Some(Arc::new(e))
             }
         };
+        // The group's records leave memory here: room for the next submissions before
+        // the completions wake the workers that wait for it.
+        let weight = group.weight;
         let mut per_link: Vec<(Arc<LinkSink>, Vec<Ticket>)> = Vec::new();
         for (sink, _, ticket) in group.items {
             match per_link.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &sink)) {
@@ -990,6 +1041,7 @@ impl Writer {
                 None => per_link.push((sink, vec![ticket])),
             }
         }
+        self.shared.queue.bytes.fetch_sub(weight, Ordering::AcqRel);
         for (sink, tickets) in per_link {
             let completion = match &error {
                 None => Completion::Committed(tickets),

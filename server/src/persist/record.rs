@@ -203,6 +203,44 @@ pub enum Intent {
     },
 }
 
+impl Intent {
+    /// Roughly the memory this intent holds while it waits to be committed: its own
+    /// size plus the bytes it points to (a payload shared with deliveries is counted
+    /// as if it were its own, erring on the heavy side). What
+    /// [`super::PersistOptions::queue_bytes`] bounds.
+    pub fn weight(&self) -> u64 {
+        let heap = match self {
+            Intent::PutMessage(m) => m
+                .payload
+                .len()
+                .saturating_add(m.topic.as_str().len())
+                .saturating_add(m.properties.len()),
+            Intent::PutRetained { topic, .. } | Intent::DeleteRetained { topic } => {
+                topic.as_str().len()
+            }
+            Intent::PutSession { client_id, record } => {
+                let subscriptions = record
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.filter.as_str().len() + std::mem::size_of::<StoredSubscription>())
+                    .fold(0, usize::saturating_add);
+                let will = record.will.as_ref().map_or(0, |w| {
+                    w.payload.len().saturating_add(w.topic.as_str().len() + w.properties.len())
+                });
+                client_id.len().saturating_add(subscriptions).saturating_add(will)
+            }
+            Intent::Enqueue { client_id, .. }
+            | Intent::Dequeue { client_id, .. }
+            | Intent::DeleteSession { client_id }
+            | Intent::MarkQos2Received { client_id, .. }
+            | Intent::ClearQos2Received { client_id, .. }
+            | Intent::PutInflight { client_id, .. }
+            | Intent::DeleteInflight { client_id, .. } => client_id.len(),
+        };
+        (std::mem::size_of::<Intent>() as u64).saturating_add(heap as u64)
+    }
+}
+
 /// A stored value could not be decoded: the file was written by something else, or
 /// damaged in a way redb's checksums did not catch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -132,6 +132,9 @@ pub(super) struct Hold {
     /// Packets of the client answered behind this boundary (QoS 1/2 PUBLISH, PUBREL,
     /// SUBSCRIBE, UNSUBSCRIBE, PINGREQ): what [`Conn::over_held_answers`] bounds.
     answers: u32,
+    /// Their size on the wire: what the routed messages behind them roughly hold in
+    /// memory until the commit (bounded by `limits.max_held_bytes`).
+    bytes: u64,
 }
 
 /// What reading from the socket produced.
@@ -229,7 +232,7 @@ impl Conn {
         let holds = self.holds.get_or_insert_with(Box::default);
         match holds.last_mut() {
             Some(h) if h.ticket == ticket => h.offset = h.offset.min(offset),
-            _ => holds.push(Hold { offset, ticket, pubacks: 0, answers: 0 }),
+            _ => holds.push(Hold { offset, ticket, pubacks: 0, answers: 0, bytes: 0 }),
         }
     }
 
@@ -247,27 +250,35 @@ impl Conn {
         holds.map(|h| h.pubacks as usize).fold(0, usize::saturating_add)
     }
 
-    /// Notes a packet of the client just answered: if the answer is held, it counts
-    /// towards [`Conn::over_held_answers`].
-    pub(super) fn count_held_answer(&mut self) {
+    /// Notes a packet of the client just answered, `bytes` long on the wire: if the
+    /// answer is held, it counts towards [`Conn::over_held_answers`].
+    pub(super) fn count_held_answer(&mut self, bytes: usize) {
         if let Some(h) = self.holds.as_mut().and_then(|h| h.last_mut()) {
             h.answers = h.answers.saturating_add(1);
+            h.bytes = h.bytes.saturating_add(bytes as u64);
         }
     }
 
-    /// Whether a 3.x client has `limit` or more packets whose answers wait for the
-    /// durable store: it is read no more until a commit releases some. A 3.x client
-    /// has no Receive Maximum to respect, and one that sends QoS 1 PUBLISHes without
-    /// waiting for their PUBACKs would otherwise make the worker keep every message
-    /// it routed (and the store intents behind it) for as long as the store is
-    /// behind. MQTT 5 clients are not paused: one going over our Receive Maximum is
-    /// disconnected (0x93, `Worker::receive_maximum_exceeded`).
-    pub(super) fn over_held_answers(&self, limit: usize) -> bool {
+    /// Whether the client has packets whose answers wait for the durable store
+    /// adding up to `max_bytes` or more, or (a 3.x client) `limit` or more of them: it
+    /// is read no more until a commit releases some. Every message routed behind a
+    /// held answer stays in memory (its body and the store intents behind it) for as
+    /// long as the store is behind; the byte bound keeps a few publishers of large
+    /// payloads from holding much of it. A 3.x client has no Receive Maximum to
+    /// respect, and one that sends QoS 1 PUBLISHes without waiting for their PUBACKs
+    /// would otherwise be read on and on. MQTT 5 clients are not paused by the count:
+    /// one going over our Receive Maximum is disconnected (0x93,
+    /// `Worker::receive_maximum_exceeded`).
+    pub(super) fn over_held_answers(&self, limit: usize, max_bytes: usize) -> bool {
         let Some(holds) = self.holds.as_deref() else { return false };
-        if matches!(self.state, ConnState::Active { version, .. } if version.is_v5()) {
-            return false;
+        let (answers, bytes) = holds.iter().fold((0_usize, 0_u64), |(n, b), h| {
+            (n.saturating_add(h.answers as usize), b.saturating_add(h.bytes))
+        });
+        if bytes >= max_bytes as u64 {
+            return true;
         }
-        holds.iter().map(|h| h.answers as usize).fold(0, usize::saturating_add) >= limit
+        let v5 = matches!(self.state, ConnState::Active { version, .. } if version.is_v5());
+        !v5 && answers >= limit
     }
 
     /// Releases the holds of tickets up to `through`; true if any went.

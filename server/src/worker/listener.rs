@@ -171,9 +171,10 @@ impl Worker {
     /// Reads stop (bytes stay in the kernel, pushing back on the client through TCP)
     /// while a peer worker's channel is full, while this connection's own write
     /// buffer is over twice `max_outgoing_bytes` (a client that sends but does not read
-    /// what it is owed), while a 3.x client has `max_inflight` answers held for the
-    /// durable store, and, for publishers, while the durable store's channel is full
-    /// (batches wait in `Durable::unsent`).
+    /// what it is owed), and while a client has `max_held_bytes` (a 3.x client also:
+    /// `max_inflight` answers) held for the durable store. While the store's channel
+    /// is full (batches wait in `Durable::unsent`), decoding stops before a PUBLISH
+    /// that may need the store ([`Worker::decode_frames`]).
     ///
     /// `edge`: called for a readiness event that reported neither a close nor an error.
     /// Then a plain TCP read shorter than asked for ends the pass: it emptied the
@@ -184,7 +185,7 @@ impl Worker {
     pub(super) fn on_readable(&mut self, idx: usize, now: Instant, edge: bool) {
         let hard_out = self.shared.broker_limits.max_outgoing_bytes.saturating_mul(2);
         let max_held = usize::from(self.shared.limits.max_inflight);
-        let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
+        let max_held_bytes = self.shared.broker_limits.max_held_bytes;
         let mut budget = READ_BUDGET_BYTES;
         loop {
             if self.peers_full || budget == 0 {
@@ -195,15 +196,13 @@ impl Worker {
             if conn.state.is_closing() {
                 return;
             }
-            if conn.wbuf.len() >= hard_out || conn.over_held_answers(max_held) {
+            if conn.wbuf.len() >= hard_out || conn.over_held_answers(max_held, max_held_bytes) {
                 conn.read_paused = true;
                 return;
             }
             let held = conn.publisher && conn.pressure == Pressure::Calm;
-            if (held && !self.congested.is_empty()) || (conn.publisher && backlogged) {
-                // Back-pressure from a congested subscriber, or from the durable store:
-                // batches that found its channel full wait in this worker's memory,
-                // and a publisher read now would only add to them.
+            if held && !self.congested.is_empty() {
+                // Back-pressure from a congested subscriber.
                 self.mark_ready(idx);
                 return;
             }
@@ -279,9 +278,18 @@ impl Worker {
     /// connection's `rbuf`), the connection is flagged `undecoded` and put on the ready
     /// list. Checking per frame keeps a congested session from receiving more than a
     /// frame's worth of messages beyond its high watermark from local publishers.
+    ///
+    /// While the durable store's channel is full (batches wait in this worker's
+    /// memory, `Durable::unsent`), decoding stops the same way before a PUBLISH that
+    /// may write to the store (QoS 1/2, or retained): what it routed would only add to
+    /// those batches. QoS 0 PUBLISHes that are not retained write nothing and go on,
+    /// so a QoS 0 publisher keeps being read, and at most one such frame (and the
+    /// rest of its read chunk) waits.
     pub(super) fn decode_frames(&mut self, idx: usize, buf: &mut BytesMut, now: Instant) -> bool {
         let max = self.shared.limits.max_packet_bytes;
         let max_held = usize::from(self.shared.limits.max_inflight);
+        let max_held_bytes = self.shared.broker_limits.max_held_bytes;
+        let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
         loop {
             let Some(conn) = self.conns.get_mut(idx) else { return false };
             let (version, pending) = match conn.state {
@@ -296,12 +304,19 @@ impl Worker {
                 self.mark_ready(idx);
                 return true;
             }
-            if !buf.is_empty() && conn.over_held_answers(max_held) {
+            if !buf.is_empty() && conn.over_held_answers(max_held, max_held_bytes) {
                 // Resumed by the write pass once a commit releases the answers.
                 conn.undecoded = true;
                 conn.read_paused = true;
                 return true;
             }
+            if backlogged && !pending && may_need_store(buf) {
+                // Decoded again next iteration, once the channel has room.
+                conn.undecoded = true;
+                self.mark_ready(idx);
+                return true;
+            }
+            let frame_start = buf.len();
             let decoded = codec::decode(buf, version, max);
             if let Ok(Some(packet)) = &decoded {
                 let c = &mut self.counters;
@@ -323,10 +338,11 @@ impl Worker {
                     }
                     // Only the durable store holds answers (`Conn::over_held_answers`).
                     let answered = self.durable.is_some() && expects_answer(&packet);
+                    let frame_len = frame_start.saturating_sub(buf.len());
                     self.handle_packet(idx, packet, now);
                     if answered {
                         if let Some(c) = self.conns.get_mut(idx) {
-                            c.count_held_answer();
+                            c.count_held_answer(frame_len);
                         }
                     }
                 }
@@ -358,6 +374,15 @@ impl Worker {
             self.link_lost(idx, LinkLoss::Malformed(e.reason_code()), now);
         }
     }
+}
+
+/// Whether the frame at the front of `buf` is a PUBLISH that may write to the durable
+/// store: QoS 1/2 (a persistent subscriber may match) or retained. Read from the
+/// first byte of the fixed header, so it holds for a frame not fully arrived yet.
+fn may_need_store(buf: &[u8]) -> bool {
+    // Fixed header byte 1: packet type (3 = PUBLISH) in the high nibble, then DUP,
+    // QoS (2 bits) and RETAIN.
+    buf.first().is_some_and(|&b| b >> 4 == 3 && b & 0b0111 != 0)
 }
 
 /// Whether the broker answers `packet` (what a held answer counts, see

@@ -2,9 +2,11 @@
 //! behaviour; issue 7: acks wait for the disk). A 3.x client has no Receive Maximum to
 //! respect: one that sends QoS 1 PUBLISHes without waiting for their PUBACKs, while
 //! those PUBACKs wait for a commit, is read no further once `max_inflight` of its
-//! answers are held, and read again when the commit releases them. And while the
-//! persister's channel is full, no publisher is read. Other clients are served
-//! meanwhile.
+//! answers are held, and read again when the commit releases them. Any client whose
+//! held answers stand for `max_held_bytes` of publishes is paused the same way, and
+//! the store's queue admits no more than `max_store_queue_bytes`. While the
+//! persister's channel is full, no PUBLISH that may need the store is decoded, while
+//! QoS 0 ones are. Other clients are served meanwhile.
 //!
 //! The slow disk is a commit that waits on a gate the test opens: the broker's own
 //! persister, stopped just before it commits (`PersistOptions::faults`).
@@ -61,6 +63,16 @@ impl Drop for Opener {
 /// One worker (every client shares its loop), the store in `dir`, commits through
 /// `gate`, the persister's channel `channel` batches deep, the admin API on.
 fn broker(dir: &tempfile::TempDir, gate: &Arc<Gate>, channel: usize) -> TestBroker {
+    broker_with(dir, gate, channel, &format!("max_inflight = {MAX}"))
+}
+
+/// As [`broker`], with `limits` as the `[limits]` table.
+fn broker_with(
+    dir: &tempfile::TempDir,
+    gate: &Arc<Gate>,
+    channel: usize,
+    limits: &str,
+) -> TestBroker {
     let g = gate.clone();
     let faults = FaultInjector {
         before_commit: Some(Box::new(move || g.pass())),
@@ -72,7 +84,7 @@ fn broker(dir: &tempfile::TempDir, gate: &Arc<Gate>, channel: usize) -> TestBrok
         ..PersistOptions::default()
     };
     let snippet = format!(
-        "workers = 1\npersistence = true\ndata_dir = {:?}\n[limits]\nmax_inflight = {MAX}\n\
+        "workers = 1\npersistence = true\ndata_dir = {:?}\n[limits]\n{limits}\n\
          [admin]\nenabled = true\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\
          sys_interval_secs = 0\n",
         dir.path().to_str().unwrap()
@@ -189,5 +201,250 @@ fn no_publisher_is_read_while_the_persisters_channel_is_full() {
     gate.set(false);
     let mut retainer = sender.join().unwrap();
     wait_until(DEADLINE, "the whole burst to be read", || bytes_in(&broker, "retainer") > total);
+    assert_eq!(retainer.ping_then_unread(), []);
+}
+
+/// A gauge from `/metrics`.
+fn gauge(broker: &TestBroker, name: &str) -> u64 {
+    let text = request(broker.admin_addr(), "GET", "/metrics", None, None).text();
+    let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+    value.and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// `n` QoS 1 PUBLISHes of `size`-byte payloads to `topic`, each payload starting with
+/// `tag` and its sequence number, packet ids 1..=n.
+fn large_burst(
+    version: shoal_core::ProtocolVersion,
+    topic: &str,
+    tag: u8,
+    n: u16,
+    size: usize,
+) -> Vec<u8> {
+    let mut burst = Vec::new();
+    for id in 1..=n {
+        let mut payload = vec![tag; size];
+        payload[1..3].copy_from_slice(&id.to_be_bytes());
+        burst.extend(wire::publish(version, topic, &payload, 1, false, false, id));
+    }
+    burst
+}
+
+/// Reads `n` PUBACKs, asserting they come in packet-id order with success.
+fn expect_pubacks(client: &mut RawClient, n: u16) {
+    for id in 1..=n {
+        let got = client.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(_, _)));
+        assert_eq!(got, Incoming::PubAck(id, 0), "PUBACKs in order");
+    }
+}
+
+/// Receives and acknowledges `n` messages tagged `tags`, asserting each publisher's
+/// come in order and whole.
+fn consume_tagged(client: &mut RawClient, tags: &[u8], n: u16, size: usize) {
+    let mut next = vec![1_u16; tags.len()];
+    for _ in 0..n * tags.len() as u16 {
+        let p = client.expect_publish_acked();
+        assert_eq!(p.payload.len(), size, "whole payload");
+        let k = tags.iter().position(|&t| t == p.payload[0]).expect("a known publisher");
+        assert_eq!(p.payload[1..3], next[k].to_be_bytes(), "publisher {k}'s messages in order");
+        next[k] += 1;
+    }
+}
+
+#[test]
+fn publishers_of_large_payloads_stop_being_read_at_the_held_bytes_bound() {
+    use shoal_core::ProtocolVersion::V5;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    // The count bound is far away: only the bytes can stop the publishers.
+    const HELD: u64 = 256 * 1024;
+    let limits = format!("max_inflight = 1000\nmax_held_bytes = {HELD}");
+    let broker = broker_with(&dir, &gate, 1024, &limits);
+    let _opener = Opener(gate.clone());
+    // Every QoS 1 message to this persistent session is written, so each PUBACK to a
+    // publisher waits for a commit.
+    let (mut keeper, _) =
+        RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V3_1_1, "keeper"));
+    keeper.subscribe_one("big/#", 1);
+    let mut watcher = RawClient::connect(broker.addr(), V3_1_1, "watcher");
+    watcher.subscribe_one("other/t", 1);
+    let mut bystander = RawClient::connect(broker.addr(), V5, "bystander");
+    // One 3.x and one MQTT 5 publisher: the byte bound pauses both (the count bound
+    // only the 3.x one), each well within its window.
+    let old = RawClient::connect(broker.addr(), V3_1_1, "old");
+    let new = RawClient::connect(broker.addr(), V5, "new");
+
+    gate.set(true);
+    const N: u16 = 40;
+    const SIZE: usize = 64 * 1024;
+    let total = large_burst(V3_1_1, "big/t", 1, N, SIZE).len() as u64;
+    let senders: Vec<_> = [(old, 1_u8), (new, 2)]
+        .into_iter()
+        .map(|(mut c, tag)| {
+            thread::spawn(move || {
+                c.send(&large_burst(c.version(), "big/t", tag, N, SIZE));
+                c
+            })
+        })
+        .collect();
+    let consumer = thread::spawn(move || {
+        consume_tagged(&mut keeper, &[1, 2], N, SIZE);
+        keeper
+    });
+    for id in ["old", "new"] {
+        wait_until(DEADLINE, "the publisher to reach the bound", || bytes_in(&broker, id) > HELD);
+    }
+    // Every query is answered in an iteration of its own, and without the bound every
+    // iteration would read 64 KiB more of each publisher: 64 of them, everything.
+    for _ in 0..64 {
+        bytes_in(&broker, "old");
+    }
+    for id in ["old", "new"] {
+        let read = bytes_in(&broker, id);
+        assert!(read < total / 2, "{id}: read {read} of {total} bytes while its PUBACKs wait");
+    }
+    // What waits for the disk is what the two publishers had read: the bound and the
+    // frame that crossed it, each, and small records (the keeper's in-flight entries).
+    let queued = gauge(&broker, "shoal_store_queued_bytes");
+    let peak = gauge(&broker, "shoal_store_queued_bytes_peak");
+    assert!(queued >= 2 * HELD, "{queued} bytes queued for the store");
+    assert!(peak <= 2 * (HELD + SIZE as u64) + 64 * 1024, "peak {peak} bytes queued");
+
+    // Clients that need no disk are served meanwhile, on the same loop.
+    bystander.publish("other/t", b"meanwhile", 1, false);
+    assert_eq!(watcher.expect_publish_acked().payload, b"meanwhile");
+
+    // The commits go through: everything is read, routed and acknowledged in order,
+    // and nobody was disconnected.
+    gate.set(false);
+    for s in senders {
+        let mut c = s.join().unwrap();
+        expect_pubacks(&mut c, N);
+        assert_eq!(c.ping_then_unread(), []);
+    }
+    let mut keeper = consumer.join().unwrap();
+    assert_eq!(keeper.ping_then_unread(), []);
+    wait_until(DEADLINE, "the store's queue to drain", || {
+        gauge(&broker, "shoal_store_queued_bytes") == 0
+    });
+}
+
+#[test]
+fn the_stores_queue_stays_within_its_byte_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    // Held answers are not what stops the publisher here (4 MiB each by default, and a
+    // window of 1000); the store's queue is, at 256 KiB.
+    const QUEUE: u64 = 256 * 1024;
+    let limits = format!("max_inflight = 1000\nmax_store_queue_bytes = {QUEUE}");
+    let broker = broker_with(&dir, &gate, 1024, &limits);
+    let _opener = Opener(gate.clone());
+    let (mut keeper, _) =
+        RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V3_1_1, "keeper"));
+    keeper.subscribe_one("big/#", 1);
+    let mut watcher = RawClient::connect(broker.addr(), V3_1_1, "watcher");
+    watcher.subscribe_one("other/t", 1);
+    let mut bystander = RawClient::connect(broker.addr(), V3_1_1, "bystander");
+    let pubs: Vec<RawClient> =
+        ["p1", "p2"].iter().map(|id| RawClient::connect(broker.addr(), V3_1_1, id)).collect();
+
+    gate.set(true);
+    const N: u16 = 60;
+    const SIZE: usize = 32 * 1024;
+    let total = large_burst(V3_1_1, "big/t", 1, N, SIZE).len() as u64;
+    let senders: Vec<_> = pubs
+        .into_iter()
+        .zip([1_u8, 2])
+        .map(|(mut c, tag)| {
+            thread::spawn(move || {
+                c.send(&large_burst(V3_1_1, "big/t", tag, N, SIZE));
+                c
+            })
+        })
+        .collect();
+    let consumer = thread::spawn(move || {
+        consume_tagged(&mut keeper, &[1, 2], N, SIZE);
+        keeper
+    });
+    wait_until(DEADLINE, "the store's queue to fill", || {
+        gauge(&broker, "shoal_store_queued_bytes") > QUEUE / 2
+    });
+    for _ in 0..64 {
+        bytes_in(&broker, "p1");
+    }
+    let read = bytes_in(&broker, "p1") + bytes_in(&broker, "p2");
+    assert!(read < total, "read {read} of {} bytes while the store's queue was full", 2 * total);
+    // Nothing is admitted past the bound once something is queued (and the first
+    // group, a read budget or so, is smaller than it).
+    let peak = gauge(&broker, "shoal_store_queued_bytes_peak");
+    assert!(peak <= QUEUE, "peak {peak} bytes queued for the store, bound {QUEUE}");
+
+    // Clients that are not publishing to the store are served meanwhile.
+    bystander.publish("other/t", b"meanwhile", 0, false);
+    assert_eq!(watcher.expect_publish().payload, b"meanwhile");
+
+    gate.set(false);
+    for s in senders {
+        let mut c = s.join().unwrap();
+        expect_pubacks(&mut c, N);
+        assert_eq!(c.ping_then_unread(), []);
+    }
+    let mut keeper = consumer.join().unwrap();
+    assert_eq!(keeper.ping_then_unread(), []);
+}
+
+#[test]
+fn a_qos0_publisher_is_read_while_the_persisters_channel_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let broker = broker(&dir, &gate, 1);
+    let _opener = Opener(gate.clone());
+    let mut listener = RawClient::connect(broker.addr(), V3_1_1, "listener");
+    listener.subscribe_one("live/#", 0);
+    gate.set(true);
+
+    // Fill the channel: retained messages need the store.
+    let payload = vec![0x42_u8; 4096];
+    let mut burst = Vec::new();
+    for k in 0..400 {
+        burst.extend(wire::publish(V3_1_1, &format!("ret/{k}"), &payload, 0, true, false, 0));
+    }
+    let mut retainer = RawClient::connect(broker.addr(), V3_1_1, "retainer");
+    let sender = thread::spawn(move || {
+        retainer.send(&burst);
+        retainer
+    });
+    wait_until(DEADLINE, "the retainer to be read", || bytes_in(&broker, "retainer") > 100);
+    for _ in 0..64 {
+        bytes_in(&broker, "retainer");
+    }
+
+    // A QoS 0 publisher is read and delivered meanwhile (under the subscriber's
+    // write-buffer bound, so nothing is dropped)...
+    let mut chatter = RawClient::connect(broker.addr(), V3_1_1, "chatter");
+    const N: u16 = 100;
+    let mut chat = Vec::new();
+    for k in 0..N {
+        let mut p = vec![0_u8; 4096];
+        p[..2].copy_from_slice(&k.to_be_bytes());
+        chat.extend(wire::publish(V3_1_1, "live/t", &p, 0, false, false, 0));
+    }
+    // ...up to a retained message, which waits for room in the channel, and what
+    // follows it on the same connection waits behind it.
+    chat.extend(wire::publish(V3_1_1, "live/kept", b"retained", 0, true, false, 0));
+    chat.extend(wire::publish(V3_1_1, "live/t", b"after", 0, false, false, 0));
+    let sent = chat.len() as u64;
+    chatter.send(&chat);
+    for k in 0..N {
+        assert_eq!(listener.expect_publish().payload[..2], k.to_be_bytes(), "in order");
+    }
+    wait_until(DEADLINE, "all of it to be read", || bytes_in(&broker, "chatter") >= sent);
+    assert_eq!(listener.ping_then_unread(), [], "the retained message waits for the store");
+
+    // Room in the channel: the rest goes, in order.
+    gate.set(false);
+    let kept = listener.expect_publish();
+    assert_eq!((kept.topic.as_str(), kept.payload.as_slice()), ("live/kept", &b"retained"[..]));
+    assert_eq!(listener.expect_publish().payload, b"after");
+    let mut retainer = sender.join().unwrap();
     assert_eq!(retainer.ping_then_unread(), []);
 }
