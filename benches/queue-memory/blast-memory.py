@@ -12,6 +12,9 @@ reads its socket (no PUBACK/PUBREC read, no PUBREL sent). Samples the broker's V
 every 0.5 s; the publisher gives up once its socket has taken nothing for 5 s. Prints
 what the broker accepted (bytes through the socket), the peak RSS and whether the
 publisher was disconnected.
+
+SHOAL_LIMITS in the environment, `key = value` pairs separated by `;`, goes into the
+broker's `[limits]` table (e.g. `max_held_bytes = 1048576`), for A/B runs of a bound.
 """
 import os, socket, struct, subprocess, sys, tempfile, threading, time
 
@@ -80,6 +83,9 @@ d = tempfile.mkdtemp()
 with open(f'{d}/c.toml', 'w') as f:
     f.write(f'persistence = {PERSIST}\ndata_dir = "{d}/data"\n'
             f'[[listener]]\nbind = "127.0.0.1:{PORT}"\n')
+    limits = os.environ.get('SHOAL_LIMITS', '')
+    if limits:
+        f.write('[limits]\n' + '\n'.join(l.strip() for l in limits.split(';')) + '\n')
 broker = subprocess.Popen([BIN, '--config', f'{d}/c.toml'], stdout=subprocess.PIPE,
                           stderr=open(f'{d}/log', 'w'))
 broker.stdout.readline()  # "listening on ..."
