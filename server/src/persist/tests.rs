@@ -292,6 +292,50 @@ fn a_full_channel_hands_the_batch_back() {
 }
 
 #[test]
+fn a_batch_past_the_byte_bound_waits_until_a_commit_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reached_tx, reached) = bounded::<()>(1);
+    let (go, go_rx) = unbounded::<()>();
+    let faults = Arc::new(FaultInjector {
+        fail_next_commits: AtomicU32::new(0),
+        before_commit: Some(Box::new(move || {
+            let _ = reached_tx.try_send(());
+            let _ = go_rx.recv();
+        })),
+    });
+    let options =
+        PersistOptions { queue_bytes: 10_000, faults: Some(faults), ..PersistOptions::default() };
+    let (handle, _) = Persister::start(dir.path(), options).unwrap();
+    let (link, woken) = open_link(&handle);
+    // Alone, a batch heavier than the bound is taken (or it could never go).
+    let mut heavy = message(1, "t/heavy", b"");
+    heavy.payload = Bytes::from(vec![7_u8; 20_000]);
+    let heavy = vec![Intent::PutMessage(heavy)];
+    assert!(heavy[0].weight() > 20_000);
+    link.try_submit(heavy, Ticket(1)).unwrap();
+    reached.recv_timeout(DEADLINE).unwrap(); // the persister holds ticket 1
+                                             // Until it is committed, nothing more fits, however light, though the channel
+                                             // has room for 1023 more batches.
+    let light = vec![Intent::DeleteSession { client_id: "z".into() }];
+    let rejected = link.try_submit(light.clone(), Ticket(2)).unwrap_err();
+    assert_eq!(
+        (rejected.batch, rejected.ticket, rejected.closed),
+        (light.clone(), Ticket(2), false)
+    );
+    go.send(()).unwrap();
+    match next_completion(&link, &woken) {
+        Completion::Committed(t) => assert_eq!(t, vec![Ticket(1)]),
+        Completion::Failed(_, e) => panic!("{e}"),
+    }
+    link.try_submit(light, Ticket(2)).unwrap();
+    go.send(()).unwrap();
+    match next_completion(&link, &woken) {
+        Completion::Committed(t) => assert_eq!(t, vec![Ticket(2)]),
+        Completion::Failed(_, e) => panic!("{e}"),
+    }
+}
+
+#[test]
 fn state_survives_a_restart_and_expired_state_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, recovered) = start(dir.path());
