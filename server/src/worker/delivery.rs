@@ -373,7 +373,7 @@ impl Worker {
             Event::Subscribe { filter, entry, existed } => {
                 if let Some(shared) = super::shared::as_shared(&filter) {
                     // [MQTT-4.8.2] no retained messages on a shared subscribe.
-                    self.share_join(key, &filter, shared, SubValue::from(entry), now);
+                    self.share_join(key, &filter, shared, SubValue::from(entry), !existed, now);
                     self.durable_put_session(key, false);
                     return;
                 }

@@ -243,11 +243,19 @@ impl Durable {
         }
     }
 
-    /// Whether another worker has persistent sessions.
     /// Whether another worker has persistent sessions and may match `topic`.
     pub(super) fn others_persistent(&self, interest: &Interest, topic: &TopicProbe) -> bool {
-        (0..self.shared.workers)
-            .any(|w| w != self.me && self.shared.has_persistent(w) && interest.may_match(w, topic))
+        (0..self.shared.workers).any(|w| self.may_write(w, interest, topic))
+    }
+
+    /// Whether worker `w` (not this one) may write to the store for a publish to
+    /// `topic`: it has persistent sessions, and its `Interest` may match the topic or
+    /// shared subscriptions exist (a group's message reaches a member's worker through
+    /// the group home, which no count of the member's worker names).
+    fn may_write(&self, w: usize, interest: &Interest, topic: &TopicProbe) -> bool {
+        w != self.me
+            && self.shared.has_persistent(w)
+            && (interest.any_shared() || interest.may_match(w, topic))
     }
 
     /// True while the store cannot write (the last commit failed).
@@ -281,7 +289,7 @@ impl Durable {
     /// sessions and may have matched it, its ack must wait for that worker too.
     pub(super) fn routed_qos12(&mut self, interest: &Interest, topic: &TopicProbe) {
         for w in 0..self.shared.workers {
-            if w != self.me && self.shared.has_persistent(w) && interest.may_match(w, topic) {
+            if self.may_write(w, interest, topic) {
                 if self.mark_to.len() <= w {
                     self.mark_to.resize(self.shared.workers, false);
                 }
@@ -835,7 +843,7 @@ impl Worker {
                 // A shared subscription is a group membership, kept by the group's
                 // home worker (as on SUBSCRIBE), not a trie entry of this worker.
                 if let Some(shared) = super::shared::as_shared(&filter) {
-                    self.share_join(key, &filter, shared, SubValue::from(entry), now);
+                    self.share_join(key, &filter, shared, SubValue::from(entry), true, now);
                     member = true;
                 } else if self.trie.insert(&filter, key, SubValue::from(entry)).is_none() {
                     self.shared.interest.added(self.id, &filter);

@@ -11,13 +11,14 @@
 //! of the topic's own prefixes, at a depth some filter's prefix has, hits a counted
 //! bucket. Hash collisions only cost a needless hand-off; they never skip a match.
 //!
-//! The owning worker changes its counts in the same step as its trie, before the SUBACK
-//! is encoded, so a publish that follows the SUBACK (on any worker) sees the new count.
-//!
-//! Shared subscriptions are matched by the group's home worker, which learns about a
-//! member from a message that may still be in flight when the member's SUBACK goes out.
-//! Rather than track that, filtering stops for good once any shared subscription has
-//! been made: every publish then reaches every worker, as before.
+//! Counts change in the same step as the subscription they stand for, before the
+//! SUBACK is encoded, so a publish that follows the SUBACK (on any worker) sees them:
+//! a worker counts its own trie's filters under its own index, and a shared
+//! subscription's filter (`$share/{group}/{filter}`) under the index of the group's
+//! home worker, which is where that group is matched. The member's worker does the
+//! counting for its sessions' memberships (`worker/shared.rs`), so the home's counts
+//! hold before the member's `Join` even reaches it. Several workers may change one
+//! worker's counts; every change is an atomic add or subtract, so they compose.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 
@@ -41,7 +42,9 @@ pub(crate) struct Interest {
     depths: Box<[AtomicU32]>,
     /// Filters of each worker whose first level is `+` or `#`.
     wild: Box<[AtomicU32]>,
-    /// A shared subscription has been made: no filtering any more.
+    /// A shared subscription has been made. Publish routing does not use this (the
+    /// group homes' counts cover the groups); the durable store's marks still do
+    /// ([`Interest::any_shared`]).
     shared_seen: AtomicBool,
 }
 
@@ -99,7 +102,8 @@ impl Interest {
         }
     }
 
-    /// `worker` put `filter` into its trie (a new entry, not a replaced one).
+    /// `filter` now counts for `worker`: a new entry in its trie (not a replaced one), or
+    /// a new member of a group it is home to.
     pub(crate) fn added(&self, worker: usize, filter: &TopicFilter) {
         match key(filter.as_str()) {
             Key::Wild => bump(self.wild.get(worker)),
@@ -113,7 +117,8 @@ impl Interest {
         }
     }
 
-    /// `worker` took `filter` out of its trie.
+    /// `filter` no longer counts for `worker`: out of its trie, or a membership of a
+    /// group it is home to ended. Pairs with one [`Interest::added`].
     pub(crate) fn removed(&self, worker: usize, filter: &TopicFilter) {
         match key(filter.as_str()) {
             Key::Wild => drop_one(self.wild.get(worker)),
@@ -129,14 +134,24 @@ impl Interest {
         }
     }
 
-    /// A session joined a shared subscription group.
+    /// A session joined a shared subscription group (its filter is counted apart,
+    /// under the group home: see the module doc).
     pub(crate) fn shared_subscription(&self) {
         self.shared_seen.store(true, Ordering::Release);
     }
 
-    /// Whether `worker` may have a subscription matching the probed topic.
+    /// Whether any shared subscription was ever made. A group's message may be written
+    /// to the durable store by a member's worker that no count names (the group home
+    /// hands it over), so the store's marks go to every worker with persistent
+    /// sessions once groups exist, as they did before groups were counted.
+    pub(crate) fn any_shared(&self) -> bool {
+        self.shared_seen.load(Ordering::Acquire)
+    }
+
+    /// Whether `worker` may have a subscription matching the probed topic: one in its
+    /// trie, or a shared subscription of a group it is home to.
     pub(crate) fn may_match(&self, worker: usize, topic: &TopicProbe) -> bool {
-        if worker >= self.workers || self.shared_seen.load(Ordering::Acquire) {
+        if worker >= self.workers {
             return true;
         }
         // [MQTT-4.7.2-1] filters starting with a wildcard do not match `$` topics.
@@ -297,11 +312,11 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_subscription_turns_filtering_off() {
+    fn a_shared_subscription_leaves_filtering_on() {
         let i = Interest::new(2);
-        assert!(!hit(&i, 1, "t"));
         i.shared_subscription();
-        assert!(hit(&i, 1, "t"));
-        assert!(hit(&i, 0, "$SYS/x"));
+        assert!(i.any_shared());
+        assert!(!hit(&i, 1, "t"));
+        assert!(!hit(&i, 0, "$SYS/x"));
     }
 }

@@ -245,29 +245,46 @@ impl Worker {
         Some(MemberId { worker: self.id, key, client_id: slot.session.client_id().clone() })
     }
 
-    /// A session of this worker subscribed to a shared filter.
+    /// A session of this worker subscribed to a shared filter; `new` unless it only
+    /// changed the options of a membership it had (`Event::Subscribe::existed`).
+    ///
+    /// A new membership counts the group's filter in the group home's `Interest` here,
+    /// before the SUBACK is encoded, so a publish the SUBACK prompts on any worker is
+    /// handed to the group home; the `Join` reaches the home before that publish (see
+    /// `Worker::run`). The count is the membership's: one per session and group,
+    /// whatever other members there are, taken back in [`Worker::share_leave`].
     pub(super) fn share_join(
         &mut self,
         key: SessionKey,
         full: &TopicFilter,
         shared: SharedFilter,
         value: SubValue,
+        new: bool,
         now: Instant,
     ) {
         let Some(member) = self.member(key) else { return };
-        // Before the Join can be seen, and so before the SUBACK: see `interest`.
-        self.shared.interest.shared_subscription();
         let name: Arc<str> = Arc::from(full.as_str());
         let home = group_home(&name, self.shared.workers);
+        if new {
+            self.shared.interest.shared_subscription();
+            self.shared.interest.added(home, &shared.filter);
+        }
         let msg = ShareMsg::Join { name, filter: shared.filter, member, value };
         self.send_share(home, msg, now);
     }
 
-    /// A session of this worker left a shared group (unsubscribe or session end).
+    /// A session of this worker left a shared group: it unsubscribed, or its session
+    /// ends (`discard_session`: clean disconnect, expiry, takeover with clean start).
+    /// Takes back the membership's count at the group home. Called once per membership,
+    /// as both callers act on the session's own subscription list: UNSUBSCRIBE only
+    /// emits `Event::Unsubscribe` for a filter it removed from it, and a discarded
+    /// session's list is read once, just before the session is dropped.
     pub(super) fn share_leave(&mut self, key: SessionKey, full: &TopicFilter, now: Instant) {
         let Some(member) = self.member(key) else { return };
+        let Some(shared) = as_shared(full) else { return };
         let name: Arc<str> = Arc::from(full.as_str());
         let home = group_home(&name, self.shared.workers);
+        self.shared.interest.removed(home, &shared.filter);
         self.send_share(home, ShareMsg::Leave { name, member }, now);
     }
 
@@ -506,5 +523,176 @@ mod tests {
         assert!(g.pick(tag, &[]).is_some_and(|p| !p.2), "offline member picked as online");
         // Offline and refused: nobody.
         assert!(g.pick(tag, &[member(0), member(1)]).is_none());
+    }
+
+    /// A worker of four holding member sessions; the counts it makes for group homes.
+    mod counts {
+        use std::net::TcpListener;
+        use std::time::Instant;
+
+        use shoal_core::codec::{
+            Connect, Disconnect, Packet, Subscribe, SubscribeFilter, SubscriptionOptions,
+            Unsubscribe,
+        };
+        use shoal_core::{PacketId, ProtocolVersion, QoS, ReasonCode};
+
+        use super::super::super::conn::Conn;
+        use super::super::super::interest::{Interest, TopicProbe};
+        use super::super::{group_home, Worker};
+        use crate::store::SessionStore;
+
+        const WORKERS: usize = 4;
+
+        struct Rig {
+            worker: Worker,
+            interest: std::sync::Arc<Interest>,
+            listener: TcpListener,
+            now: Instant,
+        }
+
+        impl Rig {
+            fn new() -> Self {
+                let shared = crate::bench_support::shared(WORKERS);
+                let interest = shared.interest.clone();
+                let worker = Worker::new(0, &[], shared).unwrap();
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                Self { worker, interest, listener, now: Instant::now() }
+            }
+
+            /// A new connection sending CONNECT for `id` (3.1.1); its connection index.
+            fn connect(&mut self, id: &str, clean: bool) -> usize {
+                let client = std::net::TcpStream::connect(self.listener.local_addr().unwrap());
+                let (server, peer) = self.listener.accept().unwrap();
+                drop(client);
+                server.set_nonblocking(true).unwrap();
+                let stream = mio::net::TcpStream::from_std(server);
+                let idx = self.worker.register(Conn::new(stream, peer, None, 0, self.now));
+                let idx = idx.unwrap();
+                let connect = Connect {
+                    protocol: ProtocolVersion::V3_1_1,
+                    clean_start: clean,
+                    keep_alive: 0,
+                    client_id: id.to_owned(),
+                    will: None,
+                    username: None,
+                    password: None,
+                    properties: Default::default(),
+                };
+                self.worker.accept_connect(idx, Box::new(connect), self.now);
+                idx
+            }
+
+            fn subscribe(&mut self, idx: usize, filter: &str, qos: QoS) {
+                let options = SubscriptionOptions { qos, ..Default::default() };
+                let subscribe = Subscribe {
+                    packet_id: PacketId::new(1).unwrap(),
+                    filters: vec![SubscribeFilter { filter: filter.to_owned(), options }],
+                    properties: Default::default(),
+                };
+                self.worker.handle_packet(idx, Packet::Subscribe(subscribe), self.now);
+            }
+
+            fn unsubscribe(&mut self, idx: usize, filter: &str) {
+                let unsubscribe = Unsubscribe {
+                    packet_id: PacketId::new(2).unwrap(),
+                    filters: vec![filter.to_owned()],
+                    properties: Default::default(),
+                };
+                self.worker.handle_packet(idx, Packet::Unsubscribe(unsubscribe), self.now);
+            }
+
+            fn disconnect(&mut self, idx: usize) {
+                let d = Disconnect {
+                    reason_code: ReasonCode::Success,
+                    properties: Default::default(),
+                };
+                self.worker.handle_packet(idx, Packet::Disconnect(d), self.now);
+            }
+
+            /// Whether a publish to `topic` on another worker would be handed to `to`.
+            fn reaches(&self, to: usize, topic: &str) -> bool {
+                self.interest.may_match(to, &TopicProbe::new(topic))
+            }
+        }
+
+        /// A group name whose home is not worker 0 (the members' worker).
+        fn remote_group(filter: &str) -> (String, usize) {
+            (0..)
+                .map(|n| format!("$share/g{n}/{filter}"))
+                .map(|name| {
+                    let home = group_home(&name, WORKERS);
+                    (name, home)
+                })
+                .find(|(_, home)| *home != 0)
+                .unwrap()
+        }
+
+        #[test]
+        fn a_membership_counts_at_the_group_home_once_until_it_ends() {
+            let mut rig = Rig::new();
+            let (group, home) = remote_group("t/+");
+            assert!(!rig.reaches(home, "t/x"));
+            // Subscribe, change the options (no second count), unsubscribe.
+            let a = rig.connect("a", true);
+            rig.subscribe(a, &group, QoS::AtLeastOnce);
+            assert!(rig.reaches(home, "t/x"), "counted before the SUBACK leaves");
+            assert!(!rig.reaches(0, "t/x"), "the member's own worker does not match it");
+            assert!(!rig.reaches(home, "u/x"));
+            rig.subscribe(a, &group, QoS::AtMostOnce);
+            rig.unsubscribe(a, &group);
+            assert!(!rig.reaches(home, "t/x"), "a re-subscribe counted twice");
+            // Unsubscribing what is not subscribed takes nothing back.
+            rig.subscribe(a, &group, QoS::AtLeastOnce);
+            rig.unsubscribe(a, &group);
+            let b = rig.connect("b", false);
+            rig.subscribe(b, &group, QoS::AtLeastOnce);
+            rig.unsubscribe(a, &group);
+            assert!(rig.reaches(home, "t/x"), "b's membership was taken back by a");
+            // A persistent member's connection ends: still a member, still counted.
+            rig.disconnect(b);
+            assert!(rig.reaches(home, "t/x"), "an offline persistent member is a member");
+            // It comes back (session present), then a clean start takes its id over:
+            // the old session and its membership end.
+            let b2 = rig.connect("b", false);
+            assert!(rig.reaches(home, "t/x"));
+            let _b3 = rig.connect("b", true);
+            assert!(!rig.reaches(home, "t/x"), "takeover with clean start left the count");
+            rig.disconnect(b2);
+            assert!(!rig.reaches(home, "t/x"));
+            // A clean session's end.
+            let c = rig.connect("c", true);
+            rig.subscribe(c, &group, QoS::AtLeastOnce);
+            rig.disconnect(c);
+            assert!(!rig.reaches(home, "t/x"), "a clean session's end left the count");
+            // A persistent session's expiry (discarded while offline).
+            let d = rig.connect("d", false);
+            rig.subscribe(d, &group, QoS::AtLeastOnce);
+            rig.disconnect(d);
+            assert!(rig.reaches(home, "t/x"));
+            let key = rig.worker.sessions.find("d").unwrap();
+            rig.worker.discard_session(key, rig.now);
+            assert!(!rig.reaches(home, "t/x"), "an expired session left the count");
+        }
+
+        #[test]
+        fn members_of_one_group_count_apart_and_plain_subscriptions_stay_local() {
+            let mut rig = Rig::new();
+            let (group, home) = remote_group("#");
+            let conns: Vec<usize> =
+                (0..3).map(|i| rig.connect(&format!("m{i}"), true)).collect();
+            for &c in &conns {
+                rig.subscribe(c, &group, QoS::AtLeastOnce);
+            }
+            // A plain subscription to the same filter counts for this worker only.
+            rig.subscribe(conns[0], "#", QoS::AtLeastOnce);
+            assert!(rig.reaches(0, "any/topic"));
+            assert!(!rig.reaches(0, "$SYS/x"), "leading wildcards skip $ topics");
+            for &c in &conns {
+                assert!(rig.reaches(home, "any/topic"));
+                rig.unsubscribe(c, &group);
+            }
+            assert!(!rig.reaches(home, "any/topic"), "three joins, three leaves");
+            assert!(rig.reaches(0, "any/topic"), "the plain subscription kept its count");
+        }
     }
 }
