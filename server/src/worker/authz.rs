@@ -206,8 +206,11 @@ impl Worker {
         if p.qos == QoS::AtMostOnce {
             return false;
         }
-        if p.retain
-            || d.others_persistent(&self.shared.interest, &TopicProbe::new(p.topic.as_str()))
+        if p.retain {
+            return true;
+        }
+        if self.shared.workers > 1
+            && d.others_persistent(&self.shared.interest, &TopicProbe::new(p.topic.as_str()))
         {
             return true;
         }

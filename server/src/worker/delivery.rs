@@ -454,13 +454,17 @@ impl Worker {
         } else {
             msg
         };
-        let probe = TopicProbe::new(msg.topic.as_str());
+        // The topic's prefix hashes, to ask other workers' `Interest`; with one worker
+        // there is nobody to ask.
+        let probe = (self.shared.workers > 1).then(|| TopicProbe::new(msg.topic.as_str()));
         if let Some(d) = self.durable.as_mut() {
             if msg.retain {
                 d.retained(&msg);
             }
-            if msg.qos != QoS::AtMostOnce && msg.publisher.is_some() {
-                d.routed_qos12(&self.shared.interest, &probe);
+            if let Some(probe) = probe.as_ref() {
+                if msg.qos != QoS::AtMostOnce && msg.publisher.is_some() {
+                    d.routed_qos12(&self.shared.interest, probe);
+                }
             }
         }
         if msg.retain {
@@ -472,6 +476,7 @@ impl Worker {
             }
         }
         self.deliver_local(&msg, now);
+        let Some(probe) = probe else { return };
         let interest = &self.shared.interest;
         for (i, out) in self.outbox.iter_mut().enumerate() {
             if i != self.id && interest.may_match(i, &probe) {

@@ -19,6 +19,8 @@
 //! counting for its sessions' memberships (`worker/shared.rs`), so the home's counts
 //! hold before the member's `Join` even reaches it. Several workers may change one
 //! worker's counts; every change is an atomic add or subtract, so they compose.
+//!
+//! With one worker there is nobody to skip: `route` builds no [`TopicProbe`] at all.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 
