@@ -45,6 +45,14 @@ use auth::{FileAuth, HookChain, Hooks};
 use route::Peer;
 use store::{MemoryRetainedStore, RetainedStore};
 
+/// The worker, of `workers`, that the session of client id `name` lives on; for a
+/// shared subscription's `$share/{group}/{filter}`, the worker that matches the group.
+/// For tests that must place clients and groups on chosen workers; not a stable API.
+#[doc(hidden)]
+pub fn home_worker(name: &str, workers: usize) -> usize {
+    route::home_worker(name, workers)
+}
+
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

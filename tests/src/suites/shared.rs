@@ -14,6 +14,7 @@ use std::time::Duration;
 use shoal_core::ProtocolVersion::{self, V3_1_1, V5};
 use shoal_core::TopicName;
 use shoal_server::auth::{ClientInfo, Hooks};
+use shoal_server::home_worker;
 
 use crate::harness::{wait_until, TestBroker};
 use crate::raw::wire::{self, find_property, ConnectOptions};
@@ -69,11 +70,17 @@ fn collect(members: &mut [RawClient], total: usize) -> Vec<Vec<u16>> {
 
 /// Every number in `0..n` exactly once over all members.
 fn assert_each_once(got: &[Vec<u16>], n: u16) {
+    assert_each_once_in(got, 0..n, "");
+}
+
+/// Every number in `range` exactly once over all members, and no other.
+fn assert_each_once_in(got: &[Vec<u16>], range: std::ops::Range<u16>, context: &str) {
     let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
     for x in got.iter().flatten() {
         *counts.entry(*x).or_default() += 1;
     }
-    assert_eq!(counts, (0..n).map(|i| (i, 1)).collect(), "each message to exactly one member");
+    let expected = range.map(|i| (i, 1)).collect();
+    assert_eq!(counts, expected, "{context}: each message to exactly one member");
 }
 
 #[test]
@@ -335,5 +342,105 @@ fn member_that_unsubscribes_completes_what_it_was_sent() {
         all.push(vec![held_no]);
         assert_each_once(&all, 8);
         assert!(leaver.ping_then_unread().is_empty(), "{version}: the leaver got more");
+    }
+}
+
+/// A client id `{prefix}-{k}` whose session lives on `worker` (of four).
+fn id_on(prefix: &str, worker: usize) -> String {
+    (0..)
+        .map(|k| format!("{prefix}-{k}"))
+        .find(|id| home_worker(id, 4) == worker)
+        .unwrap_or_default()
+}
+
+/// Publishes one numbered QoS 1 message to `topic` from each publisher, numbering on
+/// from `next`; returns the next number.
+fn publish_from_each(publishers: &mut [RawClient], topic: &str, mut next: u16) -> u16 {
+    for p in publishers {
+        p.publish(topic, &next.to_be_bytes(), 1, false);
+        next += 1;
+    }
+    next
+}
+
+/// Publishers skip workers whose `Interest` cannot match the topic (see the server's
+/// `worker::interest`), and a group is matched only on its home worker, which here
+/// holds none of the group's members. Each member's worker counts the group's filter
+/// at the group home before the member's SUBACK, so a publish right after the SUBACK,
+/// from a publisher on any worker, reaches the group; a membership that ends (by
+/// UNSUBSCRIBE, or with its session) takes its count back, and joining again counts
+/// again.
+#[test]
+fn a_fresh_shared_subscription_gets_publishes_from_every_worker() {
+    let broker = broker_with("round_robin");
+    let version = |i: usize| if i % 2 == 0 { V3_1_1 } else { V5 };
+    // One publisher on each of the four workers.
+    let mut publishers: Vec<RawClient> = (0..4)
+        .map(|w| RawClient::connect(broker.addr(), version(w), &id_on(&format!("fpub{w}"), w)))
+        .collect();
+    for round in 0..8usize {
+        let home = round % 4;
+        let group = (0..)
+            .map(|g| format!("$share/fresh{g}/fr/{round}/+"))
+            .find(|name| home_worker(name, 4) == home)
+            .unwrap_or_default();
+        let topic = format!("fr/{round}/t");
+        // Two members, on the two workers after the group home; the first persistent.
+        let ids: Vec<String> =
+            (1..=2).map(|k| id_on(&format!("fm{round}-{k}"), (home + k) % 4)).collect();
+        let join = |i: usize, persistent: bool| {
+            let v = version(round + i);
+            let opts = if persistent {
+                ConnectOptions::persistent(v, &ids[i])
+            } else {
+                ConnectOptions::new(v, &ids[i])
+            };
+            let (mut m, _) = RawClient::connect_with(broker.addr(), &opts);
+            m.subscribe_one(&group, 1);
+            m
+        };
+        let mut members = vec![join(0, true), join(1, false)];
+        let mut next = 0u16;
+        let first = next;
+        next = publish_from_each(&mut publishers, &topic, next);
+        let context = format!("round {round}, right after SUBACK");
+        assert_each_once_in(&collect(&mut members, 4), first..next, &context);
+
+        // Both leave by UNSUBSCRIBE; what is published meanwhile reaches nobody. Then
+        // both join again and are counted again.
+        for m in &mut members {
+            m.unsubscribe(&[group.as_str()]);
+        }
+        next = publish_from_each(&mut publishers, &topic, next);
+        for m in &mut members {
+            m.subscribe_one(&group, 1);
+        }
+        let first = next;
+        next = publish_from_each(&mut publishers, &topic, next);
+        let context = format!("round {round}, after leaving and joining again");
+        assert_each_once_in(&collect(&mut members, 4), first..next, &context);
+
+        // Both memberships end with their sessions: the persistent one by a takeover
+        // with clean start, the clean one by DISCONNECT. Then new sessions join.
+        let mut ended = members.into_iter();
+        let persistent = ended.next();
+        if let Some(m) = ended.next() {
+            m.disconnect();
+        }
+        let (taken_over, _) =
+            RawClient::connect_with(broker.addr(), &ConnectOptions::new(version(round), &ids[0]));
+        if let Some(mut old) = persistent {
+            old.expect_closed(DEADLINE);
+        }
+        taken_over.disconnect();
+        next = publish_from_each(&mut publishers, &topic, next);
+        let mut members = vec![join(0, false), join(1, false)];
+        let first = next;
+        next = publish_from_each(&mut publishers, &topic, next);
+        let context = format!("round {round}, new sessions after the old ones ended");
+        assert_each_once_in(&collect(&mut members, 4), first..next, &context);
+        for m in members {
+            m.disconnect();
+        }
     }
 }
