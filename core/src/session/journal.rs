@@ -59,6 +59,11 @@ pub struct RestoredState {
     pub subscriptions: Vec<(TopicFilter, SubscriptionEntry)>,
     /// Queued deliveries, oldest first.
     pub queue: Vec<Delivery>,
+    /// How many of the first `queue` entries may have reached the client already: the
+    /// session was connected when the store last wrote it, and a message is sent before
+    /// its sending is on disk. Their first transmission carries DUP, which says "this
+    /// might be a re-delivery" (0 for a session that was offline).
+    pub maybe_sent: usize,
     /// The outgoing window in send order: packet id, the delivery, and whether PUBREL
     /// was already sent (then only PUBREL is resent; the delivery is not used).
     pub inflight: Vec<(PacketId, Delivery, bool)>,

@@ -158,6 +158,9 @@ struct Stored {
     inflight: Inflight,
     /// QoS 1/2 deliveries waiting for window, socket or reconnect, oldest first.
     queue: VecDeque<Delivery>,
+    /// How many at the front of `queue` may have been sent before a crash (restored
+    /// from a store that had not yet recorded their sending): each goes out with DUP.
+    maybe_sent: usize,
     inbound_qos2: InboundQos2,
     /// Changes to the above for the broker's store (see `journal`); empty unless the
     /// session journals.
@@ -337,6 +340,7 @@ impl Session {
         // The stored queue is new and empty: take the vector over (no copy, so a
         // million recovered entries are not held twice).
         stored.queue = VecDeque::from(state.queue);
+        stored.maybe_sent = state.maybe_sent.min(stored.queue.len());
         for (id, delivery, released) in state.inflight {
             stored.inflight.restore(id, delivery, released);
         }
@@ -523,14 +527,17 @@ impl Session {
         let (version, max) = (link.version, link.max_packet_bytes);
         let window = usize::from(link.send_window);
         while !self.write_blocked && self.inflight() < window {
-            let Some(d) = self.stored.as_mut().and_then(|s| s.queue.pop_front()) else { break };
+            let Some(stored) = self.stored.as_mut() else { break };
+            let Some(d) = stored.queue.pop_front() else { break };
+            let dup = stored.maybe_sent > 0;
+            stored.maybe_sent = stored.maybe_sent.saturating_sub(1);
             if d.message.is_expired(now) {
                 self.queue_drops.expired = self.queue_drops.expired.saturating_add(1);
                 self.journal(StoreChange::Dequeued(None));
                 continue;
             }
             let qos = d.qos;
-            let sent = self.send_qos12(version, max, d, now);
+            let sent = self.send_qos12(version, max, d, dup, now);
             if sent.is_none() {
                 self.queue_drops.too_large = self.queue_drops.too_large.saturating_add(1);
             }
@@ -546,6 +553,7 @@ impl Session {
         version: ProtocolVersion,
         max: usize,
         d: Delivery,
+        dup: bool,
         now: Instant,
     ) -> Option<PacketId> {
         if max < usize::MAX && encoded_len(&d, version, now) > max {
@@ -553,8 +561,9 @@ impl Session {
         }
         let mut t = Transmit::publish(d.clone(), version, now);
         let id = self.stored_mut().inflight.push(d);
-        if let Transmit::Publish { packet_id, .. } = &mut t {
+        if let Transmit::Publish { packet_id, dup: d, .. } = &mut t {
             *packet_id = Some(id);
+            *d = dup;
         }
         self.push_transmit(t);
         Some(id)
@@ -633,7 +642,7 @@ impl Session {
             if !self.write_blocked && self.queued() == 0 && self.inflight() < window {
                 debug_assert!(!self.is_queueing());
                 let (message, qos) = (delivery.message.clone(), delivery.qos);
-                let Some(packet_id) = self.send_qos12(version, max, delivery, now) else {
+                let Some(packet_id) = self.send_qos12(version, max, delivery, false, now) else {
                     return Err(DropReason::TooLarge);
                 };
                 self.journal(StoreChange::Sent { packet_id, message, qos });
@@ -986,6 +995,7 @@ impl Session {
             if let Some(stored) = self.stored.as_mut() {
                 stored.inflight = Inflight::default();
                 stored.queue.clear();
+                stored.maybe_sent = 0;
                 stored.inbound_qos2 = InboundQos2::default();
             }
         }

@@ -308,6 +308,23 @@ fn qos1_publish_is_redelivered_with_dup_after_reconnect() {
 }
 
 #[test]
+fn queued_messages_that_may_have_been_sent_before_a_crash_go_out_with_dup() {
+    // A store restored the session as connected at the crash: the first of its two
+    // queued messages may have reached the client already; the second had not.
+    let now = Instant::now();
+    let state = RestoredState {
+        expiry_secs: u32::MAX,
+        queue: vec![delivery(QoS::AtLeastOnce), delivery(QoS::AtLeastOnce)],
+        maybe_sent: 1,
+        ..RestoredState::default()
+    };
+    let mut s = Session::restore(Arc::from("c"), limits(), state, now);
+    let a = ConnectAnswer { session_present: true, ..answer() };
+    s.handle_connect(now, &connect(ProtocolVersion::V3_1_1, "c", false, 0), a);
+    assert_eq!(sent_ids(&drain(&mut s)), vec![(1, true), (2, false)]);
+}
+
+#[test]
 fn redelivery_discards_what_the_new_maximum_packet_size_forbids() {
     // [MQTT-3.1.2-25]: too large for the new connection → discarded as if sent.
     let now = Instant::now();

@@ -288,6 +288,9 @@ pub struct RecoveredSession {
     /// The record (`disconnected_at` is set: a session connected at the crash counts as
     /// disconnected at recovery).
     pub record: SessionRecord,
+    /// The session was connected at the crash: its queued messages may have been sent
+    /// (a message goes out before its sending is on disk).
+    pub connected_at_crash: bool,
     /// Queued messages in `seq` order; a body shared by several queues is one `Arc`.
     pub queue: Vec<(u64, Arc<StoredMessage>)>,
     /// Outgoing in-flight state by packet id, in packet id order.

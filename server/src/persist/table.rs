@@ -435,7 +435,8 @@ pub(super) fn load(txn: &ReadTransaction, now_unix: u64) -> Result<Loaded, Recov
             out.cleanup.sessions.push((client_id, None));
             continue;
         }
-        if record.disconnected_at.is_none() {
+        let connected_at_crash = record.disconnected_at.is_none();
+        if connected_at_crash {
             // Connected at the crash: its expiry runs from now, and is written so that
             // repeated restarts do not keep it alive for ever.
             record.disconnected_at = Some(now_unix);
@@ -445,6 +446,7 @@ pub(super) fn load(txn: &ReadTransaction, now_unix: u64) -> Result<Loaded, Recov
         sessions.push(RecoveredSession {
             client_id,
             record,
+            connected_at_crash,
             queue: Vec::new(),
             inflight: Vec::new(),
             qos2_received: Vec::new(),

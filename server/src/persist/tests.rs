@@ -409,6 +409,7 @@ fn state_survives_a_restart_and_expired_state_is_dropped() {
     assert_eq!(alive.queue[0].1.payload, Bytes::from_static(b"one"));
     let online = &sessions[2];
     assert!(online.record.disconnected_at.is_some(), "connected at the crash: offline from now");
+    assert!(online.connected_at_crash && !alive.connected_at_crash);
     assert_eq!(online.queue.len(), 1);
     assert_eq!(online.qos2_received, vec![pid(9)]);
     assert_eq!(online.inflight.len(), 2);

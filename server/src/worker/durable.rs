@@ -822,6 +822,7 @@ impl Worker {
             let state = RestoredState {
                 expiry_secs: s.record.expiry_secs,
                 subscriptions: subscriptions.clone(),
+                maybe_sent: if s.connected_at_crash { queue.len() } else { 0 },
                 queue,
                 inflight,
                 qos2_received: s.qos2_received.clone(),
