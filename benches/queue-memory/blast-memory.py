@@ -15,6 +15,9 @@ publisher was disconnected.
 
 SHOAL_LIMITS in the environment, `key = value` pairs separated by `;`, goes into the
 broker's `[limits]` table (e.g. `max_held_bytes = 1048576`), for A/B runs of a bound.
+BLAST_SUB_ID sets the subscriber's client id (default `blast-sub`, which shares a worker
+with `blast-pub` at 2 workers; `blast-sub2` lands on the other one), BLAST_STALL the
+seconds without progress after which the publisher gives up (default 5).
 """
 import os, socket, struct, subprocess, sys, tempfile, threading, time
 
@@ -27,7 +30,8 @@ QOS = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 PERSIST = sys.argv[5] if len(sys.argv) > 5 else 'true'
 PAYLOAD = int(sys.argv[6]) if len(sys.argv) > 6 else 64
 RETAIN = len(sys.argv) > 7 and sys.argv[7] == 'retain'
-STALL = 5.0
+STALL = float(os.environ.get('BLAST_STALL', '5'))
+SUB_ID = os.environ.get('BLAST_SUB_ID', 'blast-sub').encode()
 
 
 
@@ -91,7 +95,7 @@ broker = subprocess.Popen([BIN, '--config', f'{d}/c.toml'], stdout=subprocess.PI
 broker.stdout.readline()  # "listening on ..."
 time.sleep(0.3)
 r0 = rss(broker.pid)
-sub = rawmqtt.connect(PORT, b'blast-sub', clean=False)
+sub = rawmqtt.connect(PORT, SUB_ID, clean=False)
 v = b'\x00\x01' + struct.pack('>H', 7) + b'blast/#' + b'\x01'
 sub.sendall(b'\x82' + enc_len(len(v)) + v)
 assert sub.recv(5)[0] == 0x90

@@ -87,6 +87,10 @@ const SHUTDOWN_WILLS: Duration = Duration::from_secs(1);
 /// How long a closed connection may keep its socket to write what it still owes (a
 /// DISCONNECT behind a full socket or behind output held for the durable store).
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// Socket traffic in one tick that makes a burst, after which freed memory is returned
+/// to the OS once a tick passes with less than `QUIET_BYTES` (see `trim_after_burst`).
+const BURST_BYTES: u64 = 8 << 20;
+const QUIET_BYTES: u64 = 256 << 10;
 /// Publish batches from other workers handled per iteration before this worker
 /// reads and writes its own sockets again.
 const DRAIN_BATCHES: usize = 16;
@@ -245,6 +249,10 @@ pub(crate) struct Worker {
     handoff_out: Vec<Vec<Handoff>>,
     /// Some `handoff_out` found its peer's channel full: poll again after `BACKOFF`.
     handoffs_waiting: bool,
+    /// Bytes read and written up to the last tick (`trim_after_burst`).
+    traffic_at_tick: u64,
+    /// A burst went through: return free memory at the next quiet tick.
+    trim_owed: bool,
 }
 
 impl Worker {
@@ -316,6 +324,8 @@ impl Worker {
             nodelay_inherited,
             handoff_out: Vec::new(),
             handoffs_waiting: false,
+            traffic_at_tick: 0,
+            trim_owed: false,
         })
     }
 
@@ -706,6 +716,7 @@ impl Worker {
     fn tick(&mut self, now: Instant) {
         // Releases the last published message (and the read buffer its payload shares).
         self.publish_cache.clear();
+        self.trim_after_burst();
         self.publish_due_wills(now);
         let connect_timeout = self.shared.broker_limits.connect_timeout;
         let mut timed_out = Vec::new();
@@ -749,6 +760,19 @@ impl Worker {
             if slot.conn.is_none() && slot.session.is_expired(now) {
                 self.discard_session(key, now);
             }
+        }
+    }
+
+    /// After a burst of traffic (`BURST_BYTES` in a tick), at the first quiet tick,
+    /// returns the memory the burst freed to the OS: at most once per burst, never
+    /// while traffic flows, so it costs nothing on the hot path.
+    fn trim_after_burst(&mut self) {
+        let traffic = self.counters.bytes_received.wrapping_add(self.counters.bytes_sent);
+        let bytes = traffic.wrapping_sub(std::mem::replace(&mut self.traffic_at_tick, traffic));
+        if bytes >= BURST_BYTES {
+            self.trim_owed = true;
+        } else if bytes < QUIET_BYTES && std::mem::take(&mut self.trim_owed) {
+            sys::release_free_memory();
         }
     }
 
