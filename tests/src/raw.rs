@@ -167,9 +167,12 @@ impl RawClient {
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {}
                     io::ErrorKind::Interrupted => {}
+                    // UnexpectedEof: a TLS stream whose TCP connection ended without
+                    // close_notify (the broker's last write did not fit, or a reset).
                     io::ErrorKind::ConnectionReset
                     | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe => return Err(RecvError::Closed),
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof => return Err(RecvError::Closed),
                     _ => return Err(RecvError::Io(e)),
                 },
             }
@@ -361,8 +364,26 @@ impl RawClient {
         self.stream.shutdown();
     }
 
-    /// Closes the socket without DISCONNECT, as a crashed client would.
+    /// Ends the connection without DISCONNECT, as a crashed client's operating system
+    /// would (a FIN, then nothing), and waits until the broker closes its end, which it
+    /// does once it has handled the loss: when this returns, the broker has taken the
+    /// connection as lost (will scheduled, a persistent session offline). Without the
+    /// wait, what the test does next (reconnecting the same client id, publishing to
+    /// the session) could reach the broker before the FIN is read and find the old
+    /// connection still there: a takeover instead of a resumption, a message sent to a
+    /// dead socket instead of queued. Packets that arrive meanwhile are dropped.
     pub fn drop_connection(mut self) {
+        self.stream.shutdown_write();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.read_packet(deadline) {
+                Ok(_) => {}
+                Err(RecvError::Timeout) => {
+                    panic!("the broker kept the connection open {DEADLINE:?} after its FIN")
+                }
+                Err(_) => break,
+            }
+        }
         self.stream.shutdown();
     }
 }

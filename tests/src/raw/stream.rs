@@ -21,6 +21,9 @@ pub trait ClientStream: Read + Write + Send {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Closes both directions of the socket underneath.
     fn shutdown(&mut self);
+    /// Ends the sending direction of the socket underneath (a FIN) and nothing else: no
+    /// TLS close_notify, no WebSocket close frame, as when the client's process dies.
+    fn shutdown_write(&mut self);
 }
 
 impl ClientStream for TcpStream {
@@ -29,6 +32,9 @@ impl ClientStream for TcpStream {
     }
     fn shutdown(&mut self) {
         let _ = TcpStream::shutdown(self, Shutdown::Both);
+    }
+    fn shutdown_write(&mut self) {
+        let _ = TcpStream::shutdown(self, Shutdown::Write);
     }
 }
 
@@ -43,6 +49,9 @@ impl ClientStream for TlsStream {
         self.conn.send_close_notify();
         let _ = self.conn.complete_io(&mut self.sock);
         let _ = self.sock.shutdown(Shutdown::Both);
+    }
+    fn shutdown_write(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Write);
     }
 }
 
@@ -242,5 +251,8 @@ impl<S: ClientStream> ClientStream for WsStream<S> {
     }
     fn shutdown(&mut self) {
         self.inner.shutdown();
+    }
+    fn shutdown_write(&mut self) {
+        self.inner.shutdown_write();
     }
 }
