@@ -57,11 +57,29 @@ fn max_packet_size_counts_the_whole_packet() {
 
 #[test]
 fn oversized_length_is_refused_from_the_fixed_header() {
-    // A header announcing 200 MB: the broker must close without waiting for the body.
+    // A PUBLISH header announcing 200 MB and no body: the broker must refuse it from the
+    // fixed header alone, without waiting for (or buffering) the body. v5: DISCONNECT
+    // 0x95 Packet too large first; 3.1.1 has no way to say why, so just the close.
     let broker = TestBroker::with_config("[limits]\nmax_packet_size = 1024");
-    let mut client = RawClient::connect(broker.addr(), V3_1_1, "liar");
-    client.send(&[0x30, 0x80, 0x80, 0x80, 0x60]);
-    client.expect_closed(DEADLINE);
+    for version in MODERN {
+        let mut client = RawClient::connect(broker.addr(), version, "liar");
+        client.send(&[0x30, 0x80, 0x80, 0x80, 0x60, 0x00, 0x01, b't']);
+        let reason = client.expect_closed_with_reason(DEADLINE);
+        if version.is_v5() {
+            assert_eq!(reason, Some(0x95), "v5: DISCONNECT Packet too large");
+        }
+    }
+}
+
+#[test]
+fn oversized_connect_is_refused_from_the_fixed_header() {
+    // Before CONNECT the version is unknown, so there is nothing to answer with: the
+    // broker closes as soon as the fixed header shows the packet is too large.
+    let broker = TestBroker::with_config("[limits]\nmax_packet_size = 1024");
+    let mut client = RawClient::tcp(broker.addr(), V5);
+    client.send(&[0x10, 0x80, 0x80, 0x80, 0x60, 0x00, 0x04, b'M', b'Q', b'T', b'T', 5]);
+    let seen = client.expect_closed(DEADLINE);
+    assert!(seen.is_empty(), "answered an oversized CONNECT with {seen:?}");
 }
 
 #[test]
