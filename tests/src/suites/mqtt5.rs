@@ -533,3 +533,112 @@ fn paho_sees_reason_strings_on_failed_subscribe_and_unsubscribe_only_when_allowe
     // Room for the codes (10 bytes at most), not for the strings.
     assert_eq!(run("1", "12"), "SUBACK [1, 151] None\nUNSUBACK [0, 143] None\n");
 }
+
+#[test]
+fn expired_retained_message_is_not_sent_to_a_new_subscriber() {
+    // [MQTT-3.3.2-5] applies to a retained message as to a queued one: once its Message
+    // Expiry Interval has passed it is not delivered; [MQTT-3.3.2-6] a retained message
+    // still alive goes out with the interval reduced by the time it was kept.
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "rexp-pub");
+    for (topic, secs) in [("rexp/short", 1u32), ("rexp/long", 100)] {
+        let id = publisher.next_packet_id();
+        publisher.send(&wire::publish_v5_with_properties(
+            topic,
+            topic.as_bytes(),
+            1,
+            true,
+            id,
+            &property(0x02, &secs.to_be_bytes()),
+        ));
+        publisher.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(i, _) if *i == id));
+    }
+    // The behaviour under test is the passing of time itself: let the short one expire.
+    std::thread::sleep(Duration::from_millis(2200));
+    let mut sub = RawClient::connect(broker.addr(), V5, "rexp-sub");
+    sub.subscribe_one("rexp/#", 1);
+    let got = sub.expect_publish_acked();
+    assert_eq!(got.topic, "rexp/long", "an expired retained message was delivered");
+    assert!(got.retain, "retained delivery without RETAIN");
+    let left = find_property(&got.properties, 0x02).expect("Message Expiry Interval forwarded");
+    let left = u32::from_be_bytes(left.value.clone().try_into().unwrap());
+    assert!((90..100).contains(&left), "expiry interval not reduced by the wait: {left}");
+    let unread = sub.ping_then_unread();
+    assert!(unread.is_empty(), "more than the live retained message: {unread:?}");
+}
+
+#[test]
+fn connack_maximum_qos_and_retain_available_match_what_is_honoured() {
+    // 3.2.2.3.4: Maximum QoS is absent when QoS 2 is supported and may only be 0 or 1;
+    // 3.2.2.3.5: Retain Available absent means 1. Whatever the CONNACK announces must
+    // hold: a will at that QoS with RETAIN is accepted [MQTT-3.2.2-12]/[-13], and so
+    // are PUBLISHes at that QoS with RETAIN.
+    let broker = TestBroker::start();
+    let (client, props) = connect_v5(&broker, &ConnectOptions::new(V5, "caps"));
+    let max_qos = match find_property(&props, 0x24) {
+        Some(p) => {
+            assert!(p.value == [0] || p.value == [1], "Maximum QoS {:?}", p.value);
+            p.value[0]
+        }
+        None => 2,
+    };
+    let retain = available(&props, 0x25);
+    client.disconnect();
+
+    let opts = ConnectOptions::new(V5, "caps-will").with_will("caps/will", b"w", max_qos, retain);
+    let (mut with_will, reply) = RawClient::connect_raw(broker.addr(), &opts);
+    assert!(
+        matches!(reply, Ok(Incoming::ConnAck { code: 0, .. })),
+        "a will within the announced capabilities was refused: {reply:?}"
+    );
+    with_will.publish("caps/t", b"kept", max_qos, retain);
+    let mut sub = RawClient::connect(broker.addr(), V5, "caps-sub");
+    sub.subscribe_one("caps/t", max_qos);
+    if retain {
+        let got = sub.expect_publish_acked();
+        assert!(got.retain && got.payload == b"kept", "retained message not kept: {got:?}");
+    }
+    with_will.publish("caps/t", b"live", max_qos, false);
+    let got = sub.expect_publish_acked();
+    assert_eq!((got.payload.as_slice(), got.qos), (&b"live"[..], max_qos));
+    with_will.disconnect();
+}
+
+#[test]
+fn disconnect_can_end_a_persistent_session_by_setting_its_expiry_to_zero() {
+    // 3.14.2.2.2: the Session Expiry Interval on DISCONNECT replaces the CONNECT's; from
+    // non-zero to 0 is allowed, and the session then ends with the connection.
+    let broker = TestBroker::start();
+    let opts = ConnectOptions::persistent(V5, "changes-mind");
+    let (mut client, _) = connect_v5(&broker, &opts);
+    client.subscribe_one("cm/t", 1);
+    client.send(&wire::frame(0xE0, &[0x00, 5, 0x11, 0, 0, 0, 0]));
+    let seen = client.expect_closed(DEADLINE);
+    assert!(seen.is_empty(), "answered a valid DISCONNECT with {seen:?}");
+    let (client, reply) = RawClient::connect_raw(broker.addr(), &opts);
+    assert!(
+        matches!(reply, Ok(Incoming::ConnAck { session_present: false, code: 0, .. })),
+        "session outlived Session Expiry 0 set on DISCONNECT: {reply:?}"
+    );
+    client.disconnect();
+}
+
+#[test]
+fn retained_message_carries_the_subscription_identifier_of_its_subscription() {
+    // [MQTT-3.3.4-3]: a PUBLISH sent because of a subscription with an identifier
+    // carries it; a retained message sent on subscribe is such a PUBLISH.
+    let broker = TestBroker::start();
+    let mut publisher = RawClient::connect(broker.addr(), V5, "rsid-pub");
+    publisher.publish("rsid/t", b"kept", 1, true);
+    let (mut sub, props) = connect_v5(&broker, &ConnectOptions::new(V5, "rsid-sub"));
+    if !available(&props, 0x29) {
+        return;
+    }
+    let id = sub.next_packet_id();
+    sub.send(&wire::subscribe_v5_with_properties(id, &[0x0B, 9], &[("rsid/#", 1)]));
+    sub.wait_for("SUBACK", |p| matches!(p, Incoming::SubAck(i, _) if *i == id));
+    let got = sub.expect_publish_acked();
+    assert!(got.retain, "{got:?}");
+    let sid = find_property(&got.properties, 0x0B).map(|p| p.value.clone());
+    assert_eq!(sid, Some(9u32.to_be_bytes().to_vec()), "Subscription Identifier of {got:?}");
+}
