@@ -11,7 +11,7 @@ use shoal_core::ProtocolVersion::{self, V3_1_1, V5};
 use super::MODERN;
 use crate::harness::TestBroker;
 use crate::raw::wire::{self, ConnectOptions};
-use crate::raw::{Incoming, RawClient, DEADLINE};
+use crate::raw::{RawClient, DEADLINE};
 
 fn watcher(broker: &TestBroker, version: ProtocolVersion, filter: &str) -> RawClient {
     let mut sub = RawClient::connect(broker.addr(), version, "will-watcher");
@@ -135,19 +135,15 @@ fn retained_will_is_retained() {
         let topic = format!("will/retained/{version}");
         let opts = ConnectOptions::new(version, "retainer").with_will(&topic, b"last", 1, true);
         RawClient::connect_with(broker.addr(), &opts).0.drop_connection();
-        // A subscriber that arrives later still gets it, flagged retained.
+        // A subscriber that arrives later still gets it, flagged retained. The broker
+        // publishes the will (storing it as retained) before it closes its end of the
+        // dropped connection, and `drop_connection` waits for that close: subscribing
+        // any earlier could catch the will live, with RETAIN cleared.
         let mut late = RawClient::connect(broker.addr(), version, "late");
-        crate::harness::wait_until(DEADLINE, "retained will stored", || {
-            late.subscribe(&[(topic.as_str(), 1)]);
-            match late.recv(Duration::from_millis(200)) {
-                Ok(Incoming::Publish(p)) => {
-                    late.ack(&p);
-                    assert!(p.retain && p.payload == b"last", "{version}: {p:?}");
-                    true
-                }
-                _ => false,
-            }
-        });
+        late.subscribe_one(&topic, 1);
+        let p = late.expect_publish_acked();
+        assert!(p.retain && p.payload == b"last", "{version}: {p:?}");
+        late.disconnect();
     }
 }
 
