@@ -642,3 +642,51 @@ fn retained_message_carries_the_subscription_identifier_of_its_subscription() {
     let sid = find_property(&got.properties, 0x0B).map(|p| p.value.clone());
     assert_eq!(sid, Some(9u32.to_be_bytes().to_vec()), "Subscription Identifier of {got:?}");
 }
+
+#[test]
+fn message_expiring_behind_a_full_receive_maximum_is_not_delivered() {
+    // [MQTT-3.3.2-5] holds for an online subscriber too: a message waiting behind its
+    // Receive Maximum that expires meanwhile is dropped, not sent late.
+    let broker = TestBroker::start();
+    let mut opts = ConnectOptions::new(V5, "slow-acker");
+    opts.receive_maximum = Some(1);
+    let (mut sub, _) = connect_v5(&broker, &opts);
+    sub.subscribe_one("hold/t", 1);
+    let mut publisher = RawClient::connect(broker.addr(), V5, "hold-pub");
+    publisher.publish("hold/t", b"first", 1, false);
+    let id = publisher.next_packet_id();
+    publisher.send(&wire::publish_v5_with_properties(
+        "hold/t",
+        b"short-lived",
+        1,
+        false,
+        id,
+        &property(0x02, &1u32.to_be_bytes()),
+    ));
+    publisher.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(i, _) if *i == id));
+    publisher.publish("hold/t", b"last", 1, false);
+    let first = sub.expect_publish();
+    assert_eq!(first.payload, b"first");
+    // The behaviour under test is the passing of time itself: hold the only slot
+    // until the second message has expired.
+    std::thread::sleep(Duration::from_millis(2200));
+    sub.ack(&first);
+    assert_eq!(sub.expect_publish_acked().payload, b"last", "an expired message was delivered");
+}
+
+#[test]
+fn no_local_on_one_of_two_overlapping_subscriptions_still_delivers_through_the_other() {
+    // [MQTT-3.8.3-3] No Local only stops delivery through the subscription that has it;
+    // a client's own message matching another subscription of it without No Local is
+    // delivered through that one.
+    let broker = TestBroker::start();
+    let mut client = RawClient::connect(broker.addr(), V5, "overlap");
+    assert_eq!(client.subscribe(&[("ov/#", 0x04 | 1)]), [1]);
+    client.subscribe_one("ov/t", 1);
+    client.publish("ov/t", b"own", 1, false);
+    client.publish("ov/other", b"own, no-local only", 1, false);
+    let got = client.expect_publish_acked();
+    assert_eq!(got.payload, b"own");
+    let unread = client.ping_then_unread();
+    assert!(unread.is_empty(), "No Local ignored: {unread:?}");
+}
