@@ -353,9 +353,15 @@ impl Broker {
             hooks,
             file_auth,
         };
-        for mut w in prepared {
-            let id = w.id();
+        let now = std::time::Instant::now();
+        for w in &mut prepared {
             w.set_peers(peers.clone());
+        }
+        for w in &mut prepared {
+            w.publish_wills_owed_at_start(now);
+        }
+        for w in prepared {
+            let id = w.id();
             let handle = std::thread::Builder::new()
                 .name(format!("shoal-worker-{id}"))
                 .spawn(move || w.run())

@@ -364,9 +364,6 @@ impl Worker {
         // Log lines are written once per iteration (and whatever is left when this
         // returns or unwinds), not once per line.
         let _held = crate::log_output::hold();
-        // Wills the store owed from before the start and already due, before any
-        // client can reconnect (a will without delay is not cancelled by that).
-        self.publish_due_wills(Instant::now());
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
             let waiting = self.peers_full || self.handoffs_waiting || backlogged;

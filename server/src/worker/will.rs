@@ -64,6 +64,19 @@ impl Worker {
         self.route(Arc::new(msg), now);
     }
 
+    /// Publishes the wills the store owed from before the start and already due (of
+    /// sessions that ended while the broker was down), before any worker thread runs.
+    /// A will without delay is not cancelled by its client coming back, and every
+    /// client must find it: the retained store is set now, and the copies for other
+    /// workers' sessions are in their channels, which each worker drains before its
+    /// first socket read. Published from a worker's own loop instead, a client of
+    /// another worker that is already running could subscribe first and get the stale
+    /// retained message the will replaces.
+    pub(crate) fn publish_wills_owed_at_start(&mut self, now: Instant) {
+        self.publish_due_wills(now);
+        self.flush_outbox();
+    }
+
     /// Publishes the wills whose delay has run out (on the tick).
     pub(super) fn publish_due_wills(&mut self, now: Instant) {
         if self.pending_wills.iter().all(|p| p.due > now) {
