@@ -353,18 +353,26 @@ impl Broker {
             hooks,
             file_auth,
         };
+        // Each worker behind a lock its own thread holds while it handles events; a
+        // peer may take it while the thread waits (see `Worker::run`).
+        let cells: Vec<Arc<parking_lot::Mutex<worker::Worker>>> =
+            prepared.into_iter().map(|w| Arc::new(parking_lot::Mutex::new(w))).collect();
+        let mut peers = peers;
+        for (peer, cell) in peers.iter_mut().zip(&cells) {
+            peer.cell = Arc::downgrade(cell);
+        }
         let now = std::time::Instant::now();
-        for w in &mut prepared {
-            w.set_peers(peers.clone());
+        for cell in &cells {
+            cell.lock().set_peers(peers.clone());
         }
-        for w in &mut prepared {
-            w.publish_wills_owed_at_start(now);
+        for cell in &cells {
+            cell.lock().publish_wills_owed_at_start(now);
         }
-        for w in prepared {
-            let id = w.id();
+        for cell in cells {
+            let id = cell.lock().id();
             let handle = std::thread::Builder::new()
                 .name(format!("shoal-worker-{id}"))
-                .spawn(move || w.run())
+                .spawn(move || worker::Worker::run(&cell))
                 .map_err(|source| StartError::Worker { worker: id, source })?;
             broker.threads.push(handle);
         }

@@ -7,7 +7,7 @@
 //! own sockets and retries next iteration (see `worker/mod.rs`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -64,6 +64,9 @@ pub(crate) struct Handoff {
 pub(crate) struct Peer {
     pub(crate) tx: Sender<WorkerMsg>,
     pub(crate) waker: Arc<mio::Waker>,
+    /// The worker itself, for `serve_peer`; empty until the broker has wrapped every
+    /// worker for its thread (and in handles taken before that).
+    pub(crate) cell: Weak<parking_lot::Mutex<crate::worker::Worker>>,
 }
 
 /// The home worker of `client_id`: FNV-1a of its bytes, mixed, modulo the worker count.

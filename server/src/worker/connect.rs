@@ -62,7 +62,7 @@ impl Worker {
     fn hand_off(&mut self, idx: usize, home: usize, connect: Box<Connect>, rest: BytesMut) {
         let Some(mut conn) = self.conns.try_remove(idx) else { return };
         if conn.registered {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.registry.deregister(&mut conn.stream);
         }
         let accepted_at = match conn.state {
             ConnState::Pending { since } => since,

@@ -109,7 +109,7 @@ impl Worker {
     fn register_accepted(&mut self, idx: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(idx) else { return };
         let interest = Interest::READABLE | Interest::WRITABLE;
-        match self.poll.registry().register(&mut conn.stream, Token(CONN_BASE + idx), interest) {
+        match self.registry.register(&mut conn.stream, Token(CONN_BASE + idx), interest) {
             Ok(()) => conn.registered = true,
             Err(e) => {
                 log::warn!("cannot register connection from {}: {e}", conn.addr);
@@ -125,9 +125,7 @@ impl Worker {
         let idx = entry.key();
         let conn = entry.insert(conn);
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) =
-            self.poll.registry().register(&mut conn.stream, Token(CONN_BASE + idx), interest)
-        {
+        if let Err(e) = self.registry.register(&mut conn.stream, Token(CONN_BASE + idx), interest) {
             log::warn!("cannot register connection from {}: {e}", conn.addr);
             let listener = conn.listener;
             self.conns.remove(idx);

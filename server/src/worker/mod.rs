@@ -36,13 +36,14 @@ pub(crate) use link::{Layer, ListenerSpec};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpListener;
-use mio::{Events, Poll, Token, Waker};
+use mio::{Events, Poll, Registry, Token, Waker};
+use parking_lot::Mutex;
 use shoal_core::session::{LinkLoss, Message, PublishCache, SentCounts};
 use shoal_core::topic::MatchSet;
 use shoal_core::{Limits, SubscriptionTrie};
@@ -94,6 +95,14 @@ const QUIET_BYTES: u64 = 256 << 10;
 /// Publish batches from other workers handled per iteration before this worker
 /// reads and writes its own sockets again.
 const DRAIN_BATCHES: usize = 16;
+/// Largest publish batch a worker delivers itself for a waiting peer (see `serve_peer`):
+/// a trickle, where the wake-up of the peer's thread is most of the latency. Bigger
+/// batches go to the peer's own thread, which runs on the other core in parallel.
+const SERVE_MESSAGES: usize = 8;
+/// A peer's service that took longer than this is not offered again for
+/// `SERVE_COOLDOWN` flushes: that much work is better done on the peer's own core.
+const SERVE_BUDGET: Duration = Duration::from_micros(200);
+const SERVE_COOLDOWN: u8 = 64;
 
 /// What every worker shares, set up once by `Broker::start`.
 #[derive(Clone)]
@@ -160,7 +169,11 @@ impl Shared {
 /// One event loop and everything it owns.
 pub(crate) struct Worker {
     id: usize,
-    poll: Poll,
+    /// Taken by `run` for the worker's life: the thread waits in it without holding the
+    /// worker's lock.
+    poll: Option<Poll>,
+    /// Registers sockets with `poll`, also while a peer serves this worker.
+    registry: Registry,
     waker: Arc<Waker>,
     rx: Receiver<WorkerMsg>,
     tx: Sender<WorkerMsg>,
@@ -253,6 +266,12 @@ pub(crate) struct Worker {
     traffic_at_tick: u64,
     /// A burst went through: return free memory at the next quiet tick.
     trim_owed: bool,
+    /// When `tick` runs next.
+    next_tick: Instant,
+    /// A peer's thread runs this worker now (`serve_peer`): it serves no one in turn.
+    serving: bool,
+    /// Per peer: flushes left before serving it may be tried again (`SERVE_BUDGET`).
+    serve_cooldown: Vec<u8>,
 }
 
 impl Worker {
@@ -276,13 +295,14 @@ impl Worker {
             // Every worker polls a clone of the same listening socket; whichever wakes
             // first accepts (see docs/ARCHITECTURE.md, "Listeners").
             let mut l = TcpListener::from_std(l.try_clone()?);
-            sys::register_listener(&poll, &mut l, Token(LISTENER_BASE + i))?;
+            sys::register_listener(poll.registry(), &mut l, Token(LISTENER_BASE + i))?;
             nodelay_inherited &= sys::set_listener_nodelay(&l);
             mine.push(l);
         }
         Ok(Self {
             id,
-            poll,
+            registry: poll.registry().try_clone()?,
+            poll: Some(poll),
             waker,
             rx,
             tx,
@@ -326,6 +346,9 @@ impl Worker {
             handoffs_waiting: false,
             traffic_at_tick: 0,
             trim_owed: false,
+            next_tick: Instant::now() + TICK,
+            serving: false,
+            serve_cooldown: Vec::new(),
         })
     }
 
@@ -335,7 +358,7 @@ impl Worker {
 
     /// How other workers reach this one.
     pub(crate) fn peer(&self) -> Peer {
-        Peer { tx: self.tx.clone(), waker: self.waker.clone() }
+        Peer { tx: self.tx.clone(), waker: self.waker.clone(), cell: Weak::new() }
     }
 
     /// How the admin listener reaches this worker.
@@ -351,81 +374,135 @@ impl Worker {
         self.share_out.resize_with(peers.len(), Vec::new);
         self.owed_marks.resize(peers.len(), 0);
         self.handoff_out.resize_with(peers.len(), Vec::new);
+        self.serve_cooldown.resize(peers.len(), 0);
         self.peers = peers;
     }
 
-    /// Runs the event loop until shutdown.
+    /// Runs the event loop of the worker in `cell` until shutdown.
+    ///
+    /// The thread holds the worker's lock while it handles events, not while it waits
+    /// for them: a waiting worker can be run by a peer's thread for a moment
+    /// (`serve_peer`), which delivers what that peer just sent it.
     ///
     /// # Errors
-    /// A failing `poll` (the OS event queue itself broke).
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    /// A failing `poll` (the OS event queue itself broke), or a worker run twice.
+    pub(crate) fn run(cell: &Mutex<Worker>) -> io::Result<()> {
+        let mut poll = cell
+            .lock()
+            .poll
+            .take()
+            .ok_or_else(|| io::Error::other("worker event loop started twice"))?;
         let mut events = Events::with_capacity(1024);
-        let mut next_tick = Instant::now() + TICK;
         // Log lines are written once per iteration (and whatever is left when this
         // returns or unwinds), not once per line.
         let _held = crate::log_output::hold();
-        while !self.shared.shutdown.load(Ordering::Relaxed) {
-            let backlogged = self.durable.as_ref().is_some_and(|d| d.backlogged());
-            let waiting = self.peers_full || self.handoffs_waiting || backlogged;
-            let timeout = if waiting || !self.congested.is_empty() {
-                BACKOFF
-            } else if !self.ready.is_empty() || self.channel_pending {
-                Duration::ZERO
-            } else {
-                next_tick.saturating_duration_since(Instant::now())
+        loop {
+            let timeout = {
+                let w = cell.lock();
+                if w.shared.shutdown.load(Ordering::Relaxed) {
+                    break;
+                }
+                w.poll_timeout()
             };
-            match self.poll.poll(&mut events, Some(timeout)) {
+            match poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
-            self.durable_poll(now);
-            self.refresh_pressure(now);
-            // Other workers' messages first: whatever they sent before this iteration's
-            // socket reads happened earlier (a shared-subscription join sent before its
-            // SUBACK must reach the group home before a publish the SUBACK prompted).
-            self.drain_channel(now);
-            for ev in events.iter() {
-                match ev.token() {
-                    WAKER => {}
-                    Token(t) if t < CONN_BASE => self.accept(t - LISTENER_BASE, now),
-                    Token(t) => {
-                        let idx = t - CONN_BASE;
-                        // Readiness is a hint: spurious events and stale tokens are normal;
-                        // `read`/`write` give the real answer.
-                        // A connection on the ready list is read below, once.
-                        let listed = self.conns.get(idx).is_some_and(|c| c.ready);
-                        if !listed && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                            let edge = !ev.is_read_closed() && !ev.is_error();
-                            self.on_readable(idx, now, edge);
-                        }
-                        if ev.is_writable() {
-                            self.mark_dirty(idx);
-                        }
+            cell.lock().iterate(&events);
+            crate::log_output::flush();
+        }
+        cell.lock().shutdown_connections(&mut poll);
+        Ok(())
+    }
+
+    /// How long the next `poll` may wait.
+    fn poll_timeout(&self) -> Duration {
+        if self.waits_on_others() || !self.congested.is_empty() {
+            BACKOFF
+        } else if !self.ready.is_empty() || self.channel_pending {
+            Duration::ZERO
+        } else {
+            self.next_tick.saturating_duration_since(Instant::now())
+        }
+    }
+
+    /// Some work waits for room elsewhere: a peer's channel, or the durable store.
+    fn waits_on_others(&self) -> bool {
+        self.peers_full
+            || self.handoffs_waiting
+            || self.durable.as_ref().is_some_and(|d| d.backlogged())
+    }
+
+    /// One pass of the event loop over what `poll` reported.
+    fn iterate(&mut self, events: &Events) {
+        let now = Instant::now();
+        self.durable_poll(now);
+        self.refresh_pressure(now);
+        // Other workers' messages first: whatever they sent before this iteration's
+        // socket reads happened earlier (a shared-subscription join sent before its
+        // SUBACK must reach the group home before a publish the SUBACK prompted).
+        self.drain_channel(now);
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => {}
+                Token(t) if t < CONN_BASE => self.accept(t - LISTENER_BASE, now),
+                Token(t) => {
+                    let idx = t - CONN_BASE;
+                    // Readiness is a hint: spurious events and stale tokens are normal;
+                    // `read`/`write` give the real answer.
+                    // A connection on the ready list is read below, once.
+                    let listed = self.conns.get(idx).is_some_and(|c| c.ready);
+                    if !listed && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                        let edge = !ev.is_read_closed() && !ev.is_error();
+                        self.on_readable(idx, now, edge);
+                    }
+                    if ev.is_writable() {
+                        self.mark_dirty(idx);
                     }
                 }
             }
-            if !self.peers_full {
-                self.read_ready(now);
-            }
-            self.drain_control(now);
-            if now >= next_tick {
-                self.tick(now);
-                self.publish_metrics(now);
-                next_tick = now + TICK;
-            }
-            self.durable_end();
-            self.flush_outbox();
-            self.send_marks();
-            self.flush_dirty(now);
-            self.close_pending(now);
-            crate::log_output::flush();
-            let busy = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.counters.busy_nanos = self.counters.busy_nanos.wrapping_add(busy);
         }
-        self.shutdown_connections();
-        Ok(())
+        if !self.peers_full {
+            self.read_ready(now);
+        }
+        self.drain_control(now);
+        if now >= self.next_tick {
+            self.tick(now);
+            self.publish_metrics(now);
+            self.next_tick = now + TICK;
+        }
+        self.finish_iteration(now);
+    }
+
+    /// The end of every pass: what was routed goes to the store and the peers, what
+    /// is owed to clients is written, ended connections close.
+    fn finish_iteration(&mut self, start: Instant) {
+        self.durable_end();
+        self.flush_outbox();
+        self.send_marks();
+        self.flush_dirty(start);
+        self.close_pending(start);
+        let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters.busy_nanos = self.counters.busy_nanos.wrapping_add(busy);
+    }
+
+    /// Run by a peer's thread while this worker's own thread waits in `poll`: handles
+    /// what the channel holds and writes it out, like the start and end of an
+    /// iteration (no socket is read). True if nothing is left that needs this worker's
+    /// own thread before its next timer, so it need not be woken.
+    fn serve(&mut self) -> bool {
+        let now = Instant::now();
+        self.serving = true;
+        self.refresh_pressure(now);
+        self.drain_channel(now);
+        self.finish_iteration(now);
+        self.serving = false;
+        !self.waits_on_others()
+            && !self.channel_pending
+            && self.ready.is_empty()
+            && self.dirty.is_empty()
+            && self.congested.is_empty()
     }
 
     /// Reads again the connections left on the ready list by the previous iteration.
@@ -523,7 +600,7 @@ impl Worker {
     /// Shutdown: routes this worker's wills, then handles the other workers' until
     /// every worker has sent its own (at most `SHUTDOWN_WILLS`), so that subscribers
     /// still connected get them before DISCONNECT and persistent sessions queue them.
-    fn exchange_shutdown_wills(&mut self, now: Instant) {
+    fn exchange_shutdown_wills(&mut self, poll: &mut Poll, now: Instant) {
         self.publish_shutdown_wills(now);
         let deadline = now + SHUTDOWN_WILLS;
         let mut events = Events::with_capacity(64);
@@ -554,7 +631,7 @@ impl Worker {
                 break;
             }
             crate::log_output::flush();
-            let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
+            let _ = poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
     }
 
@@ -562,11 +639,17 @@ impl Worker {
     /// keeps the batch and turns on back-pressure (reads are deferred).
     /// Connections handed to a peer this iteration (`hand_off`) go first, as one
     /// message, with the same wake-up.
+    ///
+    /// A small publish batch for a peer whose thread is waiting is delivered by this
+    /// thread instead (`serve_peer`): no wake-up hop between the publisher's socket and
+    /// the subscriber's. Not while this worker is itself being served, nor at shutdown.
     fn flush_outbox(&mut self) {
         let mut full = false;
         let mut handoffs_waiting = false;
+        let may_serve = !self.serving && !self.shared.shutdown.load(Ordering::Relaxed);
         for (i, peer) in self.peers.iter().enumerate() {
             let mut wake = false;
+            let mut serve = false;
             if let Some(out) = self.handoff_out.get_mut(i).filter(|o| !o.is_empty()) {
                 match peer.tx.try_send(WorkerMsg::Handoff(std::mem::take(out))) {
                     Ok(()) => wake = true,
@@ -587,14 +670,23 @@ impl Worker {
             let Some(out) = self.outbox.get_mut(i) else { continue };
             if i != self.id && !out.is_empty() {
                 let batch = std::mem::take(out);
+                let small = batch.len() <= SERVE_MESSAGES;
                 match peer.tx.try_send(WorkerMsg::Publish(batch)) {
-                    Ok(()) => wake = true,
+                    Ok(()) => {
+                        wake = true;
+                        serve = may_serve && small;
+                    }
                     Err(TrySendError::Full(WorkerMsg::Publish(batch))) => {
                         *out = batch;
                         full = true;
                     }
                     // A peer that has exited (shutdown) takes nothing more.
                     Err(_) => {}
+                }
+            }
+            if wake && serve {
+                if let Some(cooldown) = self.serve_cooldown.get_mut(i) {
+                    wake = !serve_peer(peer, cooldown);
                 }
             }
             if wake {
@@ -775,13 +867,13 @@ impl Worker {
 
     /// Stops accepting, tells v5 clients the server is shutting down, flushes what is
     /// owed for at most `SHUTDOWN_FLUSH`, and closes everything.
-    fn shutdown_connections(&mut self) {
+    fn shutdown_connections(&mut self, poll: &mut Poll) {
         for l in &mut self.listeners {
-            sys::deregister_listener(&self.poll, l);
+            sys::deregister_listener(&self.registry, l);
         }
         self.listeners.clear();
         let now = Instant::now();
-        self.exchange_shutdown_wills(now);
+        self.exchange_shutdown_wills(poll, now);
         let attached: Vec<SessionKey> =
             self.conns.iter().filter_map(|(_, c)| c.session()).collect();
         for key in attached {
@@ -821,7 +913,7 @@ impl Worker {
                 break;
             }
             crate::log_output::flush();
-            let _ = self.poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
+            let _ = poll.poll(&mut events, Some(left.min(Duration::from_millis(10))));
         }
         for (_, conn) in self.conns.iter() {
             self.shared.forget_connection(conn.listener, conn.state.is_lingering());
@@ -833,4 +925,23 @@ impl Worker {
             self.counters.dropped_total()
         );
     }
+}
+
+/// Runs `peer`'s worker on this thread if its own thread is waiting (its lock is
+/// free; never blocks for it), to deliver the batch just sent to it. True if the peer
+/// was served and need not be woken.
+fn serve_peer(peer: &Peer, cooldown: &mut u8) -> bool {
+    if *cooldown > 0 {
+        *cooldown -= 1;
+        return false;
+    }
+    let Some(cell) = peer.cell.upgrade() else { return false };
+    let Some(mut worker) = cell.try_lock() else { return false };
+    let start = Instant::now();
+    let quiet = worker.serve();
+    drop(worker);
+    if start.elapsed() > SERVE_BUDGET {
+        *cooldown = SERVE_COOLDOWN;
+    }
+    quiet
 }

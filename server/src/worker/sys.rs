@@ -7,7 +7,7 @@
 use std::io;
 
 use mio::net::TcpListener;
-use mio::{Interest, Poll, Token};
+use mio::{Interest, Registry, Token};
 
 /// Registers a listener clone for readable events.
 ///
@@ -18,7 +18,11 @@ use mio::{Interest, Poll, Token};
 /// worker still sees it on its next poll, so nothing is lost). Edge triggered, like mio's
 /// own registrations. Kernels without `EPOLLEXCLUSIVE` (before 4.5) get the plain
 /// registration.
-pub(super) fn register_listener(poll: &Poll, l: &mut TcpListener, token: Token) -> io::Result<()> {
+pub(super) fn register_listener(
+    registry: &Registry,
+    l: &mut TcpListener,
+    token: Token,
+) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -28,7 +32,7 @@ pub(super) fn register_listener(poll: &Poll, l: &mut TcpListener, token: Token) 
         // SAFETY: both descriptors are open for the call (owned by `poll` and `l`, which
         // are borrowed), and `ev` is a valid `epoll_event` the kernel only reads.
         let rc = unsafe {
-            libc::epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev)
+            libc::epoll_ctl(registry.as_raw_fd(), libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev)
         };
         if rc == 0 {
             return Ok(());
@@ -38,11 +42,11 @@ pub(super) fn register_listener(poll: &Poll, l: &mut TcpListener, token: Token) 
             return Err(e);
         }
     }
-    poll.registry().register(l, token, Interest::READABLE)
+    registry.register(l, token, Interest::READABLE)
 }
 
 /// Removes a listener registered by [`register_listener`] (either way) from `poll`.
-pub(super) fn deregister_listener(poll: &Poll, l: &mut TcpListener) {
+pub(super) fn deregister_listener(registry: &Registry, l: &mut TcpListener) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -50,7 +54,7 @@ pub(super) fn deregister_listener(poll: &Poll, l: &mut TcpListener) {
         // event pointer, which is null.
         let rc = unsafe {
             libc::epoll_ctl(
-                poll.as_raw_fd(),
+                registry.as_raw_fd(),
                 libc::EPOLL_CTL_DEL,
                 l.as_raw_fd(),
                 std::ptr::null_mut(),
@@ -60,7 +64,7 @@ pub(super) fn deregister_listener(poll: &Poll, l: &mut TcpListener) {
             return;
         }
     }
-    let _ = poll.registry().deregister(l);
+    let _ = registry.deregister(l);
 }
 
 /// Sets `TCP_NODELAY` on a listening socket for the sockets it will accept: Linux copies
@@ -135,7 +139,7 @@ mod tests {
     fn a_listener_registered_by_hand_reports_its_token_to_mio() {
         let mut poll = Poll::new().unwrap();
         let mut l = listener();
-        register_listener(&poll, &mut l, Token(7)).unwrap();
+        register_listener(poll.registry(), &mut l, Token(7)).unwrap();
         let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let mut events = Events::with_capacity(8);
         poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
@@ -143,7 +147,7 @@ mod tests {
         assert_eq!(tokens, [Token(7)]);
         assert!(events.iter().all(|e| e.is_readable()));
         // Deregistered: the next connection raises no event.
-        deregister_listener(&poll, &mut l);
+        deregister_listener(poll.registry(), &mut l);
         let _second = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
         assert!(events.is_empty());
