@@ -22,6 +22,21 @@ fn open_link(handle: &PersisterHandle) -> (PersistLink, Receiver<()>) {
     (link, rx)
 }
 
+/// Faults that hold every commit until the test lets it go: `reached` receives once a
+/// commit is held, each send on `go` releases one.
+fn held_commits() -> (Arc<FaultInjector>, Receiver<()>, crossbeam_channel::Sender<()>) {
+    let (reached_tx, reached) = bounded::<()>(1);
+    let (go, go_rx) = unbounded::<()>();
+    let faults = Arc::new(FaultInjector {
+        fail_next_commits: AtomicU32::new(0),
+        before_commit: Some(Box::new(move || {
+            let _ = reached_tx.try_send(());
+            let _ = go_rx.recv();
+        })),
+    });
+    (faults, reached, go)
+}
+
 fn next_completion(link: &PersistLink, woken: &Receiver<()>) -> Completion {
     let until = Instant::now() + DEADLINE;
     loop {
@@ -260,15 +275,7 @@ fn no_completion_is_released_before_its_commit_returns_and_failures_are_reported
 #[test]
 fn a_full_channel_hands_the_batch_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (reached_tx, reached) = bounded::<()>(1);
-    let (go, go_rx) = unbounded::<()>();
-    let faults = Arc::new(FaultInjector {
-        fail_next_commits: AtomicU32::new(0),
-        before_commit: Some(Box::new(move || {
-            let _ = reached_tx.try_send(());
-            let _ = go_rx.recv();
-        })),
-    });
+    let (faults, reached, go) = held_commits();
     let options =
         PersistOptions { channel_capacity: 1, faults: Some(faults), ..PersistOptions::default() };
     let (handle, _) = Persister::start(dir.path(), options).unwrap();
@@ -294,15 +301,7 @@ fn a_full_channel_hands_the_batch_back() {
 #[test]
 fn a_batch_past_the_byte_bound_waits_until_a_commit_makes_room() {
     let dir = tempfile::tempdir().unwrap();
-    let (reached_tx, reached) = bounded::<()>(1);
-    let (go, go_rx) = unbounded::<()>();
-    let faults = Arc::new(FaultInjector {
-        fail_next_commits: AtomicU32::new(0),
-        before_commit: Some(Box::new(move || {
-            let _ = reached_tx.try_send(());
-            let _ = go_rx.recv();
-        })),
-    });
+    let (faults, reached, go) = held_commits();
     let options =
         PersistOptions { queue_bytes: 10_000, faults: Some(faults), ..PersistOptions::default() };
     let (handle, _) = Persister::start(dir.path(), options).unwrap();
