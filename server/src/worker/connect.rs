@@ -191,6 +191,7 @@ impl Worker {
             self.cancel_pending_will(&client_id);
         }
         self.hold_apply(idx, mark, true);
+        self.admitted.push(idx);
     }
 
     /// Refuses a CONNECT with `rc` and closes the connection.
