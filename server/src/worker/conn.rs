@@ -64,7 +64,8 @@ pub(super) enum Pressure {
 
 /// A client connection.
 ///
-/// Idle connections hold no buffers: both are released by the worker's tick when empty.
+/// Idle connections hold no buffers: both are released by the worker's tick when empty
+/// (and, for a connection just admitted, at the end of the iteration that admitted it).
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
