@@ -250,6 +250,83 @@ fn consume_tagged(client: &mut RawClient, tags: &[u8], n: u16, size: usize) {
     }
 }
 
+/// The clients around the large-payload publishers: a persistent `keeper`
+/// subscribed to `big/#` at QoS 1 (every message to it is written, so each PUBACK to
+/// a publisher waits for a commit), and a `watcher` of `other/t` that a `bystander`
+/// publishes to while the store is stopped.
+struct Around {
+    keeper: RawClient,
+    watcher: RawClient,
+    bystander: RawClient,
+}
+
+impl Around {
+    fn connect(broker: &TestBroker, bystander: shoal_core::ProtocolVersion) -> Self {
+        let (mut keeper, _) =
+            RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V3_1_1, "keeper"));
+        keeper.subscribe_one("big/#", 1);
+        let mut watcher = RawClient::connect(broker.addr(), V3_1_1, "watcher");
+        watcher.subscribe_one("other/t", 1);
+        let bystander = RawClient::connect(broker.addr(), bystander, "bystander");
+        Self { keeper, watcher, bystander }
+    }
+
+    /// Each publisher sends `n` tagged `size`-byte QoS 1 messages to `big/t` from a
+    /// thread of its own, and the keeper takes them all on another.
+    fn start(self, publishers: Vec<(RawClient, u8)>, n: u16, size: usize) -> Bursts {
+        let tags: Vec<u8> = publishers.iter().map(|(_, t)| *t).collect();
+        let senders = publishers
+            .into_iter()
+            .map(|(mut c, tag)| {
+                thread::spawn(move || {
+                    c.send(&large_burst(c.version(), "big/t", tag, n, size));
+                    c
+                })
+            })
+            .collect();
+        let mut keeper = self.keeper;
+        let consumer = thread::spawn(move || {
+            consume_tagged(&mut keeper, &tags, n, size);
+            keeper
+        });
+        Bursts { senders, consumer, n, watcher: self.watcher, bystander: self.bystander }
+    }
+}
+
+/// Large bursts under way (see [`Around::start`]).
+struct Bursts {
+    senders: Vec<thread::JoinHandle<RawClient>>,
+    consumer: thread::JoinHandle<RawClient>,
+    n: u16,
+    watcher: RawClient,
+    bystander: RawClient,
+}
+
+impl Bursts {
+    /// A client that needs no disk is served meanwhile, on the same loop.
+    fn bystander_is_served(&mut self, qos: u8) {
+        self.bystander.publish("other/t", b"meanwhile", qos, false);
+        let got = if qos == 0 {
+            self.watcher.expect_publish()
+        } else {
+            self.watcher.expect_publish_acked()
+        };
+        assert_eq!(got.payload, b"meanwhile");
+    }
+
+    /// Once the commits go through: every message was read, routed and acknowledged
+    /// in order, and nobody was disconnected.
+    fn finish(self) {
+        for s in self.senders {
+            let mut c = s.join().unwrap();
+            expect_pubacks(&mut c, self.n);
+            assert_eq!(c.ping_then_unread(), []);
+        }
+        let mut keeper = self.consumer.join().unwrap();
+        assert_eq!(keeper.ping_then_unread(), []);
+    }
+}
+
 #[test]
 fn publishers_of_large_payloads_stop_being_read_at_the_held_bytes_bound() {
     use shoal_core::ProtocolVersion::V5;
@@ -260,14 +337,7 @@ fn publishers_of_large_payloads_stop_being_read_at_the_held_bytes_bound() {
     let limits = format!("max_inflight = 1000\nmax_held_bytes = {HELD}");
     let broker = broker_with(&dir, &gate, 1024, &limits);
     let _opener = Opener(gate.clone());
-    // Every QoS 1 message to this persistent session is written, so each PUBACK to a
-    // publisher waits for a commit.
-    let (mut keeper, _) =
-        RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V3_1_1, "keeper"));
-    keeper.subscribe_one("big/#", 1);
-    let mut watcher = RawClient::connect(broker.addr(), V3_1_1, "watcher");
-    watcher.subscribe_one("other/t", 1);
-    let mut bystander = RawClient::connect(broker.addr(), V5, "bystander");
+    let around = Around::connect(&broker, V5);
     // One 3.x and one MQTT 5 publisher: the byte bound pauses both (the count bound
     // only the 3.x one), each well within its window.
     let old = RawClient::connect(broker.addr(), V3_1_1, "old");
@@ -277,19 +347,7 @@ fn publishers_of_large_payloads_stop_being_read_at_the_held_bytes_bound() {
     const N: u16 = 40;
     const SIZE: usize = 64 * 1024;
     let total = large_burst(V3_1_1, "big/t", 1, N, SIZE).len() as u64;
-    let senders: Vec<_> = [(old, 1_u8), (new, 2)]
-        .into_iter()
-        .map(|(mut c, tag)| {
-            thread::spawn(move || {
-                c.send(&large_burst(c.version(), "big/t", tag, N, SIZE));
-                c
-            })
-        })
-        .collect();
-    let consumer = thread::spawn(move || {
-        consume_tagged(&mut keeper, &[1, 2], N, SIZE);
-        keeper
-    });
+    let mut bursts = around.start(vec![(old, 1), (new, 2)], N, SIZE);
     for id in ["old", "new"] {
         wait_until(DEADLINE, "the publisher to reach the bound", || bytes_in(&broker, id) > HELD);
     }
@@ -309,20 +367,9 @@ fn publishers_of_large_payloads_stop_being_read_at_the_held_bytes_bound() {
     assert!(queued >= 2 * HELD, "{queued} bytes queued for the store");
     assert!(peak <= 2 * (HELD + SIZE as u64) + 64 * 1024, "peak {peak} bytes queued");
 
-    // Clients that need no disk are served meanwhile, on the same loop.
-    bystander.publish("other/t", b"meanwhile", 1, false);
-    assert_eq!(watcher.expect_publish_acked().payload, b"meanwhile");
-
-    // The commits go through: everything is read, routed and acknowledged in order,
-    // and nobody was disconnected.
+    bursts.bystander_is_served(1);
     gate.set(false);
-    for s in senders {
-        let mut c = s.join().unwrap();
-        expect_pubacks(&mut c, N);
-        assert_eq!(c.ping_then_unread(), []);
-    }
-    let mut keeper = consumer.join().unwrap();
-    assert_eq!(keeper.ping_then_unread(), []);
+    bursts.finish();
     wait_until(DEADLINE, "the store's queue to drain", || {
         gauge(&broker, "shoal_store_queued_bytes") == 0
     });
@@ -338,33 +385,18 @@ fn the_stores_queue_stays_within_its_byte_bound() {
     let limits = format!("max_inflight = 1000\nmax_store_queue_bytes = {QUEUE}");
     let broker = broker_with(&dir, &gate, 1024, &limits);
     let _opener = Opener(gate.clone());
-    let (mut keeper, _) =
-        RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V3_1_1, "keeper"));
-    keeper.subscribe_one("big/#", 1);
-    let mut watcher = RawClient::connect(broker.addr(), V3_1_1, "watcher");
-    watcher.subscribe_one("other/t", 1);
-    let mut bystander = RawClient::connect(broker.addr(), V3_1_1, "bystander");
-    let pubs: Vec<RawClient> =
-        ["p1", "p2"].iter().map(|id| RawClient::connect(broker.addr(), V3_1_1, id)).collect();
+    let around = Around::connect(&broker, V3_1_1);
+    let pubs: Vec<(RawClient, u8)> = ["p1", "p2"]
+        .iter()
+        .zip([1_u8, 2])
+        .map(|(id, tag)| (RawClient::connect(broker.addr(), V3_1_1, id), tag))
+        .collect();
 
     gate.set(true);
     const N: u16 = 60;
     const SIZE: usize = 32 * 1024;
     let total = large_burst(V3_1_1, "big/t", 1, N, SIZE).len() as u64;
-    let senders: Vec<_> = pubs
-        .into_iter()
-        .zip([1_u8, 2])
-        .map(|(mut c, tag)| {
-            thread::spawn(move || {
-                c.send(&large_burst(V3_1_1, "big/t", tag, N, SIZE));
-                c
-            })
-        })
-        .collect();
-    let consumer = thread::spawn(move || {
-        consume_tagged(&mut keeper, &[1, 2], N, SIZE);
-        keeper
-    });
+    let mut bursts = around.start(pubs, N, SIZE);
     wait_until(DEADLINE, "the store's queue to fill", || {
         gauge(&broker, "shoal_store_queued_bytes") > QUEUE / 2
     });
@@ -379,17 +411,9 @@ fn the_stores_queue_stays_within_its_byte_bound() {
     assert!(peak <= QUEUE, "peak {peak} bytes queued for the store, bound {QUEUE}");
 
     // Clients that are not publishing to the store are served meanwhile.
-    bystander.publish("other/t", b"meanwhile", 0, false);
-    assert_eq!(watcher.expect_publish().payload, b"meanwhile");
-
+    bursts.bystander_is_served(0);
     gate.set(false);
-    for s in senders {
-        let mut c = s.join().unwrap();
-        expect_pubacks(&mut c, N);
-        assert_eq!(c.ping_then_unread(), []);
-    }
-    let mut keeper = consumer.join().unwrap();
-    assert_eq!(keeper.ping_then_unread(), []);
+    bursts.finish();
 }
 
 #[test]
