@@ -199,8 +199,9 @@ impl Worker {
     /// Whether routing `p` (QoS 1/2) would write to the durable store: it is retained,
     /// or a persistent session may receive it at QoS 1/2. This worker's sessions are
     /// matched exactly; another worker's count when it has any persistent session and
-    /// its `Interest` may match the topic, as its trie is its own (the same rule
-    /// decides whether an ack waits for it).
+    /// its `Interest` may match the topic, as its trie is its own; with shared
+    /// subscriptions about, any persistent session may get a group's message
+    /// (`Durable::others_may_write`).
     fn needs_disk(&self, p: &Publish) -> bool {
         let Some(d) = self.durable.as_ref() else { return false };
         if p.qos == QoS::AtMostOnce {
@@ -210,7 +211,7 @@ impl Worker {
             return true;
         }
         if self.shared.workers > 1
-            && d.others_persistent(&self.shared.interest, &TopicProbe::new(p.topic.as_str()))
+            && d.others_may_write(&self.shared.interest, &TopicProbe::new(p.topic.as_str()))
         {
             return true;
         }

@@ -21,13 +21,41 @@
 //! A publish is matched by every worker, each for its own sessions, so a QoS 1/2
 //! message that reaches a persistent session on worker B is written by B. The
 //! publisher's worker A therefore also waits for B: after an iteration that routed
-//! such a publish, A sends every worker that has persistent sessions and may match its
-//! topic (`Interest`) a `WorkerMsg::Mark` behind its publish batches (same FIFO
-//! channel). B answers a mark
-//! once everything it wrote for the batches before it is committed, by storing the
-//! mark's number in [`DurableShared`] and waking A; A releases its ticket when its own
-//! commit and every such answer are in. When no other worker has a persistent
-//! session, no mark is sent and nothing waits (clean sessions cost nothing).
+//! such a publish, A sends every worker that may write for it ([`Durable::needs_mark`])
+//! a *publish mark* (`WorkerMsg::Mark`) behind its publish batches (same FIFO channel).
+//! B answers a mark once everything it wrote for the batches before it is committed,
+//! by storing the mark's number in [`DurableShared`] and waking A; A releases its
+//! ticket when its own commit and every such answer are in. When no other worker has
+//! a persistent session (and no shared subscription exists), no mark is sent and
+//! nothing waits (clean sessions cost nothing).
+//!
+//! # Shared groups: share marks
+//! A group's message is matched on the group home B, which hands it to the chosen
+//! member's worker C in a `ShareMsg::Deliver`; C writes it when it handles that, which
+//! may be after B answered A's mark (B itself wrote nothing). So a group home that
+//! forwarded QoS 1/2 `Deliver`s in an iteration to a worker C with persistent sessions
+//! puts a *share mark* (`ShareMsg::Mark`) behind them in the same share batch, and
+//! what waits for that iteration's ticket waits for C's answer too: B's own
+//! publisher's ack (the forward counts as owed), and B's answers to publish marks
+//! handled in that iteration or later. With shared subscriptions about, A marks every
+//! worker that may match the topic (its `Interest` counts the groups it is home to)
+//! whether or not that worker has persistent sessions, as long as some worker has.
+//! C == A works the same way: A answers B's share mark at A's commit.
+//!
+//! The two kinds have their own numbers and answers ([`MarkKind`]). Answers are
+//! handed out when the tickets up to the one carrying the mark are *committed*, not
+//! released (see [`Durable::poll`]); a publish mark's answer also waits for the share
+//! marks sent up to that ticket to be answered, a share mark's answer waits for
+//! nothing but commits. So every wait ends in commits and none can go round in a
+//! circle; with one number space, `fetch_max` would make a later share-mark answer
+//! wait behind an earlier publish-mark answer, and two group homes forwarding to each
+//! other could wait for each other for ever.
+//!
+//! Gap: a member's worker that cannot take a message (its session ended or went
+//! offline since the group home chose it, or `on_deliver` refused it) hands it back
+//! to the group home (`Reassign`), which forwards it to another member, with a share
+//! mark of its own, possibly after it answered the publisher's mark. An ack can
+//! then leave before the second member's write is committed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,38 +80,72 @@ use crate::persist::{
 use crate::route::WorkerMsg;
 use crate::store::{SessionKey, SessionSlot, SessionStore};
 
+/// The two kinds of mark ([module docs](self)). Each has its own numbers and its own
+/// confirmations: a publish mark's confirmation waits for share marks' ones, never the
+/// other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkKind {
+    /// Behind publish batches (`WorkerMsg::Mark`).
+    Publish,
+    /// Behind a share batch holding QoS 1/2 `Deliver`s (`ShareMsg::Mark`).
+    Share,
+}
+
 /// What workers share about durability.
 #[derive(Debug)]
 pub(crate) struct DurableShared {
     workers: usize,
     /// Persistent sessions per worker: a worker with none needs no mark.
     persistent: Vec<AtomicUsize>,
-    /// `[from * workers + to]`: the last mark of worker `from` that worker `to` has
-    /// made durable everything before.
+    /// `[from * workers + to]`: the last publish mark of worker `from` that worker `to`
+    /// has made durable everything before, including what the group deliveries it
+    /// forwarded for them made other workers write.
     confirmed: Vec<AtomicU64>,
+    /// `[from * workers + to]`: the last share mark of worker `from` that worker `to`
+    /// has made durable everything before (its own writes only).
+    share_confirmed: Vec<AtomicU64>,
 }
 
 impl DurableShared {
     pub(crate) fn new(workers: usize) -> Self {
+        let matrix = || (0..workers * workers).map(|_| AtomicU64::new(0)).collect();
         Self {
             workers,
             persistent: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
-            confirmed: (0..workers * workers).map(|_| AtomicU64::new(0)).collect(),
+            confirmed: matrix(),
+            share_confirmed: matrix(),
         }
     }
 
-    fn confirmed(&self, from: usize, to: usize) -> u64 {
-        self.confirmed.get(from * self.workers + to).map_or(0, |c| c.load(Ordering::Acquire))
+    fn matrix(&self, kind: MarkKind) -> &[AtomicU64] {
+        match kind {
+            MarkKind::Publish => &self.confirmed,
+            MarkKind::Share => &self.share_confirmed,
+        }
     }
 
-    fn confirm(&self, from: usize, to: usize, mark: u64) {
-        if let Some(c) = self.confirmed.get(from * self.workers + to) {
+    fn confirmed(&self, kind: MarkKind, from: usize, to: usize) -> u64 {
+        let m = self.matrix(kind);
+        m.get(from * self.workers + to).map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    fn confirm(&self, kind: MarkKind, from: usize, to: usize, mark: u64) {
+        if let Some(c) = self.matrix(kind).get(from * self.workers + to) {
             c.fetch_max(mark, Ordering::AcqRel);
         }
     }
 
-    fn has_persistent(&self, worker: usize) -> bool {
+    /// Whether every worker in `to` confirmed `mark` of worker `from`.
+    fn all_confirmed(&self, kind: MarkKind, from: usize, (mark, to): &(u64, Vec<usize>)) -> bool {
+        to.iter().all(|&w| self.confirmed(kind, from, w) >= *mark)
+    }
+
+    pub(super) fn has_persistent(&self, worker: usize) -> bool {
         self.persistent.get(worker).is_some_and(|n| n.load(Ordering::Acquire) > 0)
+    }
+
+    fn any_persistent(&self) -> bool {
+        (0..self.workers).any(|w| self.has_persistent(w))
     }
 }
 
@@ -125,10 +187,25 @@ struct Pending {
     /// Committed (or had nothing to write).
     done: bool,
     failed: bool,
-    /// Mark sent with this ticket, and the workers that must confirm it.
+    /// Publish mark sent with this ticket, and the workers that must confirm it.
     mark: Option<(u64, Vec<usize>)>,
-    /// Marks of other workers to confirm once this ticket is committed.
+    /// Share mark sent with this ticket, and the workers that must confirm it.
+    share_mark: Option<(u64, Vec<usize>)>,
+    /// Publish marks of other workers to confirm once this ticket and every one before
+    /// it is committed and their share marks are confirmed.
     confirms: Vec<(usize, u64)>,
+    /// Share marks of other workers to confirm once this ticket and every one before
+    /// it is committed.
+    share_confirms: Vec<(usize, u64)>,
+}
+
+/// The marks one iteration owes other workers ([`Durable::end_iteration`]).
+#[derive(Debug, Default)]
+pub(super) struct Marks {
+    /// Publish mark and its workers: sent once their publish batches are out.
+    pub(super) publish: Option<(u64, Vec<usize>)>,
+    /// Share mark and its workers: appended to their share batches.
+    pub(super) share: Option<(u64, Vec<usize>)>,
 }
 
 /// What the worker must do with connections after completions arrived.
@@ -138,7 +215,8 @@ pub(super) struct Released {
     pub(super) through: Option<u64>,
     /// These tickets failed: close the connections holding them.
     pub(super) failed: Vec<u64>,
-    /// Confirmations to hand to other workers: (worker, mark).
+    /// Confirmations handed to other workers: (worker, mark), of either kind; the
+    /// worker is to be woken.
     pub(super) confirms: Vec<(usize, u64)>,
 }
 
@@ -172,14 +250,20 @@ pub(super) struct Durable {
     pending: VecDeque<Pending>,
     /// This iteration routed a QoS 1/2 publish whose ack waits for other workers.
     mark_needed: bool,
-    /// The workers that ack waits for: persistent sessions, and subscriptions that may
-    /// match what was routed (`Interest`). Indexed by worker.
+    /// The workers that ack waits for ([`Durable::needs_mark`]). Indexed by worker.
     mark_to: Vec<bool>,
     /// A connection's ack waits for other workers (cleared by `take_remote_hold`).
     remote_hold: bool,
     marks_sent: u64,
-    /// Marks from other workers to attach to this iteration's ticket.
+    /// Publish marks from other workers to attach to this iteration's ticket.
     confirms: Vec<(usize, u64)>,
+    /// This iteration forwarded a QoS 1/2 group message to another worker with
+    /// persistent sessions; `share_mark_to` says which (indexed by worker).
+    share_mark_needed: bool,
+    share_mark_to: Vec<bool>,
+    share_marks_sent: u64,
+    /// Share marks from other workers to attach to this iteration's ticket.
+    share_confirms: Vec<(usize, u64)>,
     pub(super) mirrors: HashMap<SessionKey, Mirror>,
     /// The last body stored in this batch, so a fan-out stores it once.
     last_body: Option<(Arc<Message>, MessageId)>,
@@ -210,6 +294,10 @@ impl Durable {
             remote_hold: false,
             marks_sent: 0,
             confirms: Vec::new(),
+            share_mark_needed: false,
+            share_mark_to: Vec::new(),
+            share_marks_sent: 0,
+            share_confirms: Vec::new(),
             mirrors: HashMap::new(),
             last_body: None,
             epoch: (Instant::now(), unix),
@@ -243,19 +331,29 @@ impl Durable {
         }
     }
 
-    /// Whether another worker has persistent sessions and may match `topic`.
-    pub(super) fn others_persistent(&self, interest: &Interest, topic: &TopicProbe) -> bool {
-        (0..self.shared.workers).any(|w| self.may_write(w, interest, topic))
+    /// Whether routing a publish to `topic` may make another worker write to the
+    /// store, or hand a group message back to be written here: a worker with
+    /// persistent sessions may match the topic, or shared subscriptions exist and any
+    /// worker has persistent sessions (a group's message reaches a member's worker
+    /// through the group home, which no count of the member's worker names).
+    pub(super) fn others_may_write(&self, interest: &Interest, topic: &TopicProbe) -> bool {
+        (interest.any_shared() && self.shared.any_persistent())
+            || (0..self.shared.workers).any(|w| {
+                w != self.me && self.shared.has_persistent(w) && interest.may_match(w, topic)
+            })
     }
 
-    /// Whether worker `w` (not this one) may write to the store for a publish to
-    /// `topic`: it has persistent sessions, and its `Interest` may match the topic or
-    /// shared subscriptions exist (a group's message reaches a member's worker through
-    /// the group home, which no count of the member's worker names).
-    fn may_write(&self, w: usize, interest: &Interest, topic: &TopicProbe) -> bool {
+    /// Whether a QoS 1/2 publish to `topic` routed here must mark worker `w` (not this
+    /// one): `w` may match the topic (its `Interest` counts its own subscriptions and
+    /// the groups it is home to) and either has persistent sessions itself or, with
+    /// shared subscriptions about, may be a group home that forwards the message to a
+    /// persistent member on any worker. A member's worker is not marked for being one:
+    /// the group home's confirmation covers it (share marks).
+    fn needs_mark(&self, w: usize, interest: &Interest, topic: &TopicProbe) -> bool {
         w != self.me
-            && self.shared.has_persistent(w)
-            && (interest.any_shared() || interest.may_match(w, topic))
+            && interest.may_match(w, topic)
+            && (self.shared.has_persistent(w)
+                || (interest.any_shared() && self.shared.any_persistent()))
     }
 
     /// True while the store cannot write (the last commit failed).
@@ -285,11 +383,12 @@ impl Durable {
         self.refusals = Refusals { logged: Some(now), count: 0 };
     }
 
-    /// A QoS 1/2 publish from a client was routed: if another worker has persistent
-    /// sessions and may have matched it, its ack must wait for that worker too.
+    /// A QoS 1/2 publish from a client was routed: if another worker may write for
+    /// it, or forward it to a member that writes ([`Durable::needs_mark`]), its ack
+    /// must wait for that worker too.
     pub(super) fn routed_qos12(&mut self, interest: &Interest, topic: &TopicProbe) {
         for w in 0..self.shared.workers {
-            if self.may_write(w, interest, topic) {
+            if self.needs_mark(w, interest, topic) {
                 if self.mark_to.len() <= w {
                     self.mark_to.resize(self.shared.workers, false);
                 }
@@ -307,9 +406,28 @@ impl Durable {
         std::mem::take(&mut self.remote_hold)
     }
 
-    /// Another worker's mark: everything it routed before it has been handled here.
-    pub(super) fn on_mark(&mut self, from: usize, mark: u64) {
-        self.confirms.push((from, mark));
+    /// Another worker's mark: everything it sent before it has been handled here.
+    pub(super) fn on_mark(&mut self, kind: MarkKind, from: usize, mark: u64) {
+        match kind {
+            MarkKind::Publish => self.confirms.push((from, mark)),
+            MarkKind::Share => self.share_confirms.push((from, mark)),
+        }
+    }
+
+    /// This worker, as a group home, handed a QoS 1/2 message to a member on worker
+    /// `to` (which has persistent sessions): this iteration sends `to` a share mark,
+    /// and what waits for this ticket (an ack to the publisher, if the message was
+    /// routed from a client's input here; other workers' publish marks) waits for its
+    /// confirmation. Counted as owed, so the publisher's output is held.
+    pub(super) fn forwarded_share(&mut self, to: usize) {
+        if self.share_mark_to.len() <= to {
+            self.share_mark_to.resize(self.shared.workers.max(to + 1), false);
+        }
+        if let Some(m) = self.share_mark_to.get_mut(to) {
+            *m = true;
+        }
+        self.share_mark_needed = true;
+        self.owed += 1;
     }
 
     /// Converts a session's journaled changes into intents.
@@ -543,26 +661,27 @@ impl Durable {
         self.publish_count();
     }
 
-    /// End of an iteration: submits the batch (and any handed back before), sends the
-    /// mark if one is needed. Returns the mark to send and to whom.
-    pub(super) fn end_iteration(&mut self, holds_placed: bool) -> Option<(u64, Vec<usize>)> {
+    /// End of an iteration: submits the batch (and any handed back before). Returns
+    /// the marks this iteration owes and to whom.
+    pub(super) fn end_iteration(&mut self, holds_placed: bool) -> Marks {
         self.last_body = None;
-        let mark = if std::mem::take(&mut self.mark_needed) {
-            self.marks_sent += 1;
-            let to: Vec<usize> = self
-                .mark_to
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(w, m)| std::mem::take(m).then_some(w))
-                .collect();
-            (!to.is_empty()).then_some((self.marks_sent, to))
-        } else {
-            None
-        };
+        let mark = take_mark(&mut self.mark_needed, &mut self.mark_to, &mut self.marks_sent);
+        let share_mark = take_mark(
+            &mut self.share_mark_needed,
+            &mut self.share_mark_to,
+            &mut self.share_marks_sent,
+        );
         let has_batch = !self.batch.is_empty();
         let confirms = std::mem::take(&mut self.confirms);
-        if !has_batch && !holds_placed && mark.is_none() && confirms.is_empty() {
-            return None;
+        let share_confirms = std::mem::take(&mut self.share_confirms);
+        if !has_batch
+            && !holds_placed
+            && mark.is_none()
+            && share_mark.is_none()
+            && confirms.is_empty()
+            && share_confirms.is_empty()
+        {
+            return Marks::default();
         }
         let ticket = self.ticket;
         self.ticket += 1;
@@ -574,10 +693,12 @@ impl Durable {
             done: !has_batch,
             failed: false,
             mark: mark.clone(),
+            share_mark: share_mark.clone(),
             confirms,
+            share_confirms,
         });
         self.submit();
-        mark
+        Marks { publish: mark, share: share_mark }
     }
 
     /// Submits batches handed back earlier, in order, until the channel is full.
@@ -629,28 +750,46 @@ impl Durable {
             }
         }
         let mut out = Released::default();
-        // What this worker owes other workers' marks depends only on its own commits:
-        // hand it out once every ticket up to the one carrying it is committed, even
-        // while an earlier ticket still waits for another worker. Releasing it in
-        // ticket order behind those waits deadlocks two workers that each wait for
-        // the other's confirmation behind a mark of their own.
+        let (me, shared) = (self.me, &self.shared);
+        // What this worker owes other workers' marks never waits for its own publish
+        // marks: hand it out once every ticket up to the one carrying it is committed,
+        // even while an earlier ticket still waits for another worker's publish-mark
+        // confirmation. Releasing it in ticket order behind those waits deadlocks two
+        // workers that each wait for the other's confirmation behind a mark of their
+        // own. A share mark's confirmation needs only that; a publish mark's also
+        // needs every share mark sent up to that ticket confirmed (the group messages
+        // forwarded for the publishes before it are written on their members'
+        // workers). Share-mark confirmations wait for nobody's confirmation, so the
+        // waits cannot go round in a circle.
+        let mut forwarded = Vec::new();
+        let mut shares_confirmed = true;
         for p in &mut self.pending {
             if !p.done {
                 break;
             }
+            shares_confirmed &= p.failed
+                || p.share_mark
+                    .as_ref()
+                    .map_or(true, |m| shared.all_confirmed(MarkKind::Share, me, m));
             if !p.failed {
-                out.confirms.append(&mut p.confirms);
+                forwarded.append(&mut p.share_confirms);
+                if shares_confirmed {
+                    out.confirms.append(&mut p.confirms);
+                }
             }
         }
         while let Some(front) = self.pending.front() {
             if !front.done {
                 break;
             }
-            if let Some((mark, to)) = &front.mark {
-                let me = self.me;
-                if !front.failed && !to.iter().all(|&w| self.shared.confirmed(me, w) >= *mark) {
-                    break;
-                }
+            let waits = |kind, mark: &Option<(u64, Vec<usize>)>| {
+                mark.as_ref().is_some_and(|m| !shared.all_confirmed(kind, me, m))
+            };
+            if !front.failed
+                && (waits(MarkKind::Publish, &front.mark)
+                    || waits(MarkKind::Share, &front.share_mark))
+            {
+                break;
             }
             let Some(p) = self.pending.pop_front() else { break };
             if p.failed {
@@ -659,15 +798,36 @@ impl Durable {
             out.through = Some(p.ticket);
         }
         // A mark that arrived while nothing was pending or being written is answered
-        // at once: this worker wrote nothing for the batches before it.
-        if self.pending.is_empty() && self.batch.is_empty() && self.unsent.is_empty() {
+        // at once: this worker wrote (and forwarded) nothing for what came before it.
+        if self.pending.is_empty()
+            && self.batch.is_empty()
+            && self.unsent.is_empty()
+            && !self.share_mark_needed
+        {
             out.confirms.append(&mut self.confirms);
+            forwarded.append(&mut self.share_confirms);
         }
         for &(from, mark) in &out.confirms {
-            self.shared.confirm(from, self.me, mark);
+            shared.confirm(MarkKind::Publish, from, me, mark);
         }
+        for &(from, mark) in &forwarded {
+            shared.confirm(MarkKind::Share, from, me, mark);
+        }
+        out.confirms.append(&mut forwarded);
         out
     }
+}
+
+/// The mark an iteration owes, if `needed`: the next number of `sent`, to the workers
+/// set in `to` (cleared).
+fn take_mark(needed: &mut bool, to: &mut [bool], sent: &mut u64) -> Option<(u64, Vec<usize>)> {
+    if !std::mem::take(needed) {
+        return None;
+    }
+    *sent += 1;
+    let to: Vec<usize> =
+        to.iter_mut().enumerate().filter_map(|(w, m)| std::mem::take(m).then_some(w)).collect();
+    (!to.is_empty()).then_some((*sent, to))
 }
 
 /// The MQTT 5 properties of a message, as the store keeps them: a v5 PUBLISH with the
@@ -976,15 +1136,25 @@ impl Worker {
         }
     }
 
-    /// End of the iteration: submit the batch; note the mark owed to other workers.
+    /// End of the iteration: submit the batch; note the publish mark owed to other
+    /// workers, and put the share mark behind the share messages of this iteration
+    /// (`flush_outbox` sends them in the same batch, so the mark cannot overtake them).
     pub(super) fn durable_end(&mut self) {
         let Some(d) = self.durable.as_mut() else { return };
         let placed = std::mem::take(&mut d.holds_placed);
         d.take_remote_hold();
-        if let Some((mark, to)) = d.end_iteration(placed) {
+        let marks = d.end_iteration(placed);
+        if let Some((mark, to)) = marks.publish {
             for w in to {
                 if let Some(m) = self.owed_marks.get_mut(w) {
                     *m = mark;
+                }
+            }
+        }
+        if let Some((mark, to)) = marks.share {
+            for w in to {
+                if let Some(out) = self.share_out.get_mut(w) {
+                    out.push(super::shared::ShareMsg::Mark { from: self.id, mark });
                 }
             }
         }

@@ -599,7 +599,7 @@ impl Worker {
             }
             WorkerMsg::Mark { from, mark } => {
                 if let Some(d) = self.durable.as_mut() {
-                    d.on_mark(from, mark);
+                    d.on_mark(durable::MarkKind::Publish, from, mark);
                 }
                 false
             }

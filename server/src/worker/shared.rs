@@ -18,9 +18,11 @@ use std::time::Instant;
 
 use shoal_core::session::{Delivery, Message};
 use shoal_core::topic::{SharedFilter, Subscription};
+use shoal_core::QoS;
 use shoal_core::{SubscriptionTrie, TopicFilter};
 
 use super::delivery::SubValue;
+use super::durable::MarkKind;
 use super::Worker;
 use crate::config::ShareStrategy;
 use crate::metrics::DropCause;
@@ -52,6 +54,10 @@ pub(crate) enum ShareMsg {
     Deliver { member: MemberId, delivery: Delivery, offer: Offer },
     /// To the group home: give this message of group `tag` to another member.
     Reassign { tag: u64, message: Arc<Message>, refused: Vec<MemberId> },
+    /// Durable store: worker `from`, a group home, asks to be told (through
+    /// `DurableShared`) once everything the receiver wrote for the `Deliver`s before
+    /// this mark is committed (a share mark, see `worker/durable.rs`).
+    Mark { from: usize, mark: u64 },
 }
 
 /// What travels with one shared message from the group home to a member and back, so
@@ -354,6 +360,15 @@ impl Worker {
             message,
         };
         let to = member.worker;
+        if to != self.id && delivery.message.qos != QoS::AtMostOnce {
+            // The member's worker writes it if the member is persistent: whatever
+            // waits for this iteration's writes waits for that worker's too.
+            if let Some(d) = self.durable.as_mut() {
+                if d.shared.has_persistent(to) {
+                    d.forwarded_share(to);
+                }
+            }
+        }
         let offer = Offer { refused, to_offline: !online };
         self.send_share(to, ShareMsg::Deliver { member, delivery, offer }, now);
     }
@@ -379,6 +394,11 @@ impl Worker {
             }
             ShareMsg::Reassign { tag, message, refused } => {
                 self.share_pick_and_send(tag, message, refused, now);
+            }
+            ShareMsg::Mark { from, mark } => {
+                if let Some(d) = self.durable.as_mut() {
+                    d.on_mark(MarkKind::Share, from, mark);
+                }
             }
             ShareMsg::Deliver { member, delivery, mut offer } => {
                 let Some(slot) = self.sessions.get(member.key) else {
@@ -440,7 +460,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_core::QoS;
 
     fn member(n: usize) -> MemberId {
         MemberId { worker: 0, key: SessionKey(n), client_id: Arc::from(format!("c{n}")) }

@@ -14,13 +14,16 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
+use std::time::Duration;
+
 use shoal_core::ProtocolVersion::V3_1_1;
+use shoal_server::home_worker;
 use shoal_server::persist::{FaultInjector, PersistOptions};
 
 use crate::harness::{wait_until, TestBroker};
 use crate::http::request;
 use crate::raw::wire::{self, ConnectOptions, Incoming};
-use crate::raw::{RawClient, DEADLINE};
+use crate::raw::{RawClient, RecvError, DEADLINE};
 
 /// Bearer token of the admin API (to read a client's `bytes_in`).
 const TOKEN: &str = "backlog-token";
@@ -73,6 +76,17 @@ fn broker_with(
     channel: usize,
     limits: &str,
 ) -> TestBroker {
+    broker_on(1, dir, gate, channel, limits)
+}
+
+/// As [`broker_with`], with `workers` event loops.
+fn broker_on(
+    workers: usize,
+    dir: &tempfile::TempDir,
+    gate: &Arc<Gate>,
+    channel: usize,
+    limits: &str,
+) -> TestBroker {
     let g = gate.clone();
     let faults = FaultInjector {
         before_commit: Some(Box::new(move || g.pass())),
@@ -84,7 +98,7 @@ fn broker_with(
         ..PersistOptions::default()
     };
     let snippet = format!(
-        "workers = 1\npersistence = true\ndata_dir = {:?}\n[limits]\n{limits}\n\
+        "workers = {workers}\npersistence = true\ndata_dir = {:?}\n[limits]\n{limits}\n\
          [admin]\nenabled = true\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\
          sys_interval_secs = 0\n",
         dir.path().to_str().unwrap()
@@ -471,4 +485,60 @@ fn a_qos0_publisher_is_read_while_the_persisters_channel_is_full() {
     assert_eq!(listener.expect_publish().payload, b"after");
     let mut retainer = sender.join().unwrap();
     assert_eq!(retainer.ping_then_unread(), []);
+}
+
+/// A client id `{prefix}-{k}` whose session lives on `worker` (of `workers`).
+fn id_on(prefix: &str, worker: usize, workers: usize) -> String {
+    (0..)
+        .map(|k| format!("{prefix}-{k}"))
+        .find(|id| home_worker(id, workers) == worker)
+        .unwrap_or_default()
+}
+
+/// A shared group's message is matched on the group's home worker and written by the
+/// member's worker when the home hands it over: the publisher's PUBACK waits for that
+/// commit too. With two workers the member shares the publisher's worker and the
+/// group home has no persistent session (it writes nothing and once was not even
+/// asked); with three, all three differ. Regression: the PUBACK left before the
+/// member's worker had written the message, so a crash then lost an acknowledged
+/// message.
+#[test]
+fn a_puback_waits_for_the_commit_of_a_shared_member_behind_its_group_home() {
+    for (workers, member_on) in [(2, 0), (3, 2)] {
+        let context = format!("{workers} workers, member on worker {member_on}");
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        let broker = broker_on(workers, &dir, &gate, 1024, &format!("max_inflight = {MAX}"));
+        let _opener = Opener(gate.clone());
+        let group = (0..)
+            .map(|n| format!("$share/g{n}/sh/t"))
+            .find(|name| home_worker(name, workers) == 1)
+            .unwrap();
+        let member_id = id_on("member", member_on, workers);
+        let (mut member, _) =
+            RawClient::connect_with(broker.addr(), &ConnectOptions::persistent(V3_1_1, &member_id));
+        member.subscribe_one(&group, 1);
+        let mut publisher = RawClient::connect(broker.addr(), V3_1_1, &id_on("pub", 0, workers));
+
+        gate.set(true);
+        let id = publisher.publish_no_wait("sh/t", b"kept", 1, false);
+        // The member has it (a QoS 1 PUBLISH does not wait for its in-flight record):
+        // it went through the group home and its in-flight record is in the member's
+        // worker's batch, held at the commit. Had the PUBACK not waited for that
+        // commit, it would have been written before the member's worker even got the
+        // message, and be in the publisher's socket by now.
+        let got = member.expect_publish();
+        assert_eq!(got.payload, b"kept", "{context}");
+        match publisher.recv(Duration::from_millis(100)) {
+            Err(RecvError::Timeout) => {}
+            other => panic!("{context}: {other:?} while the member's commit is held"),
+        }
+
+        gate.set(false);
+        let ack = publisher.wait_for("PUBACK", |p| matches!(p, Incoming::PubAck(_, _)));
+        assert_eq!(ack, Incoming::PubAck(id, 0), "{context}");
+        member.ack(&got);
+        assert_eq!(member.ping_then_unread(), [], "{context}");
+        assert_eq!(publisher.ping_then_unread(), [], "{context}");
+    }
 }
