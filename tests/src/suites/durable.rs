@@ -15,6 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use shoal_core::ProtocolVersion::{self, V3_1_1, V5};
+use shoal_server::home_worker;
 use shoal_server::persist::{PersistOptions, Persister};
 
 use crate::harness::BrokerProcess;
@@ -414,35 +415,7 @@ fn persistent_qos1_streams_across_both_workers_keep_flowing() {
             thread::spawn(move || {
                 let mut client =
                     RawClient::connect_with(addr, &persistent(V5, &format!("flow-pub-{i}"))).0;
-                let topic = format!("flow/{i}");
-                let mut outstanding = HashSet::new();
-                let mut n = 0u64;
-                while n < MESSAGES || !outstanding.is_empty() {
-                    while outstanding.len() < WINDOW && n < MESSAGES {
-                        n += 1;
-                        let id = client.next_packet_id();
-                        client.send(&wire::publish(
-                            V5,
-                            &topic,
-                            n.to_string().as_bytes(),
-                            1,
-                            false,
-                            false,
-                            id,
-                        ));
-                        outstanding.insert(id);
-                    }
-                    match client.recv(DEADLINE) {
-                        Ok(Incoming::PubAck(id, _)) => {
-                            outstanding.remove(&id);
-                        }
-                        Ok(other) => panic!("publisher {i} got {other:?}"),
-                        Err(e) => panic!(
-                            "publisher {i}: {e:?} with {} publishes unacknowledged",
-                            outstanding.len()
-                        ),
-                    }
-                }
+                stream_qos1(&mut client, &[format!("flow/{i}")], MESSAGES, "");
             })
         })
         .collect();
@@ -451,6 +424,90 @@ fn persistent_qos1_streams_across_both_workers_keep_flowing() {
     }
     for s in subscribers {
         s.join().unwrap();
+    }
+}
+
+/// Publishes `{tag}{n}` for n in 1..=`messages` at QoS 1, to `topics` in turn, keeping
+/// `WINDOW` unacknowledged; panics if a PUBACK does not come within `DEADLINE`.
+fn stream_qos1(client: &mut RawClient, topics: &[String], messages: u64, tag: &str) {
+    let mut outstanding = HashSet::new();
+    let mut n = 0u64;
+    while n < messages || !outstanding.is_empty() {
+        while outstanding.len() < WINDOW && n < messages {
+            n += 1;
+            let id = client.next_packet_id();
+            let topic = &topics[n as usize % topics.len()];
+            let version = client.version();
+            let payload = format!("{tag}{n}");
+            client.send(&wire::publish(version, topic, payload.as_bytes(), 1, false, false, id));
+            outstanding.insert(id);
+        }
+        match client.recv(DEADLINE) {
+            Ok(Incoming::PubAck(id, _)) => {
+                outstanding.remove(&id);
+            }
+            Ok(other) => panic!("publisher {tag:?} got {other:?}"),
+            Err(e) => {
+                panic!(
+                    "publisher {tag:?}: {e:?} with {} publishes unacknowledged",
+                    outstanding.len()
+                )
+            }
+        }
+    }
+}
+
+/// A client id `{prefix}-{k}` whose session lives on `worker` (of the two).
+fn id_on(prefix: &str, worker: usize) -> String {
+    (0..).map(|k| format!("{prefix}-{k}")).find(|id| home_worker(id, 2) == worker).unwrap()
+}
+
+/// Shared groups homed on both workers, each with its persistent member on the other
+/// worker, and a publisher on each worker streaming QoS 1 to both groups: every
+/// publish is acknowledged and reaches its group. Each group home's answer to the
+/// other worker's publish marks waits for that worker's answer to its share marks
+/// (the member's write), while that worker's own publisher waits for the group home:
+/// the share marks' answers wait for commits only, so this keeps flowing.
+#[test]
+fn shared_groups_forwarding_between_both_workers_keep_flowing() {
+    const MESSAGES: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    let addr = broker.addr();
+    let mut topics = Vec::new();
+    let mut members = Vec::new();
+    for home in 0..2 {
+        let group = (0..)
+            .map(|g| format!("$share/cross{g}/cross/{home}"))
+            .find(|name| home_worker(name, 2) == home)
+            .unwrap();
+        topics.push(format!("cross/{home}"));
+        let id = id_on(&format!("cross-member{home}"), 1 - home);
+        let (mut m, _) = RawClient::connect_with(addr, &persistent(V5, &id));
+        m.subscribe_one(&group, 1);
+        members.push(thread::spawn(move || {
+            // Both publishers' messages, at least once each.
+            let mut seen = HashSet::new();
+            while seen.len() < MESSAGES as usize {
+                let p = m.expect_publish_acked();
+                seen.insert(p.payload);
+            }
+        }));
+    }
+    let publishers: Vec<_> = (0..2)
+        .map(|w| {
+            let topics = topics.clone();
+            thread::spawn(move || {
+                let mut client = RawClient::connect(addr, V5, &id_on("cross-pub", w));
+                stream_qos1(&mut client, &topics, MESSAGES, &format!("w{w}-"));
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    for m in members {
+        m.join().unwrap();
     }
 }
 
