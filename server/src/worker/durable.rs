@@ -1233,3 +1233,136 @@ fn released_placeholder() -> Option<Delivery> {
         share: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crossbeam_channel::{unbounded, Receiver};
+
+    use super::*;
+    use crate::persist::{PersistOptions, Persister, PersisterHandle};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// Worker `me`'s durable state on `handle`'s store, and its wake-ups.
+    fn durable(
+        me: usize,
+        handle: &PersisterHandle,
+        shared: &Arc<DurableShared>,
+    ) -> (Durable, Receiver<()>) {
+        let (tx, rx) = unbounded();
+        let link = handle.link(Arc::new(move || {
+            let _ = tx.send(());
+        }));
+        (Durable::new(me, link, shared.clone()), rx)
+    }
+
+    /// Polls `d` until `done` says so, waiting for the persister's wake-ups.
+    fn poll_until(d: &mut Durable, woken: &Receiver<()>, done: impl Fn(&Released) -> bool) {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if done(&d.poll()) {
+                return;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            assert!(woken.recv_timeout(left).is_ok(), "nothing came within {DEADLINE:?}");
+        }
+    }
+
+    fn message() -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::try_from("sh/t").unwrap(),
+            payload: Bytes::from_static(b"kept"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            publisher: None,
+        })
+    }
+
+    /// The member on the publisher's own worker: A (worker 0) routes a publish whose
+    /// group home is B (worker 1) and waits for B's answer; B forwards the message back
+    /// to A and answers A only once A answered its share mark; A answers that at its
+    /// commit, although its earlier ticket still waits for B. Were A's answer held
+    /// behind its own wait, neither would ever move.
+    #[test]
+    fn a_share_mark_is_answered_at_commit_while_the_publish_it_serves_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _) = Persister::start(dir.path(), PersistOptions::default()).unwrap();
+        let shared = Arc::new(DurableShared::new(2));
+        let (mut a, a_woken) = durable(0, &handle, &shared);
+        let (mut b, _) = durable(1, &handle, &shared);
+
+        // A: the publish is routed to the group home and its ack held for B.
+        a.mark_needed = true;
+        a.mark_to = vec![false, true];
+        let marks = a.end_iteration(true);
+        assert_eq!(marks.publish, Some((1, vec![1])));
+        assert_eq!(a.poll().through, None, "the publisher's ack waits for B");
+
+        // B: A's publish mark, then the group message forwarded to A's member.
+        b.on_mark(MarkKind::Publish, 0, 1);
+        b.forwarded_share(0);
+        let marks = b.end_iteration(false);
+        assert_eq!(marks.share, Some((1, vec![0])));
+        assert_eq!(b.poll().confirms, [], "B wrote nothing, but its forward is not written yet");
+        assert_eq!(shared.confirmed(MarkKind::Publish, 0, 1), 0);
+
+        // A: the member's write, then B's share mark (same batch from B, in order).
+        a.body(&message());
+        a.on_mark(MarkKind::Share, 1, 1);
+        a.end_iteration(false);
+        poll_until(&mut a, &a_woken, |r| {
+            assert_eq!(r.through, None, "A's first ticket waits for B");
+            !r.confirms.is_empty()
+        });
+        assert_eq!(shared.confirmed(MarkKind::Share, 1, 0), 1, "answered at A's commit");
+
+        // B answers A now, and A releases both tickets.
+        assert_eq!(b.poll().confirms, [(0, 1)]);
+        assert_eq!(shared.confirmed(MarkKind::Publish, 0, 1), 1);
+        assert_eq!(a.poll().through, Some(2));
+        drop((a, b));
+        handle.shutdown().unwrap();
+    }
+
+    /// A share mark's answer never waits for a publish mark's: a group home whose own
+    /// publish waits for the member's worker still answers that worker's share mark
+    /// once its commit is in.
+    #[test]
+    fn share_marks_are_answered_while_publish_marks_wait_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _) = Persister::start(dir.path(), PersistOptions::default()).unwrap();
+        let shared = Arc::new(DurableShared::new(2));
+        let (mut a, a_woken) = durable(0, &handle, &shared);
+        let (mut b, b_woken) = durable(1, &handle, &shared);
+        // Each is the group home of a group whose member lives on the other, and each
+        // forwarded a message to it with a share mark, in an iteration that also
+        // handled the other's publish mark.
+        for (d, other) in [(&mut a, 1), (&mut b, 0)] {
+            d.on_mark(MarkKind::Publish, other, 1);
+            d.forwarded_share(other);
+            assert_eq!(d.end_iteration(true).share, Some((1, vec![other])));
+        }
+        // Each writes the other's message and gets its share mark.
+        for (d, other) in [(&mut a, 1), (&mut b, 0)] {
+            d.body(&message());
+            d.on_mark(MarkKind::Share, other, 1);
+            d.end_iteration(false);
+        }
+        // A's commit answers B's share mark while A's own forward is unanswered.
+        poll_until(&mut a, &a_woken, |r| {
+            assert_eq!(r.through, None, "A's forward is not answered yet");
+            shared.confirmed(MarkKind::Share, 1, 0) == 1
+        });
+        // B's commit answers A's; B, its own share mark answered, answers A's publish
+        // mark and releases everything; then A does.
+        poll_until(&mut b, &b_woken, |r| r.through == Some(2));
+        assert_eq!(shared.confirmed(MarkKind::Share, 0, 1), 1);
+        assert_eq!(a.poll().through, Some(2));
+        assert_eq!(shared.confirmed(MarkKind::Publish, 0, 1), 1);
+        assert_eq!(shared.confirmed(MarkKind::Publish, 1, 0), 1);
+        drop((a, b));
+        handle.shutdown().unwrap();
+    }
+}
