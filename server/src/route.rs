@@ -34,7 +34,8 @@ pub(crate) enum WorkerMsg {
     Share(Vec<crate::worker::ShareMsg>),
     /// Durable store: worker `from` asks to be told (through `DurableShared`) once
     /// everything the receiver wrote for `from`'s publish batches before this mark is
-    /// committed (see `worker/durable.rs`).
+    /// committed, and what the group messages it forwarded for them made their
+    /// members' workers write (a publish mark, see `worker/durable.rs`).
     Mark {
         /// The sender.
         from: usize,

@@ -1160,8 +1160,9 @@ impl Worker {
         }
     }
 
-    /// Sends owed marks to peers whose publish batches have all gone out (a mark must
-    /// not overtake the batches it covers).
+    /// Sends owed publish marks to peers whose publish batches have all gone out (a
+    /// mark must not overtake the batches it covers; share marks travel inside the
+    /// share batches, see [`Worker::durable_end`]).
     pub(super) fn send_marks(&mut self) {
         if self.durable.is_none() {
             return;

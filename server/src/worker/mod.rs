@@ -247,7 +247,8 @@ pub(crate) struct Worker {
     control: ControlLink,
     /// The durable store's link and bookkeeping; `None` with persistence off.
     durable: Option<Box<durable::Durable>>,
-    /// Per peer: the last mark owed to it, sent once its publish batches are out.
+    /// Per peer: the last publish mark owed to it, sent once its publish batches are
+    /// out (share marks go straight into `share_out`).
     owed_marks: Vec<u64>,
     /// Identity and publish buckets per session; empty unless hooks or publish limits
     /// are configured (see `authz.rs`).
