@@ -34,7 +34,7 @@ pub(crate) fn shared(workers: usize) -> Shared {
         lingering: Arc::new(AtomicUsize::new(0)),
         shutdown: Arc::new(AtomicBool::new(false)),
         wills_routed: Arc::new(AtomicUsize::new(0)),
-        limits: config.limits,
+        limits: Arc::new(config.limits),
         broker_limits: config.broker_limits,
         workers,
         share_strategy: config.mqtt.share_strategy,

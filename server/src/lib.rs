@@ -283,7 +283,7 @@ impl Broker {
             lingering: Arc::new(AtomicUsize::new(0)),
             shutdown: shutdown.clone(),
             wills_routed: Arc::new(AtomicUsize::new(0)),
-            limits: config.limits,
+            limits: Arc::new(config.limits),
             broker_limits: config.broker_limits,
             workers,
             share_strategy: config.mqtt.share_strategy,

@@ -176,7 +176,8 @@ struct Stored {
 #[derive(Debug)]
 pub struct Session {
     client_id: Arc<str>,
-    limits: Limits,
+    /// Shared by every session of a broker (one pointer each, not a copy).
+    limits: Arc<Limits>,
     /// Whether the session outlives its connection (3.x: clean session 0; v5: session
     /// expiry > 0).
     persistent: bool,
@@ -236,11 +237,12 @@ pub fn check_connect(connect: &Connect) -> Result<(), ReasonCode> {
 }
 
 impl Session {
-    /// A fresh, empty, offline session.
-    pub fn new(client_id: Arc<str>, limits: Limits) -> Self {
+    /// A fresh, empty, offline session. A broker passes one `Arc<Limits>` to all its
+    /// sessions; a `Limits` by value gets an `Arc` of its own.
+    pub fn new(client_id: Arc<str>, limits: impl Into<Arc<Limits>>) -> Self {
         Self {
             client_id,
-            limits,
+            limits: limits.into(),
             persistent: false,
             expiry_secs: 0,
             offline_since: None,
@@ -326,7 +328,7 @@ impl Session {
     /// Journaling is on.
     pub fn restore(
         client_id: Arc<str>,
-        limits: Limits,
+        limits: impl Into<Arc<Limits>>,
         state: RestoredState,
         now: Instant,
     ) -> Self {

@@ -142,7 +142,7 @@ impl Worker {
                 if let Some(old) = other {
                     self.discard_session(old, now);
                 }
-                let session = Session::new(client_id.clone(), self.shared.limits);
+                let session = Session::new(client_id.clone(), self.shared.limits.clone());
                 (self.sessions.insert(SessionSlot { session, conn: None }), false)
             }
         };

@@ -988,7 +988,8 @@ impl Worker {
                 qos2_received: s.qos2_received.clone(),
             };
             let client_id: Arc<str> = Arc::from(s.client_id.as_str());
-            let session = Session::restore(client_id.clone(), self.shared.limits, state, now);
+            let session =
+                Session::restore(client_id.clone(), self.shared.limits.clone(), state, now);
             let key = self.sessions.insert(SessionSlot { session, conn: None });
             if let Some(w) = &s.record.will {
                 // Owed since the last connection ended (at the crash, for a session

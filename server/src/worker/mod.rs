@@ -124,7 +124,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Arc<AtomicBool>,
     /// Workers that have routed their shutdown wills (see `shutdown_connections`).
     pub(crate) wills_routed: Arc<AtomicUsize>,
-    pub(crate) limits: Limits,
+    pub(crate) limits: Arc<Limits>,
     pub(crate) broker_limits: BrokerLimits,
     pub(crate) workers: usize,
     /// How a shared subscription group picks the member for a message.
