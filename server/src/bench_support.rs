@@ -54,7 +54,8 @@ pub(crate) fn shared(workers: usize) -> Shared {
     }
 }
 
-fn workers(count: usize) -> io::Result<Vec<Worker>> {
+/// `count` workers wired to each other, with no listener and no store.
+pub(crate) fn workers(count: usize) -> io::Result<Vec<Worker>> {
     let shared = shared(count);
     let mut all = Vec::with_capacity(count);
     for id in 0..count {

@@ -211,6 +211,10 @@ pub(crate) struct Worker {
     dirty: Vec<usize>,
     /// Connections whose CONNECT this iteration admitted (`release_admitted`).
     admitted: Vec<usize>,
+    /// Connections that joined a shared group homed on another worker: their output
+    /// (the SUBACK) waits while a share message is still held back by a full channel,
+    /// so the `Join` reaches the group home before any publish the SUBACK prompts.
+    share_waiting: Vec<usize>,
     /// Connections to close at the end of the iteration.
     closing: Vec<usize>,
     /// Closed connections that still owe bytes, and when they go regardless
@@ -329,6 +333,7 @@ impl Worker {
             inbuf: BytesMut::new(),
             dirty: Vec::new(),
             admitted: Vec::new(),
+            share_waiting: Vec::new(),
             closing: Vec::new(),
             lingering: Vec::new(),
             ready: Vec::new(),
@@ -726,11 +731,23 @@ impl Worker {
     /// the buffer is below `max_outgoing_bytes`.
     fn flush_dirty(&mut self, now: Instant) {
         let max_out = self.shared.broker_limits.max_outgoing_bytes;
+        // `flush_outbox` ran first: a share message still here found its channel full.
+        let share_held =
+            !self.share_waiting.is_empty() && self.share_out.iter().any(|out| !out.is_empty());
+        if !share_held {
+            self.share_waiting.clear();
+        }
+        let mut deferred = Vec::new();
         let mut rounds = 0;
         while !self.dirty.is_empty() && rounds < 4 {
             rounds += 1;
             let dirty = std::mem::take(&mut self.dirty);
             for idx in dirty {
+                if share_held && self.share_waiting.contains(&idx) {
+                    // Still dirty: written once the share messages have gone.
+                    deferred.push(idx);
+                    continue;
+                }
                 let Some(conn) = self.conns.get_mut(idx) else { continue };
                 conn.dirty = false;
                 match conn.flush(&mut self.counters.bytes_sent) {
@@ -749,6 +766,7 @@ impl Worker {
                 }
             }
         }
+        self.dirty.extend(deferred);
     }
 
     /// Frees what connections admitted this iteration used only to connect: the

@@ -257,7 +257,8 @@ impl Worker {
     /// A new membership counts the group's filter in the group home's `Interest` here,
     /// before the SUBACK is encoded, so a publish the SUBACK prompts on any worker is
     /// handed to the group home; the `Join` reaches the home before that publish (see
-    /// `Worker::run`). The count is the membership's: one per session and group,
+    /// `Worker::run`): the SUBACK is not written while the `Join` waits for room in the
+    /// home's channel (`Worker::share_waiting`). The count is the membership's: one per session and group,
     /// whatever other members there are, taken back in [`Worker::share_leave`].
     pub(super) fn share_join(
         &mut self,
@@ -277,6 +278,11 @@ impl Worker {
         }
         let msg = ShareMsg::Join { name, filter: shared.filter, member, value };
         self.send_share(home, msg, now);
+        if home != self.id {
+            if let Some(idx) = self.sessions.get(key).and_then(|s| s.conn) {
+                self.share_waiting.push(idx);
+            }
+        }
     }
 
     /// A session of this worker left a shared group: it unsubscribed, or its session
@@ -478,6 +484,82 @@ mod tests {
 
     fn picks(g: &mut ShareGroups, tag: u64, n: usize) -> Vec<usize> {
         (0..n).map(|_| g.pick(tag, &[]).unwrap().0.key.0).collect()
+    }
+
+    /// A SUBSCRIBE to a group homed on the other worker, read while that worker's
+    /// channel is full: the `Join` stays in the share outbox, and the SUBACK must not
+    /// leave before it, or a publish the SUBACK prompts could reach the group home
+    /// first and miss the new member.
+    #[test]
+    fn a_suback_waits_while_its_join_is_held_by_a_full_channel() {
+        use std::io::{ErrorKind, Read};
+
+        use shoal_core::codec::{Connect, ConnectProperties, Packet, Subscribe};
+        use shoal_core::codec::{SubscribeFilter, SubscriptionOptions};
+        use shoal_core::{PacketId, ProtocolVersion};
+
+        use crate::worker::conn::Conn;
+
+        let now = Instant::now();
+        let mut workers = crate::bench_support::workers(2).unwrap();
+        let mut home = workers.pop().unwrap();
+        let mut member = workers.pop().unwrap();
+        let name = (0..).map(|n| format!("$share/g{n}/t")).find(|n| group_home(n, 2) == 1).unwrap();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let conn = Conn::new(mio::net::TcpStream::from_std(server), peer, None, 0, now);
+        let idx = member.register(conn).unwrap();
+        let connect = Connect {
+            protocol: ProtocolVersion::V3_1_1,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: "joiner".to_owned(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        };
+        member.accept_connect(idx, Box::new(connect), now);
+        member.finish_iteration(now);
+        let mut connack = [0_u8; 4];
+        client.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+
+        // The group home's channel is full.
+        let to_home = member.peers[1].tx.clone();
+        while to_home.try_send(WorkerMsg::Publish(Vec::new())).is_ok() {}
+        let subscribe = Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            filters: vec![SubscribeFilter {
+                filter: name.clone(),
+                options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+            }],
+            properties: Default::default(),
+        };
+        member.handle_packet(idx, Packet::Subscribe(subscribe), now);
+        member.finish_iteration(now);
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0_u8; 16];
+        match client.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("SUBACK written while its Join waits: {other:?}"),
+        }
+
+        // The group home drains its channel; the Join goes out, then the SUBACK.
+        while !home.rx.is_empty() {
+            home.drain_channel(now);
+        }
+        member.finish_iteration(now);
+        client.set_nonblocking(false).unwrap();
+        let mut suback = [0_u8; 5];
+        client.read_exact(&mut suback).unwrap();
+        assert_eq!(suback, [0x90, 3, 0, 1, 1]);
+        home.drain_channel(now);
+        assert!(home.share.by_name.contains_key(name.as_str()), "the group home has the member");
     }
 
     #[test]
