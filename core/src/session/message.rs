@@ -115,6 +115,16 @@ impl Message {
         }
     }
 
+    /// What this message weighs against a session's `max_queued_bytes`: its topic,
+    /// payload and MQTT 5 properties (as encoded, without their length prefix). Fixed
+    /// for the life of the message (a [`detached`](Message::detached) copy weighs the
+    /// same), so a queue can add it on entry and take it off on exit. Not counted: the
+    /// fixed header, the packet id and the allocation overheads, a few dozen bytes.
+    pub fn queued_bytes(&self) -> usize {
+        let properties = self.properties.as_deref().map_or(0, |p| p.content_bytes());
+        self.topic.len().saturating_add(self.payload.len()).saturating_add(properties)
+    }
+
     /// True once the Message Expiry Interval has passed.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
@@ -196,8 +206,9 @@ pub struct Delivery {
 /// queue ([`QueueDrops`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// No room: the session queue is at `max_queued_messages` (QoS 1/2), or a QoS 0
-    /// message found the connection's write buffer full or the session offline.
+    /// No room: the session queue is at `max_queued_messages`, or this message would
+    /// take it past `max_queued_bytes` (QoS 1/2), or a QoS 0 message found the
+    /// connection's write buffer full or the session offline.
     QueueFull,
     /// Its Message Expiry Interval ran out before it was sent.
     Expired,

@@ -157,7 +157,12 @@ struct Stored {
     subscriptions: HashMap<TopicFilter, SubscriptionEntry>,
     inflight: Inflight,
     /// QoS 1/2 deliveries waiting for window, socket or reconnect, oldest first.
+    /// Changed only through `enqueue`, `dequeue`, `clear_queue` and `take_shared`,
+    /// which keep `queue_bytes` in step.
     queue: VecDeque<Delivery>,
+    /// The sum of [`Message::queued_bytes`] over `queue`, counted per session: a
+    /// message queued for many sessions shares one allocation but weighs on each.
+    queue_bytes: usize,
     /// How many at the front of `queue` may have been sent before a crash (restored
     /// from a store that had not yet recorded their sending): each goes out with DUP.
     maybe_sent: usize,
@@ -167,11 +172,45 @@ struct Stored {
     journal: Vec<StoreChange>,
 }
 
+impl Stored {
+    fn enqueue(&mut self, d: Delivery) {
+        self.queue_bytes = self.queue_bytes.saturating_add(d.message.queued_bytes());
+        self.queue.push_back(d);
+    }
+
+    fn dequeue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queue_bytes = self.queue_bytes.saturating_sub(d.message.queued_bytes());
+        Some(d)
+    }
+
+    fn clear_queue(&mut self) {
+        self.queue.clear();
+        self.queue_bytes = 0;
+        self.maybe_sent = 0;
+    }
+
+    /// Checks the cheap half of the byte invariant in debug builds: the count is
+    /// recomputed from the queue.
+    fn debug_check_queue_bytes(&self) {
+        debug_assert_eq!(
+            self.queue_bytes,
+            self.queue.iter().fold(0usize, |n, d| n.saturating_add(d.message.queued_bytes())),
+            "queue_bytes out of step with the queue"
+        );
+    }
+}
+
 /// The session state of one client id, and its connection while attached.
 ///
 /// # Invariants
 /// - `inflight.len() <= send window` whenever a message is moved out of `queue`.
 /// - `queue.len() <= limits.max_queued_messages`.
+/// - `queue_bytes` is the sum of [`Message::queued_bytes`] over `queue`, and
+///   `queue_bytes <= limits.max_queued_bytes` unless that is 0 (no bound). Both bounds
+///   hold for what `handle_delivery` admits; a session rebuilt by [`Session::restore`]
+///   keeps everything the store had (acknowledged to publishers before a crash) even
+///   past them, and admits nothing more until it is back under them.
 /// - `link.is_none()` means no packet goes to `transmit`.
 #[derive(Debug)]
 pub struct Session {
@@ -342,6 +381,9 @@ impl Session {
         // The stored queue is new and empty: take the vector over (no copy, so a
         // million recovered entries are not held twice).
         stored.queue = VecDeque::from(state.queue);
+        // Counted, never trimmed: each of these was acknowledged to its publisher.
+        stored.queue_bytes =
+            stored.queue.iter().fold(0, |n: usize, d| n.saturating_add(d.message.queued_bytes()));
         stored.maybe_sent = state.maybe_sent.min(stored.queue.len());
         for (id, delivery, released) in state.inflight {
             stored.inflight.restore(id, delivery, released);
@@ -366,6 +408,12 @@ impl Session {
     /// Messages waiting in the queue.
     pub fn queued(&self) -> usize {
         self.stored.as_ref().map_or(0, |s| s.queue.len())
+    }
+
+    /// What the messages waiting in the queue weigh ([`Message::queued_bytes`]), the
+    /// figure `limits.max_queued_bytes` bounds.
+    pub fn queued_bytes(&self) -> usize {
+        self.stored.as_ref().map_or(0, |s| s.queue_bytes)
     }
 
     /// The deliveries waiting in the queue, oldest first.
@@ -530,7 +578,7 @@ impl Session {
         let window = usize::from(link.send_window);
         while !self.write_blocked && self.inflight() < window {
             let Some(stored) = self.stored.as_mut() else { break };
-            let Some(d) = stored.queue.pop_front() else { break };
+            let Some(d) = stored.dequeue() else { break };
             let dup = stored.maybe_sent > 0;
             stored.maybe_sent = stored.maybe_sent.saturating_sub(1);
             if d.message.is_expired(now) {
@@ -661,10 +709,19 @@ impl Session {
         if self.queued() >= self.limits.max_queued_messages {
             return Err(DropReason::QueueFull);
         }
+        // A message larger than the whole byte bound never fits, even in an empty
+        // queue: the bound is a hard cap on what one session holds (Mosquitto's
+        // `max_queued_bytes` drops it too).
+        let max_bytes = self.limits.max_queued_bytes;
+        if max_bytes > 0
+            && self.queued_bytes().saturating_add(delivery.message.queued_bytes()) > max_bytes
+        {
+            return Err(DropReason::QueueFull);
+        }
         if self.journaling {
             self.journal(StoreChange::Queued(delivery.message.clone()));
         }
-        self.stored_mut().queue.push_back(delivery);
+        self.stored_mut().enqueue(delivery);
         Ok(())
     }
 
@@ -996,8 +1053,7 @@ impl Session {
         if !self.persistent {
             if let Some(stored) = self.stored.as_mut() {
                 stored.inflight = Inflight::default();
-                stored.queue.clear();
-                stored.maybe_sent = 0;
+                stored.clear_queue();
                 stored.inbound_qos2 = InboundQos2::default();
             }
         }
@@ -1032,6 +1088,10 @@ impl Session {
             let (shared, kept): (VecDeque<_>, VecDeque<_>) =
                 std::mem::take(&mut stored.queue).into_iter().partition(|d| d.share.is_some());
             stored.queue = kept;
+            let shared_bytes =
+                shared.iter().fold(0, |n: usize, d| n.saturating_add(d.message.queued_bytes()));
+            stored.queue_bytes = stored.queue_bytes.saturating_sub(shared_bytes);
+            stored.debug_check_queue_bytes();
             orphans.extend(shared);
         }
         if !orphans.is_empty() {

@@ -1205,3 +1205,5 @@ fn a_refused_publish_says_why_in_its_ack_where_allowed() {
         }
     }
 }
+
+mod queue_bytes;

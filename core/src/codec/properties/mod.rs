@@ -130,6 +130,12 @@ impl PublishProperties {
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
     }
+
+    /// The bytes these properties take on the wire, without the Property Length
+    /// prefix; 0 for a set that cannot be encoded (no decoded PUBLISH carries one).
+    pub fn content_bytes(&self) -> usize {
+        self.content_len().unwrap_or(0)
+    }
 }
 
 /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK.
