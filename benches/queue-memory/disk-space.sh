@@ -20,6 +20,7 @@ data_dir = "$D/data"
 bind = "127.0.0.1:$PORT"
 [limits]
 max_queued_messages = 2000000
+max_queued_bytes = 0
 EOT
 size() { stat -c %s "$D/data/shoal.redb"; }
 "$BIN" --config "$D/c.toml" > "$D/log" 2>&1 & P=$!

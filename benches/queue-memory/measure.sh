@@ -21,6 +21,7 @@ data_dir = "$D/data"
 bind = "127.0.0.1:$PORT"
 [limits]
 max_queued_messages = 2000000
+max_queued_bytes = 0
 EOT
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 "$BIN" --config "$D/c.toml" > "$D/log1" 2>&1 & P=$!

@@ -236,6 +236,7 @@ pub(crate) fn config_json(config: &Config) -> serde_json::Value {
             "max_packet_size": l.max_packet_bytes,
             "max_inflight": l.max_inflight,
             "max_queued_messages": l.max_queued_messages,
+            "max_queued_bytes": l.max_queued_bytes,
             "max_topic_levels": l.max_topic_levels,
             "max_subscriptions_per_client": l.max_subscriptions,
             "max_outgoing_bytes": b.max_outgoing_bytes,

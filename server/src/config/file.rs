@@ -78,6 +78,7 @@ struct FileLimits {
     max_packet_size: Option<Spanned<i64>>,
     max_inflight: Option<Spanned<i64>>,
     max_queued_messages: Option<Spanned<i64>>,
+    max_queued_bytes: Option<Spanned<i64>>,
     max_topic_levels: Option<Spanned<i64>>,
     max_subscriptions_per_client: Option<Spanned<i64>>,
     max_outgoing_bytes: Option<Spanned<i64>>,
@@ -354,6 +355,9 @@ fn validate(src: &Source<'_>, raw: FileConfig) -> Result<Config, ConfigError> {
         if let Some(v) = &l.max_queued_messages {
             limits.max_queued_messages = src.int(v, "limits.max_queued_messages", 0, max_u32)?;
         }
+        if let Some(v) = &l.max_queued_bytes {
+            limits.max_queued_bytes = src.int(v, "limits.max_queued_bytes", 0, i64::MAX)?;
+        }
         if let Some(v) = &l.max_topic_levels {
             limits.max_topic_levels = src.int(v, "limits.max_topic_levels", 1, 65_535)?;
         }
@@ -548,6 +552,22 @@ allow_anonymous = true
         let text = "[limits]\nmax_store_queue_bytes = 1024\n";
         let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
         assert!(msg.contains("limits.max_store_queue_bytes") && msg.contains("65536"), "{msg}");
+    }
+
+    #[test]
+    fn queued_bytes_bound_is_read_and_checked() {
+        let c = Config::from_toml_str("", "t").unwrap();
+        assert_eq!(c.limits.max_queued_bytes, 16 << 20);
+        let c = Config::from_toml_str("[limits]\nmax_queued_bytes = 65536\n", "t").unwrap();
+        assert_eq!(c.limits.max_queued_bytes, 65536);
+        let c = Config::from_toml_str("[limits]\nmax_queued_bytes = 0\n", "t").unwrap();
+        assert_eq!(c.limits.max_queued_bytes, 0, "0 turns the byte bound off");
+        let text = "[limits]\nmax_queued_messages = 5\nmax_queued_bytes = -1\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:3:") && msg.contains("limits.max_queued_bytes"), "{msg}");
+        let text = "[limits]\nmax_queued_bytes = \"16MiB\"\n";
+        let msg = Config::from_toml_str(text, "f.toml").unwrap_err().to_string();
+        assert!(msg.starts_with("f.toml:2:") && msg.contains("max_queued_bytes"), "{msg}");
     }
 
     #[test]

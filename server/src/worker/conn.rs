@@ -51,8 +51,8 @@ impl ConnState {
 pub(super) enum Pressure {
     /// Its write buffer and session queue are below their high watermarks.
     Calm,
-    /// Over a high watermark (half of `max_outgoing_bytes` or of
-    /// `max_queued_messages`): the worker holds back publishers until it is under the
+    /// Over a high watermark (half of `max_outgoing_bytes`, of `max_queued_messages`
+    /// or of `max_queued_bytes`): the worker holds back publishers until it is under the
     /// low watermark (a quarter) again, or until it has been congested for
     /// `STALL_LIMIT`.
     Congested,

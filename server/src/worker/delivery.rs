@@ -347,15 +347,24 @@ impl Worker {
             conn.dirty = true;
             self.dirty.push(ci);
         }
-        // Watermarks: congested at half of either bound, calm again at a quarter.
+        // Watermarks: congested at half of any bound, calm again at a quarter of each
+        // (a byte bound of 0 is none).
         let (wlen, queued) = (conn.wbuf.len(), slot.session.queued());
+        let (qbytes, max_qbytes) =
+            (slot.session.queued_bytes(), self.shared.limits.max_queued_bytes);
         match conn.pressure {
-            Pressure::Calm if wlen >= max_out / 2 || queued >= (max_queued / 2).max(1) => {
+            Pressure::Calm
+                if wlen >= max_out / 2
+                    || queued >= (max_queued / 2).max(1)
+                    || (max_qbytes > 0 && qbytes >= (max_qbytes / 2).max(1)) =>
+            {
                 conn.pressure = Pressure::Congested;
                 self.congested.push((ci, now));
             }
             Pressure::Congested | Pressure::Slow
-                if wlen <= max_out / 4 && queued <= max_queued / 4 =>
+                if wlen <= max_out / 4
+                    && queued <= max_queued / 4
+                    && (max_qbytes == 0 || qbytes <= max_qbytes / 4) =>
             {
                 if conn.pressure == Pressure::Congested {
                     self.congested.retain(|&(i, _)| i != ci);

@@ -130,10 +130,8 @@ fn orphaned_and_discarded_messages_leave_the_byte_count() {
 fn expired_messages_leave_the_byte_count_at_their_turn() {
     let now = Instant::now();
     let mut s = offline(byte_limits(1000), now);
-    let expiring = Message {
-        expires_at: Some(now + Duration::from_secs(1)),
-        ..(*sized(47).message).clone()
-    };
+    let expiring =
+        Message { expires_at: Some(now + Duration::from_secs(1)), ..(*sized(47).message).clone() };
     let expiring = Delivery { message: Arc::new(expiring), ..sized(0) };
     assert_eq!(s.handle_delivery(now, expiring), Ok(()));
     assert_eq!(s.queued_bytes(), 50);
@@ -146,8 +144,14 @@ fn expired_messages_leave_the_byte_count_at_their_turn() {
 #[derive(Debug, Clone)]
 enum Op {
     /// A QoS 1 delivery with this payload size, maybe shared, maybe expiring in 1 s.
-    Deliver { payload: usize, shared: bool, expiring: bool },
-    Connect { clean: bool },
+    Deliver {
+        payload: usize,
+        shared: bool,
+        expiring: bool,
+    },
+    Connect {
+        clean: bool,
+    },
     LinkLost,
     PubAck(u16),
     WriteBlocked(bool),
