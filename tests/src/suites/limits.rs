@@ -365,3 +365,44 @@ fn fast_subscriber_backlog_drains_promptly_beside_a_stalled_subscriber() {
     stalled.ping_then_unread();
     drop(stalled_q0);
 }
+
+#[test]
+fn offline_queue_holds_only_the_messages_that_fit_max_queued_bytes() {
+    // 64 KiB of queue; each message weighs its topic (4 bytes) plus payload, 8 KiB in
+    // all, so exactly the first eight of twenty fit and the other twelve are dropped as
+    // queue_full. One worker: the publisher's PUBACK then comes after the offline
+    // session took (or refused) the message, so the reconnect cannot overtake it.
+    const BOUND: usize = 64 * 1024;
+    const WEIGHT: usize = 8 * 1024;
+    const TOPIC: &str = "qb/t";
+    let broker =
+        TestBroker::with_config(&format!("workers = 1\n[limits]\nmax_queued_bytes = {BOUND}\n"));
+    for version in MODERN {
+        let opts = ConnectOptions::persistent(version, "qbytes");
+        let (mut sub, _) = RawClient::connect_with(broker.addr(), &opts);
+        sub.subscribe_one("qb/#", 1);
+        sub.disconnect();
+        let mut publisher = RawClient::connect(broker.addr(), version, "qbytes-pub");
+        for i in 0..20u8 {
+            publisher.publish(TOPIC, &vec![i; WEIGHT - TOPIC.len()], 1, false);
+        }
+        let (mut sub, present) = RawClient::connect_with(broker.addr(), &opts);
+        assert!(present, "{version}");
+        for i in 0..(BOUND / WEIGHT) as u8 {
+            let got = sub.expect_publish_acked();
+            assert_eq!((got.topic.as_str(), got.payload.len()), (TOPIC, WEIGHT - TOPIC.len()));
+            assert_eq!(got.payload[0], i, "{version}: out of order or a gap");
+        }
+        // Nothing else was kept: the next thing to arrive is what is published now.
+        publisher.publish("qb/sentinel", b"end", 1, false);
+        let got = sub.expect_publish_acked();
+        let first = got.payload.first();
+        assert_eq!(
+            got.topic, "qb/sentinel",
+            "{version}: message {first:?} was kept past the bound"
+        );
+        sub.disconnect();
+        RawClient::connect(broker.addr(), version, "qbytes").disconnect();
+        publisher.disconnect();
+    }
+}

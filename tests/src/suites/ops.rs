@@ -705,3 +705,34 @@ fn an_oversized_message_takes_no_queue_slot() {
     });
     assert_eq!(dropped(&body, "queue_full"), 0, "{body}");
 }
+
+/// A message refused for taking an offline session's queue past `max_queued_bytes` is
+/// counted with the count overflows, as `queue_full`.
+#[test]
+fn messages_past_max_queued_bytes_count_as_queue_full() {
+    // Each message weighs 500 bytes (topic 5 + payload 495): two fit in 1024, the third
+    // does not.
+    let broker = admin_broker("[limits]\nmax_queued_bytes = 1024\n");
+    let admin = broker.admin_addr();
+    let opts = ConnectOptions::persistent(ProtocolVersion::V5, "qb-metrics");
+    let (mut sub, _) = RawClient::connect_with(broker.addr(), &opts);
+    sub.subscribe_one("qbm/t", 1);
+    sub.disconnect();
+    let mut publisher = RawClient::connect(broker.addr(), V311, "qbm-pub");
+    for _ in 0..3 {
+        publisher.publish("qbm/t", &[b'x'; 495], 1, false);
+    }
+    let dropped = |body: &str, cause: &str| {
+        sum_samples(body, &format!("shoal_messages_dropped_total{{cause=\"{cause}\"}}"))
+    };
+    let mut body = String::new();
+    wait_until(SETTLE, "one queue_full drop", || {
+        body = metrics_text(admin);
+        dropped(&body, "queue_full") == 1
+    });
+    let (mut sub, present) = RawClient::connect_with(broker.addr(), &opts);
+    assert!(present);
+    for _ in 0..2 {
+        assert_eq!(sub.expect_publish_acked().payload.len(), 495);
+    }
+}
