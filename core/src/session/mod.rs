@@ -173,8 +173,10 @@ struct Stored {
 }
 
 impl Stored {
-    fn enqueue(&mut self, d: Delivery) {
-        self.queue_bytes = self.queue_bytes.saturating_add(d.message.queued_bytes());
+    /// `bytes` is `d.message.queued_bytes()`, which the caller has just worked out.
+    fn enqueue(&mut self, d: Delivery, bytes: usize) {
+        debug_assert_eq!(bytes, d.message.queued_bytes());
+        self.queue_bytes = self.queue_bytes.saturating_add(bytes);
         self.queue.push_back(d);
     }
 
@@ -712,16 +714,14 @@ impl Session {
         // A message larger than the whole byte bound never fits, even in an empty
         // queue: the bound is a hard cap on what one session holds (Mosquitto's
         // `max_queued_bytes` drops it too).
-        let max_bytes = self.limits.max_queued_bytes;
-        if max_bytes > 0
-            && self.queued_bytes().saturating_add(delivery.message.queued_bytes()) > max_bytes
-        {
+        let (bytes, max_bytes) = (delivery.message.queued_bytes(), self.limits.max_queued_bytes);
+        if max_bytes > 0 && self.queued_bytes().saturating_add(bytes) > max_bytes {
             return Err(DropReason::QueueFull);
         }
         if self.journaling {
             self.journal(StoreChange::Queued(delivery.message.clone()));
         }
-        self.stored_mut().enqueue(delivery);
+        self.stored_mut().enqueue(delivery, bytes);
         Ok(())
     }
 
