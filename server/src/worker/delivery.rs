@@ -348,15 +348,17 @@ impl Worker {
             self.dirty.push(ci);
         }
         // Watermarks: congested at half of any bound, calm again at a quarter of each
-        // (a byte bound of 0 is none).
+        // (a byte bound of 0 is none). An empty queue weighs nothing: the usual case
+        // (nothing queued) does not look at the bytes.
         let (wlen, queued) = (conn.wbuf.len(), slot.session.queued());
-        let (qbytes, max_qbytes) =
-            (slot.session.queued_bytes(), self.shared.limits.max_queued_bytes);
+        let max_qbytes = self.shared.limits.max_queued_bytes;
+        let qbytes =
+            || if queued == 0 || max_qbytes == 0 { 0 } else { slot.session.queued_bytes() };
         match conn.pressure {
             Pressure::Calm
                 if wlen >= max_out / 2
                     || queued >= (max_queued / 2).max(1)
-                    || (max_qbytes > 0 && qbytes >= (max_qbytes / 2).max(1)) =>
+                    || (max_qbytes > 0 && qbytes() >= (max_qbytes / 2).max(1)) =>
             {
                 conn.pressure = Pressure::Congested;
                 self.congested.push((ci, now));
@@ -364,7 +366,7 @@ impl Worker {
             Pressure::Congested | Pressure::Slow
                 if wlen <= max_out / 4
                     && queued <= max_queued / 4
-                    && (max_qbytes == 0 || qbytes <= max_qbytes / 4) =>
+                    && (max_qbytes == 0 || qbytes() <= max_qbytes / 4) =>
             {
                 if conn.pressure == Pressure::Congested {
                     self.congested.retain(|&(i, _)| i != ci);
