@@ -376,6 +376,16 @@ impl Broker {
                 .map_err(|source| StartError::Worker { worker: id, source })?;
             broker.threads.push(handle);
         }
+        let limits = &config.limits;
+        if limits.max_queued_bytes != 0 && limits.max_queued_bytes < limits.max_packet_bytes {
+            log::warn!(
+                "limits.max_queued_bytes ({}) is below limits.max_packet_size ({}): a message \
+                 larger than it is never queued for a slow or offline session (dropped and \
+                 counted as queue_full)",
+                limits.max_queued_bytes,
+                limits.max_packet_bytes
+            );
+        }
         if config.admin.enabled {
             let settings = config.admin.settings.clone();
             if settings.token.is_empty() {
