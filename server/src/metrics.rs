@@ -71,6 +71,8 @@ pub mod name {
     pub const SUBSCRIPTIONS: &str = "shoal_subscriptions";
     /// Messages waiting in session queues.
     pub const QUEUED_MESSAGES: &str = "shoal_queued_messages";
+    /// What the messages in session queues weigh (`limits.max_queued_bytes`).
+    pub const QUEUED_BYTES: &str = "shoal_queued_bytes";
     /// QoS 1/2 messages sent and not yet acknowledged.
     pub const INFLIGHT_MESSAGES: &str = "shoal_inflight_messages";
     /// Retained messages held.
@@ -312,6 +314,9 @@ pub struct WorkerGauges {
     pub subscriptions: u64,
     /// Messages waiting in this worker's session queues.
     pub queued: u64,
+    /// What they weigh, as `limits.max_queued_bytes` counts it (a message queued for
+    /// several sessions counts for each).
+    pub queued_bytes: u64,
     /// QoS 1/2 messages sent and awaiting acknowledgement.
     pub inflight: u64,
 }
@@ -354,6 +359,7 @@ impl WorkerGauges {
         self.sessions_offline = self.sessions_offline.saturating_add(other.sessions_offline);
         self.subscriptions = self.subscriptions.saturating_add(other.subscriptions);
         self.queued = self.queued.saturating_add(other.queued);
+        self.queued_bytes = self.queued_bytes.saturating_add(other.queued_bytes);
         self.inflight = self.inflight.saturating_add(other.inflight);
     }
 }
@@ -865,6 +871,12 @@ pub fn render_prometheus(snap: &MetricsSnapshot) -> String {
     e.sample(SESSIONS, &[("state", "offline")], g.sessions_offline);
     e.single(SUBSCRIPTIONS, "gauge", "Subscriptions over all sessions.", g.subscriptions);
     e.single(QUEUED_MESSAGES, "gauge", "Messages waiting in session queues.", g.queued);
+    e.single(
+        QUEUED_BYTES,
+        "gauge",
+        "Topic, payload and properties bytes of the messages in session queues.",
+        g.queued_bytes,
+    );
     e.single(INFLIGHT_MESSAGES, "gauge", "QoS 1/2 messages awaiting acknowledgement.", g.inflight);
     e.single(RETAINED_MESSAGES, "gauge", "Retained messages held.", snap.retained);
 

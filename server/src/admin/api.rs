@@ -118,6 +118,9 @@ pub struct ClientInfo {
     pub inflight: u64,
     /// Messages queued for the client.
     pub queued: u64,
+    /// What they weigh, as `limits.max_queued_bytes` counts it.
+    #[serde(default)]
+    pub queued_bytes: u64,
     /// Bytes received from the client on this connection.
     pub bytes_in: u64,
     /// Bytes sent to the client on this connection.

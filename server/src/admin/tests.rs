@@ -625,6 +625,7 @@ impl Demo {
                 keep_alive_secs: 60,
                 inflight: i % 4,
                 queued: if i % 5 == 4 { 12 + i } else { 0 },
+                queued_bytes: if i % 5 == 4 { (12 + i) * 180 } else { 0 },
                 bytes_in: 1000 * i * i,
                 bytes_out: 4000 * i,
             })

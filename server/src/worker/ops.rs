@@ -135,6 +135,7 @@ impl Worker {
             let s = &slot.session;
             g.subscriptions += u64::try_from(s.subscriptions().count()).unwrap_or(0);
             g.queued += u64::try_from(s.queued()).unwrap_or(0);
+            g.queued_bytes += u64::try_from(s.queued_bytes()).unwrap_or(0);
             g.inflight += u64::try_from(s.inflight()).unwrap_or(0);
         }
         g
@@ -228,6 +229,7 @@ impl Worker {
             keep_alive_secs: conn.map_or(0, |c| c.keep_alive_secs),
             inflight: u64::try_from(s.inflight()).unwrap_or(0),
             queued: u64::try_from(s.queued()).unwrap_or(0),
+            queued_bytes: u64::try_from(s.queued_bytes()).unwrap_or(0),
             bytes_in: conn.map_or(0, |c| c.bytes_in),
             bytes_out: conn.map_or(0, |c| c.bytes_out),
         })

@@ -730,6 +730,15 @@ fn messages_past_max_queued_bytes_count_as_queue_full() {
         body = metrics_text(admin);
         dropped(&body, "queue_full") == 1
     });
+    // What stays queued, on the gauge and on the client: the two that fitted. Gauges
+    // are counted on the workers' once-a-second tick.
+    wait_until(SETTLE, "the queued bytes on the gauge", || {
+        body = metrics_text(admin);
+        sum_samples(&body, "shoal_queued_bytes") == 1000
+    });
+    let client = request(admin, "GET", "/api/clients/qb-metrics", Some(TOKEN), None).json();
+    assert_eq!(client["queued"], 2, "{client}");
+    assert_eq!(client["queued_bytes"], 1000, "{client}");
     let (mut sub, present) = RawClient::connect_with(broker.addr(), &opts);
     assert!(present);
     for _ in 0..2 {

@@ -420,7 +420,7 @@ async function showClient(id) {
   add("Keep-alive", `${d.keep_alive_secs} s`);
   add("Clean start", d.clean_start ? "yes" : "no");
   add("Session expiry", d.session_expiry_secs === null ? "never" : `${d.session_expiry_secs} s`);
-  add("In flight / queued", `${d.inflight} / ${d.queued}`);
+  add("In flight / queued", `${d.inflight} / ${d.queued} (${fmtBytes(d.queued_bytes || 0)})`);
   const subs = d.subscriptions.length
     ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Filter"), el("th", { class: "num" }, "QoS"))),
         el("tbody", {}, ...d.subscriptions.map((s) =>
