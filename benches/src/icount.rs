@@ -188,72 +188,23 @@ fn fanout_100(qos: QoS, iterations: u64) -> Run {
 /// queue, then a PUBACK moves the oldest queued message into the window, and it is
 /// encoded. The queue's bookkeeping (count and byte bounds) is all in here.
 fn session_queue_qos1(iterations: u64) -> Run {
-    use std::collections::VecDeque;
     use std::sync::Arc;
     use std::time::Instant;
 
-    use shoal_core::codec::{Connect, ConnectProperties, PubAckLike};
-    use shoal_core::session::{
-        ConnectAnswer, Delivery, Message, PublishCache, SentCounts, Session,
-    };
-    use shoal_core::{Limits, Packet};
+    use shoal_core::session::Message;
 
-    // Fixed header 2, topic 2 + 31, packet id 2, payload 64.
-    const FRAME: usize = 101;
-    fn read_ids(out: &[u8], ids: &mut VecDeque<PacketId>) {
-        for frame in out.chunks(FRAME) {
-            let id = frame.get(35..37).map(|b| u16::from_be_bytes([b[0], b[1]]));
-            ids.extend(id.and_then(PacketId::new));
-        }
-    }
+    use crate::slow::SlowSubscriber;
 
     let now = Instant::now();
     let p = sample_publish(QoS::AtLeastOnce, 64, false);
     let message = Arc::new(Message::from_publish(p, None, now));
-    let delivery = move || Delivery {
-        message: message.clone(),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        subscription_ids: Vec::new(),
-        share: None,
-    };
-    let limits = Limits { max_inflight: 16, ..Limits::default() };
-    let mut session = Session::new(Arc::from("icount"), limits);
-    let connect = Connect {
-        protocol: ProtocolVersion::V3_1_1,
-        clean_start: false,
-        keep_alive: 0,
-        client_id: "icount".to_owned(),
-        will: None,
-        username: None,
-        password: None,
-        properties: ConnectProperties::default(),
-    };
-    let answer = ConnectAnswer { max_keep_alive_secs: u16::MAX, ..ConnectAnswer::default() };
-    session.handle_connect(now, &connect, answer);
-    let _connack = session.poll_transmit();
-    for _ in 0..116 {
-        let _ = session.handle_delivery(now, delivery());
-    }
-    let (mut out, mut cache, mut sent) =
-        (BytesMut::with_capacity(1 << 16), PublishCache::default(), SentCounts::default());
-    session.encode_transmit(ProtocolVersion::V3_1_1, &mut out, &mut cache, &mut sent);
-    let mut inflight = VecDeque::new();
-    read_ids(&out, &mut inflight);
-    // A wrong frame layout shows at once: nothing in flight, a near-zero count.
-    if inflight.len() != 16 || session.queued() != 100 {
+    // A wrong set-up shows at once, as a near-zero count.
+    let Some(mut slow) = SlowSubscriber::new(message, 16, 100, now) else {
         return Box::new(|| {});
-    }
+    };
     Box::new(move || {
         for _ in 0..iterations {
-            let queued = session.handle_delivery(now, delivery());
-            if let Some(id) = inflight.pop_front() {
-                session.handle_packet(now, Packet::PubAck(PubAckLike::new(id)));
-            }
-            out.clear();
-            session.encode_transmit(ProtocolVersion::V3_1_1, &mut out, &mut cache, &mut sent);
-            read_ids(&out, &mut inflight);
-            black_box(queued.is_ok());
+            black_box(slow.step());
         }
     })
 }

@@ -2,3 +2,4 @@
 //! `.ci/bench-gate`. The criterion benches themselves are in `benches/`.
 
 pub mod icount;
+pub mod slow;
